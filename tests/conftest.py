@@ -1,0 +1,40 @@
+"""Shared test fixtures.
+
+The NLG scripts are plain scripts run from NLG/ (as in Microsoft's LoRA repo), so their folders
+go on sys.path here. Data the tests may read lives in ../shared beside the checkout; a user's clone
+may not have it, so tests that need it skip with a clear message.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LORA_SHARED_DIR", ROOT.parent / "shared"))
+for sub in ("NLG/src", "NLG/eval"):
+    p = str(ROOT / sub)
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip when this clone has no ../shared beside it."""
+    d = SHARED / "data"
+    if not d.is_dir():
+        pytest.skip(f"{d} not found: the shared test data sits beside the checkout in CI")
+    return d
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    d = SHARED / "fixtures"
+    if not d.is_dir():
+        pytest.skip(f"{d} not found: the shared fixtures sit beside the checkout in CI")
+    return d
