@@ -1,0 +1,78 @@
+"""Formatted jsonl ({"context", "completion"} text) -> token-id jsonl for gpt2_ft.py.
+
+    python src/gpt2_encode.py --vocab vocab --input data/e2e/train_formatted.jsonl \
+        --output data/e2e/train.jsonl --add_bos --add_eos
+
+Each output line is {"context": ids, "completion": ids}, as Microsoft's LoRA script writes it:
+context = BPE(context) (+ [eot] with --add_bos), completion = BPE(" " + completion)
+(+ [eot] with --add_eos), where eot is the vocabulary's "<|endoftext|>" id (50256 for GPT-2).
+The context may be empty (plain-text language modelling). Other keys (e.g. "cate") are dropped.
+"""
+import argparse
+import json
+import os
+import sys
+
+from tqdm import tqdm
+
+import encoder
+
+
+def encode_record(enc, items, add_bos, add_eos):
+    eot = enc.eos_id
+    context = enc.encode(items["context"]) + ([eot] if add_bos else [])
+    completion = enc.encode(" " + items["completion"]) + ([eot] if add_eos else [])
+    return {"context": context, "completion": completion}
+
+
+def parse_line(line, path, lineno):
+    try:
+        items = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(items, dict):
+        raise ValueError(f"{path}:{lineno}: expected a JSON object with 'context' and 'completion'")
+    for key in ("context", "completion"):
+        if not isinstance(items.get(key), str):
+            raise ValueError(f"{path}:{lineno}: key {key!r} missing or not a string")
+    return items
+
+
+def encode_file(enc, in_path, out_path, add_bos, add_eos, progress=True):
+    """Encode a whole file; returns the number of lines written. On a bad line nothing is left
+    at out_path (a partial output would look like a finished dataset)."""
+    with open(in_path, "r", encoding="utf8") as f:
+        total = sum(1 for _ in f)
+    tmp = out_path + ".part"
+    n = 0
+    try:
+        with open(in_path, "r", encoding="utf8") as reader, open(tmp, "w", encoding="utf8") as writer:
+            for lineno, line in enumerate(tqdm(reader, total=total, desc=os.path.basename(in_path),
+                                               unit="line", disable=not progress), 1):
+                items = parse_line(line.strip(), in_path, lineno)
+                writer.write(json.dumps(encode_record(enc, items, add_bos, add_eos)) + "\n")
+                n += 1
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return n
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True, type=str, help="formatted jsonl ({'context', 'completion'})")
+    parser.add_argument("--vocab", required=True, type=str, help="folder with encoder.json and vocab.bpe")
+    parser.add_argument("--output", required=True, type=str, help="token-id jsonl to write")
+    parser.add_argument("--add_bos", action="store_true", help="end the context with <|endoftext|>")
+    parser.add_argument("--add_eos", action="store_true", help="end the completion with <|endoftext|>")
+    args = parser.parse_args(argv)
+    try:
+        enc = encoder.get_encoder(args.vocab)
+        encode_file(enc, args.input, args.output, args.add_bos, args.add_eos)
+    except (ValueError, KeyError, OSError) as e:
+        sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
+
+
+if __name__ == "__main__":
+    main()
