@@ -1,0 +1,236 @@
+"""Reading and writing GPT-2 checkpoints.
+
+Files this reads (all through `load_state_file`):
+  * the published `gpt2{,-medium,-large}-pytorch_model.bin`: keys without prefix (`h.0.attn.c_attn.weight`),
+    Conv1D layout, optional `h.N.attn.bias` / `h.N.attn.masked_bias` buffers (dropped);
+  * `.safetensors` files of the same layout (when the `safetensors` package is installed);
+  * fine-tuned checkpoints `{'model_state_dict': ...}` with `module.` / `module.transformer.` /
+    `transformer.` prefixes (Microsoft's periodic adapter-only files and final full files);
+  * the files gpt2_ft.py writes (below).
+Keys come back in the published naming (no prefix); `lm_head.*` is dropped (tied to wte).
+
+Files gpt2_ft.py writes:
+  * `model.<step>.pt` every --save_interval: {'model_state_dict': adapter tensors only}
+    (full fine-tuning: every tensor), keys `transformer.h.N...` as `lora.lora_state_dict` gives them;
+  * the final `model.<last step>.pt`: {'model_state_dict': backbone + adapter}, enough on its own
+    for `--init_checkpoint` (the adapter in `lora_state_dict` form, e.g. quantized NOLA codes);
+  * `resume.pt`: the above plus optimizer / scheduler / RNG / step, for `--resume`.
+
+Contract used by gpt2_beam.py (keep stable):
+    load_model_weights(model, init_checkpoint, adapter_checkpoint=None, random_init=False,
+                       backbone_checkpoint=None, require_adapter=False) -> dict
+Every file given is read; backbone tensors are merged (backbone_checkpoint, then init_checkpoint,
+then adapter_checkpoint; later files win per key) and must cover every backbone tensor the model
+has, else ValueError listing the missing ones (unless random_init). Adapter tensors are taken as a
+whole from the last file that has any and loaded with `lora.load_lora_state_dict` (strict).
+"""
+import os
+import re
+import tempfile
+
+import torch
+
+from model import lora
+
+_PREFIXES = ("module.", "transformer.")
+_SUFFIXES = {".g": ".weight", ".b": ".bias", ".w": ".weight"}  # TF-converted GPT-2 names
+_ATTN_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+
+
+def load_state_file(path):
+    """A flat {published key: tensor} dict from any checkpoint file above; clear errors otherwise."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ImportError(f"checkpoint {path}: reading .safetensors needs the `safetensors` "
+                              f"package (pip install safetensors)") from None
+        try:
+            obj = load_file(path)
+        except Exception as e:
+            raise ValueError(f"checkpoint {path}: not a readable safetensors file ({e})") from None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint of tensors that "
+                             f"torch.load(weights_only=True) accepts ({msg})") from None
+    return normalize_state_dict(obj, source=path)
+
+
+def normalize_state_dict(obj, source="<state dict>"):
+    """Unwrap `model_state_dict`, strip training prefixes, drop tied / buffer entries."""
+    if isinstance(obj, dict) and "model_state_dict" in obj:
+        obj = obj["model_state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(f"checkpoint {source}: expected a state dict (name -> tensor), got "
+                         f"{type(obj).__name__}{' (empty)' if isinstance(obj, dict) else ''}")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise ValueError(f"checkpoint {source}: key {key!r} is not a string")
+        k = key
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        if k.startswith("lm_head.") or _ATTN_BUFFER.match(k):
+            continue
+        for old, new in _SUFFIXES.items():
+            if k.endswith(old):
+                k = k[: -len(old)] + new
+        if k in out:
+            raise ValueError(f"checkpoint {source}: keys {key!r} and another one both map to {k!r}")
+        out[k] = value
+    return out
+
+
+def split_state(sd):
+    """(backbone, adapter) halves of a published-naming state dict."""
+    backbone = {k: v for k, v in sd.items() if not lora.is_adapter_key(k)}
+    adapter = {k: v for k, v in sd.items() if lora.is_adapter_key(k)}
+    return backbone, adapter
+
+
+def _few(keys, n=5):
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def _model_has_adapter(model):
+    return any(lora.is_adapter_key(n) for n, _ in model.named_parameters())
+
+
+def load_state_dict_into(model, state_dict, random_init=False, require_adapter=False,
+                         source="<state dict>", adapter_source=None):
+    """Load a (possibly raw) state dict into a GPT2LMModel with the checks described above."""
+    sd = normalize_state_dict(state_dict, source=source)
+    backbone, adapter = split_state(sd)
+    want = {k: v for k, v in model.transformer.state_dict().items() if not lora.is_adapter_key(k)}
+    missing = set(want) - set(backbone)
+    unexpected = set(backbone) - set(want)
+    if unexpected:
+        raise ValueError(f"checkpoint {source}: {len(unexpected)} tensor(s) this model does not "
+                         f"have (wrong --model_card?): {_few(unexpected)}")
+    for k, v in backbone.items():
+        if tuple(v.shape) != tuple(want[k].shape):
+            raise ValueError(f"checkpoint {source}: {k} has shape {tuple(v.shape)}, the model "
+                             f"expects {tuple(want[k].shape)} (wrong --model_card?)")
+    if missing and not random_init:
+        hint = (" It holds only adapter weights: also give the pretrained backbone"
+                " (e.g. gpt2-medium-pytorch_model.bin)," if adapter and not backbone else "")
+        raise ValueError(f"checkpoint {source}: missing {len(missing)} of {len(want)} backbone "
+                         f"tensor(s) the model needs: {_few(missing)}.{hint} Pass --random_init "
+                         f"to start those from random weights on purpose.")
+    with torch.no_grad():
+        model.transformer.load_state_dict(backbone, strict=False)
+    has_adapter = _model_has_adapter(model)
+    if adapter:
+        if not has_adapter:
+            raise ValueError(f"checkpoint {adapter_source or source}: holds adapter tensors "
+                             f"({_few(adapter)}) but the model was built without an adapter: "
+                             f"pass the method flags used for training (e.g. --lora_dim 4 "
+                             f"--lora_alpha 32, --nola_rank 8 ..., --method ...)")
+        try:
+            lora.load_lora_state_dict(model, {"transformer." + k: v for k, v in adapter.items()})
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise type(e)(f"checkpoint {adapter_source or source}: adapter does not match the "
+                          f"model's method flags: {e}") from None
+    elif require_adapter and has_adapter:
+        raise ValueError(f"checkpoint {source}: holds no adapter tensors but the model has an "
+                         f"adapter to load (pass the trained model.<step>.pt)")
+    return {"backbone_loaded": len(backbone), "backbone_missing": len(missing),
+            "adapter_loaded": len(adapter)}
+
+
+def load_model_weights(model, init_checkpoint=None, adapter_checkpoint=None, random_init=False,
+                       backbone_checkpoint=None, require_adapter=False):
+    """See the module docstring. Returns a summary dict (counts and which file gave what)."""
+    files = [p for p in (backbone_checkpoint, init_checkpoint, adapter_checkpoint) if p]
+    if not files:
+        if not random_init:
+            raise ValueError("no checkpoint given: pass --init_checkpoint (the pretrained GPT-2 "
+                             "pytorch_model.bin or a trained model.<step>.pt), or --random_init "
+                             "to train from random weights on purpose")
+        return {"backbone_loaded": 0, "backbone_missing": None, "adapter_loaded": 0,
+                "backbone_from": [], "adapter_from": None}
+    backbone, adapter, adapter_from, backbone_from = {}, {}, None, []
+    for path in files:
+        b, a = split_state(load_state_file(path))
+        if b:
+            backbone.update(b)
+            backbone_from.append(os.fspath(path))
+        if a:
+            adapter, adapter_from = a, os.fspath(path)
+    source = " + ".join(os.fspath(p) for p in files)
+    info = load_state_dict_into(model, {**backbone, **adapter}, random_init=random_init,
+                                require_adapter=require_adapter, source=source,
+                                adapter_source=adapter_from)
+    info.update(backbone_from=backbone_from, adapter_from=adapter_from)
+    return info
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`: a crash
+    mid-write leaves the previous file (or none), never a truncated one under the final name."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if path.endswith(".safetensors"):
+                from safetensors.torch import save
+                f.write(save(obj))
+            else:
+                torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def backbone_state_dict(model):
+    """The model's backbone in the published naming and layout (no adapter tensors)."""
+    return {k: v.detach().clone().contiguous() for k, v in model.transformer.state_dict().items()
+            if not lora.is_adapter_key(k)}
+
+
+def export_published(model, path, merge=False):
+    """Write the backbone as a published GPT-2 `pytorch_model.bin` (or `.safetensors`). With
+    merge=True the adapter is folded into the weights first (and unfolded afterwards)."""
+    if merge:
+        lora.merge_all(model)
+    try:
+        sd = backbone_state_dict(model)
+    finally:
+        if merge:
+            lora.unmerge_all(model)
+    save_atomic(sd, path)
+    return path
+
+
+def training_state_dict(model):
+    """What a final checkpoint holds: backbone + adapter (adapter in lora_state_dict form)."""
+    sd = {"transformer." + k: v for k, v in backbone_state_dict(model).items()}
+    if _model_has_adapter(model):
+        sd.update(lora.lora_state_dict(model))
+    return sd
