@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Collect the demo's runs into one table (markdown) and one training-loss plot (PNG).
+
+    python demo/summarize.py --row "LoRA=runs/lora" --row "base (no adapter)=runs/base" \
+        --out_md table.md --out_png loss.png
+
+Each --row is LABEL=DIR, where DIR is a run's work_dir. From DIR it reads
+  run_info.json     written by gpt2_ft.py (method, trainable/total parameters, final checkpoint,
+                    training time); absent for the un-adapted base row;
+  train_log.jsonl   gpt2_ft.py's per-interval {"step", "loss", ...} lines (the loss curves);
+  scores.json       written by eval/score.py --json.
+The adapter file size is the size on disk of the checkpoint gpt2_ft.py saved last (for full
+fine-tuning that is the whole model). Rows whose files are missing stop the run with the path.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+# Column label -> keys the scorer may use for it (compared case-insensitively, ignoring - and _).
+METRICS = [("BLEU", ("bleu",)), ("NIST", ("nist",)), ("METEOR", ("meteor",)),
+           ("ROUGE-L", ("rougel", "rouge_l")), ("CIDEr", ("cider",))]
+
+
+def _norm(key):
+    return key.lower().replace("-", "").replace("_", "")
+
+
+def find_metric(scores, names):
+    flat = {}
+
+    def walk(d):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                flat.setdefault(_norm(k), float(v))
+    walk(scores)
+    for n in names:
+        if _norm(n) in flat:
+            return flat[_norm(n)]
+    return None
+
+
+def load_json(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        sys.exit(f"summarize.py: {what} not found: {path}")
+    except json.JSONDecodeError as e:
+        sys.exit(f"summarize.py: {path}:{e.lineno}: not valid JSON ({e.msg})")
+
+
+def load_log(path):
+    steps, losses = [], []
+    if not os.path.isfile(path):
+        return steps, losses
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                steps.append(int(rec["step"]))
+                losses.append(float(rec["loss"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                sys.exit(f"summarize.py: {path}:{n}: expected a json line with 'step' and 'loss' ({e})")
+    return steps, losses
+
+
+def first(d, *keys):
+    for k in keys:
+        if isinstance(d, dict) and d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def collect(label, run_dir):
+    row = {"label": label, "dir": run_dir}
+    row["scores"] = load_json(os.path.join(run_dir, "scores.json"), f"scores of row {label!r}")
+    info_path = os.path.join(run_dir, "run_info.json")
+    info = load_json(info_path, "run_info.json") if os.path.isfile(info_path) else None
+    row["info"] = info
+    if info is not None:
+        row["trainable"] = first(info, "trainable_params", "trainable")
+        row["total"] = first(info, "total_params", "total")
+        row["train_time"] = first(info, "train_time_s", "train_time", "elapsed_s")
+        ckpt = first(info, "adapter_checkpoint", "final_checkpoint", "checkpoint")
+        if ckpt is not None and not os.path.isabs(ckpt):
+            ckpt = ckpt if os.path.isfile(ckpt) else os.path.join(run_dir, ckpt)
+        row["ckpt"] = ckpt
+        row["ckpt_bytes"] = os.path.getsize(ckpt) if ckpt and os.path.isfile(ckpt) else None
+    row["log"] = load_log(os.path.join(run_dir, "train_log.jsonl"))
+    return row
+
+
+def human_bytes(n):
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+
+
+def fmt_metric(v, label):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    # BLEU/METEOR/ROUGE-L in [0, 1] from some scorers; the table shows them as percentages.
+    if label in ("BLEU", "METEOR", "ROUGE-L") and v <= 1.0:
+        v *= 100.0
+    return f"{v:.2f}" if label not in ("NIST", "CIDEr") else f"{v:.3f}"
+
+
+def table(rows):
+    present = [(lab, keys) for lab, keys in METRICS
+               if any(find_metric(r["scores"], keys) is not None for r in rows)]
+    head = ["method", "trainable params", "adapter file", "train time"] + [lab for lab, _ in present]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r["info"] is None:
+            cells = [r["label"], "0", "-", "-"]
+        else:
+            tr = r.get("trainable")
+            cells = [r["label"], f"{tr:,}" if isinstance(tr, int) else str(tr),
+                     human_bytes(r.get("ckpt_bytes")),
+                     f"{r['train_time']:.1f} s" if isinstance(r.get("train_time"), (int, float)) else "-"]
+        cells += [fmt_metric(find_metric(r["scores"], keys), lab) for lab, keys in present]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", [lab for lab, _ in present]
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # no display on servers / CI
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("summarize.py: matplotlib is not installed, so no loss plot was drawn "
+              "(pip install matplotlib); the table and TensorBoard logs are complete.")
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = 0
+    for r in rows:
+        steps, losses = r["log"]
+        if steps:
+            ax.plot(steps, losses, label=r["label"], linewidth=1.5)
+            drawn += 1
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Demo: training loss per method")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--row", action="append", required=True, metavar="LABEL=DIR")
+    ap.add_argument("--out_md", required=True)
+    ap.add_argument("--out_png", default=None)
+    ap.add_argument("--title", default=None, help="heading line above the table in the markdown file")
+    args = ap.parse_args(argv)
+    rows = []
+    for spec in args.row:
+        if "=" not in spec:
+            ap.error(f"--row {spec!r}: expected LABEL=DIR")
+        label, run_dir = spec.split("=", 1)
+        rows.append(collect(label, run_dir))
+    text, metrics = table(rows)
+    with open(args.out_md, "w", encoding="utf-8") as f:
+        if args.title:
+            f.write(f"{args.title}\n\n")
+        f.write(text)
+    print(text, end="")
+    if "METEOR" not in metrics:
+        print("(no METEOR column: the scorer found no Java runtime)")
+    if args.out_png and plot(rows, args.out_png):
+        print(f"loss curves: {args.out_png}")
+
+
+if __name__ == "__main__":
+    main()

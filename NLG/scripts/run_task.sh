@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# One NLG experiment end to end: train (gpt2_ft.py) -> beam search (gpt2_beam.py) ->
+# decode (gpt2_decode.py) -> score (eval/score.py). Called by the <task>_<method>.sh scripts,
+# which only set the hyperparameters (as environment variables) and pass their arguments on.
+#
+#   bash scripts/e2e_lora.sh [--num_gpus N] [--seed S] [--model_card gpt2.sm|gpt2.md|gpt2.lg|card.json]
+#        [--init_checkpoint FILE] [--work_dir DIR] [--data_dir DIR] [--vocab DIR] [--max_step N]
+#        [--launcher auto|torchrun|launch|python] [--force]
+#
+# Every option also reads from the environment (num_gpus / NUM_GPUS, SEED, MODEL_CARD, ...), and
+# every hyperparameter the calling script sets can be overridden there too (LR=1e-4 bash ...).
+# Run from the repository root or from NLG/. A step whose output exists is reused (the log says
+# so); --force (or FORCE=1) redoes them all.
+set -euo pipefail
+
+die() { echo "run_task.sh: error: $*" >&2; exit 2; }
+say() { echo "== [${TASK:-?}/${METHOD_NAME:-?}] $*"; }
+
+: "${TASK:?run_task.sh is called by a <task>_<method>.sh script that sets TASK}"
+: "${METHOD_NAME:?set by the calling script}"
+: "${METHOD_ARGS:=}"
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+nlg=$(cd "$here/.." && pwd)
+
+NUM_GPUS=${num_gpus:-${NUM_GPUS:-}}
+SEED=${SEED:-110}
+MODEL_CARD=${MODEL_CARD:-gpt2.md}
+INIT_CHECKPOINT=${INIT_CHECKPOINT:-}
+WORK_DIR=${WORK_DIR:-}
+DATA_DIR=${DATA_DIR:-}
+VOCAB=${VOCAB:-$nlg/vocab}
+MAX_STEP=${MAX_STEP:-}
+LAUNCHER=${LAUNCHER:-auto}
+FORCE=${FORCE:-0}
+PYTHON=${PYTHON:-python}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --num_gpus) NUM_GPUS=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --model_card) MODEL_CARD=$2; shift 2 ;;
+    --init_checkpoint) INIT_CHECKPOINT=$2; shift 2 ;;
+    --work_dir) WORK_DIR=$2; shift 2 ;;
+    --data_dir) DATA_DIR=$2; shift 2 ;;
+    --vocab) VOCAB=$2; shift 2 ;;
+    --max_step) MAX_STEP=$2; shift 2 ;;
+    --launcher) LAUNCHER=$2; shift 2 ;;
+    --force) FORCE=1; shift ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+  esac
+done
+
+# Paths given relative to where the user stands keep working after the cd into NLG/ below.
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+[ -z "$INIT_CHECKPOINT" ] || INIT_CHECKPOINT=$(abspath "$INIT_CHECKPOINT")
+[ -z "$WORK_DIR" ] || WORK_DIR=$(abspath "$WORK_DIR")
+[ -z "$DATA_DIR" ] || DATA_DIR=$(abspath "$DATA_DIR")
+VOCAB=$(abspath "$VOCAB")
+case "$MODEL_CARD" in gpt2.*) ;; *) MODEL_CARD=$(abspath "$MODEL_CARD") ;; esac
+cd "$nlg"
+
+case "$MODEL_CARD" in
+  gpt2.sm) size=S; ckpt_name=gpt2-pytorch_model.bin ;;
+  gpt2.md) size=M; ckpt_name=gpt2-medium-pytorch_model.bin ;;
+  gpt2.lg) size=L; ckpt_name=gpt2-large-pytorch_model.bin ;;
+  *) [ -f "$MODEL_CARD" ] || die "--model_card: '$MODEL_CARD' is neither gpt2.sm/md/lg nor a file"
+     size=custom; ckpt_name= ;;
+esac
+if [ -z "$INIT_CHECKPOINT" ]; then
+  [ -n "$ckpt_name" ] || die "--init_checkpoint is required with a custom model card"
+  INIT_CHECKPOINT=$nlg/pretrained_checkpoints/$ckpt_name
+fi
+case "$TASK" in
+  e2e) default_data=data/e2e ;;
+  webnlg) default_data=data/webnlg_challenge_2017 ;;
+  dart) default_data=data/dart ;;
+  *) die "unknown TASK '$TASK' (e2e, webnlg, dart)" ;;
+esac
+DATA_DIR=${DATA_DIR:-$nlg/$default_data}
+WORK_DIR=${WORK_DIR:-$nlg/trained_models/GPT2_${size}/$TASK/${METHOD_NAME}_seed$SEED}
+
+[ -f "$INIT_CHECKPOINT" ] || die "checkpoint not found: $INIT_CHECKPOINT (bash download_pretrained_checkpoints.sh, or --init_checkpoint)"
+for f in train.jsonl valid.jsonl test.jsonl test_formatted.jsonl; do
+  [ -f "$DATA_DIR/$f" ] || die "$DATA_DIR/$f not found (bash create_datasets.sh, or --data_dir)"
+done
+for f in encoder.json vocab.bpe; do
+  [ -f "$VOCAB/$f" ] || die "$VOCAB/$f not found (--vocab DIR)"
+done
+
+if [ -z "$NUM_GPUS" ]; then
+  NUM_GPUS=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
+  [ "$NUM_GPUS" -ge 1 ] 2>/dev/null || NUM_GPUS=1
+fi
+case "$NUM_GPUS" in ''|*[!0-9]*) die "num_gpus must be a whole number, got '$NUM_GPUS'" ;; esac
+[ "$NUM_GPUS" -ge 1 ] || NUM_GPUS=1
+if [ "$LAUNCHER" = auto ]; then
+  if [ "$NUM_GPUS" -gt 1 ]; then LAUNCHER=torchrun; else LAUNCHER=python; fi
+fi
+case "$LAUNCHER" in
+  torchrun) launch=(torchrun --standalone --nproc_per_node="$NUM_GPUS") ;;
+  launch) launch=("$PYTHON" -m torch.distributed.launch --nproc_per_node="$NUM_GPUS") ;;
+  python) [ "$NUM_GPUS" -le 1 ] || die "--launcher python runs one process; use torchrun for $NUM_GPUS GPUs"
+          launch=("$PYTHON") ;;
+  *) die "--launcher must be auto, torchrun, launch or python" ;;
+esac
+
+# "\n\n" ends a generation in GPT-2's vocabulary (id 628, as in the reference scripts); a vocabulary
+# without that token stops at <|endoftext|> only.
+if [ -z "${EOS_TOKEN_ID:-}" ]; then
+  EOS_TOKEN_ID=$("$PYTHON" -c 'import json,sys; e=json.load(open(sys.argv[1], encoding="utf-8")); print(e.get("\u010a\u010a", e["<|endoftext|>"]))' "$VOCAB/encoder.json") \
+    || die "cannot read the end-of-text token from $VOCAB/encoder.json"
+fi
+
+mkdir -p "$WORK_DIR"
+read -r -a method_args <<< "$METHOD_ARGS"
+read -r -a extra_ft <<< "${EXTRA_FT_ARGS:-}"
+read -r -a extra_beam <<< "${EXTRA_BEAM_ARGS:-}"
+step_args=()
+[ -z "$MAX_STEP" ] || step_args=(--max_step "$MAX_STEP")
+
+# 1. Train.
+if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/run_info.json" ]; then
+  say "train: reusing $WORK_DIR/run_info.json"
+else
+  say "train ($LAUNCHER, $NUM_GPUS process(es)) -> $WORK_DIR"
+  "${launch[@]}" src/gpt2_ft.py \
+    --train_data "$DATA_DIR/train.jsonl" \
+    --valid_data "$DATA_DIR/valid.jsonl" \
+    --train_batch_size "${TRAIN_BATCH_SIZE:-8}" \
+    --grad_acc "${GRAD_ACC:-1}" \
+    --valid_batch_size "${VALID_BATCH_SIZE:-4}" \
+    --seq_len "${SEQ_LEN:-512}" \
+    --model_card "$MODEL_CARD" \
+    --init_checkpoint "$INIT_CHECKPOINT" \
+    --platform local \
+    --clip "${CLIP:-0.0}" \
+    --lr "$LR" \
+    --weight_decay "$WEIGHT_DECAY" \
+    --correct_bias \
+    --adam_beta2 "${ADAM_BETA2:-0.999}" \
+    --scheduler "${SCHEDULER:-linear}" \
+    --warmup_step "$WARMUP_STEP" \
+    --max_epoch "$MAX_EPOCH" \
+    "${step_args[@]}" \
+    --save_interval "${SAVE_INTERVAL:-1000}" \
+    --label_smooth "$LABEL_SMOOTH" \
+    "${method_args[@]}" \
+    --work_dir "$WORK_DIR" \
+    --random_seed "$SEED" \
+    "${extra_ft[@]}"
+fi
+ckpt=$("$PYTHON" -c '
+import json, os, sys
+info = json.load(open(sys.argv[1]))
+for k in ("final_checkpoint", "checkpoint", "adapter_checkpoint"):
+    if info.get(k):
+        p = info[k]
+        print(p if os.path.isabs(p) or os.path.isfile(p) else os.path.join(os.path.dirname(sys.argv[1]), p))
+        break
+else:
+    sys.exit(sys.argv[1] + ": no final checkpoint path in it")' "$WORK_DIR/run_info.json")
+[ -f "$ckpt" ] || die "final checkpoint $ckpt (from $WORK_DIR/run_info.json) not found"
+step=$(basename "$ckpt" | sed -n 's/^model\.\([0-9]*\)\.pt$/\1/p')
+step=${step:-final}
+
+# 2. Beam search.
+BEAM=${BEAM:-10}
+lp_tag=$(echo "$LENGTH_PENALTY" | tr -d .)
+predict=predict.$step.b${BEAM}p${lp_tag}r${NO_REPEAT_NGRAM_SIZE:-4}.jsonl
+if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/$predict" ]; then
+  say "beam: reusing $WORK_DIR/$predict"
+else
+  say "beam search (beam $BEAM, length penalty $LENGTH_PENALTY) -> $predict"
+  "${launch[@]}" src/gpt2_beam.py \
+    --data "$DATA_DIR/test.jsonl" \
+    --batch_size "${BEAM_BATCH_SIZE:-1}" \
+    --seq_len "${SEQ_LEN:-512}" \
+    --eval_len "${EVAL_LEN:-64}" \
+    --model_card "$MODEL_CARD" \
+    --init_checkpoint "$ckpt" \
+    --platform local \
+    "${method_args[@]}" \
+    --beam "$BEAM" \
+    --length_penalty "$LENGTH_PENALTY" \
+    --no_repeat_ngram_size "${NO_REPEAT_NGRAM_SIZE:-4}" \
+    --repetition_penalty "${REPETITION_PENALTY:-1.0}" \
+    --eos_token_id "$EOS_TOKEN_ID" \
+    --work_dir "$WORK_DIR" \
+    --output_file "$predict" \
+    "${extra_beam[@]}"
+fi
+
+# 3. Decode and 4. score. WebNLG is scored on the seen / unseen categories and on all of them.
+if [ "$TASK" = e2e ]; then
+  say "decode + score"
+  "$PYTHON" src/gpt2_decode.py \
+    --vocab "$VOCAB" \
+    --sample_file "$WORK_DIR/$predict" \
+    --input_file "$DATA_DIR/test_formatted.jsonl" \
+    --output_ref_file "$WORK_DIR/e2e_ref.txt" \
+    --output_pred_file "$WORK_DIR/e2e_pred.txt"
+  "$PYTHON" eval/score.py --task e2e --ref "$WORK_DIR/e2e_ref.txt" --hyp "$WORK_DIR/e2e_pred.txt" \
+    --json "$WORK_DIR/scores.json"
+else
+  if [ "$TASK" = webnlg ]; then splits="all seen unseen"; else splits="all"; fi
+  for split in $splits; do
+    say "decode + score ($split)"
+    out=$WORK_DIR/eval_$split
+    mkdir -p "$out"
+    "$PYTHON" src/gpt2_decode.py \
+      --vocab "$VOCAB" \
+      --sample_file "$WORK_DIR/$predict" \
+      --input_file "$DATA_DIR/test_formatted.jsonl" \
+      --ref_type "$TASK" \
+      --ref_num "${REF_NUM:-6}" \
+      --output_ref_file "$out/references" \
+      --output_pred_file "$out/hypothesis" \
+      --tokenize --lower \
+      --filter "$split"
+    "$PYTHON" eval/score.py --task "$TASK" --ref "$out/references/reference" --hyp "$out/hypothesis" \
+      --nr "${REF_NUM:-6}" --json "$out/scores.json"
+  done
+  cp "$WORK_DIR/eval_all/scores.json" "$WORK_DIR/scores.json"
+fi
+say "done: scores in $WORK_DIR/scores.json"
