@@ -1,0 +1,20 @@
+"""loralib: pluggable low-rank adapters (LoRA, LoRMA, MTLoRA, NOLA) for PyTorch.
+
+A drop-in superset of Microsoft's loralib 0.1.2 (`lora.Linear`, `lora.MergedLinear`,
+`lora.Embedding`, `lora.Conv1d/2d/3d`, `mark_only_lora_as_trainable`, `lora_state_dict`), plus
+methods chosen by name through `MethodConfig` and `adapt_linear`.
+"""
+name = "lora"
+__version__ = "0.2.0"
+
+from .base import AdaptedLinear, LoRALayer, LowRankAdapter
+from .layers import Conv1d, Conv2d, Conv3d, ConvLoRA, Embedding, Linear, MergedLinear
+from .lorma import LoRMALinear
+from .mtlora import MTLoRALinear
+from .nola import NOLALinear
+from . import methods as _methods  # noqa: F401  (fills the registry)
+from .registry import (MethodConfig, adapt_linear, available_methods, get_spec, register,
+                       register_preset)
+from .utils import (count_parameters, is_adapter_key, load_lora_state_dict, lora_state_dict,
+                    mark_only_lora_as_trainable, merge_all, parameter_report, unmerge_all)
+from .cli import add_method_args, method_config_from_args

@@ -1,0 +1,206 @@
+"""The machinery every adapted projection shares.
+
+`AdaptedLinear` wraps a frozen projection: an `nn.Linear`-style weight (out, in), or GPT-2's
+Conv1D layout (in, out) with `fan_in_fan_out=True`. Its output may be split into equal slices
+(GPT-2's fused q/k/v) with an enable mask choosing which slices are adapted. A method subclasses it
+and supplies either low-rank factors (`LowRankAdapter`: LoRA, LoRMA_+, MTLoRA, NOLA, all computed
+in activation space) or its own forward and merged weight (LoRMA_pi).
+
+Merging is explicit (`merge()` / `unmerge()`), or through `train()`/`eval()` when
+`merge_weights=True` as in Microsoft's loralib. `merge()` keeps a copy of the frozen weight so
+that `unmerge()` restores it bit for bit, however many times one toggles (subtracting the delta
+back, as Microsoft does, drifts in floating point).
+"""
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LoRALayer:
+    """Microsoft's mixin: hyper-parameters, dropout and merge state of an adapted layer."""
+
+    def __init__(self, r: int, lora_alpha: float, lora_dropout: float, merge_weights: bool):
+        self.r = r
+        self.lora_alpha = lora_alpha
+        # A module rather than Microsoft's lambda, so that layers pickle and deep-copy.
+        self.lora_dropout = nn.Dropout(p=lora_dropout) if lora_dropout > 0.0 else nn.Identity()
+        self.merged = False
+        self.merge_weights = merge_weights
+
+
+def check_rank(r, what: str = "rank") -> int:
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {r!r}")
+    return r
+
+
+def check_enable(enable: Optional[Sequence[bool]], out_features: int) -> List[bool]:
+    enable = [True] if enable is None else [bool(e) for e in enable]
+    if len(enable) == 0:
+        raise ValueError("enable mask must not be empty")
+    if out_features % len(enable) != 0:
+        raise ValueError(
+            f"enable mask of length {len(enable)} does not divide out_features={out_features}")
+    return enable
+
+
+class AdaptedLinear(nn.Linear, LoRALayer):
+    """A frozen projection plus an optional adapter on some of its output slices.
+
+    Subclasses register their parameters in `build_adapter()` and initialize them in
+    `reset_adapter_parameters()`; then either inherit `LowRankAdapter` or override
+    `adapted_forward` and `merged_weight`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, r: int = 0, lora_alpha: float = 1,
+                 lora_dropout: float = 0.0, enable_lora: Optional[Sequence[bool]] = None,
+                 fan_in_fan_out: bool = False, merge_weights: bool = True, **kwargs):
+        self._adapter_ready = False
+        nn.Linear.__init__(self, in_features, out_features, **kwargs)
+        LoRALayer.__init__(self, r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                           merge_weights=merge_weights)
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise ValueError(f"rank must be a non-negative integer, got {r!r}")
+        self.enable_lora = check_enable(enable_lora, out_features)
+        self.fan_in_fan_out = fan_in_fan_out
+        self.slice_size = out_features // len(self.enable_lora)
+        self.enabled_slices = [i for i, e in enumerate(self.enable_lora) if e]
+        self.has_adapter = r > 0 and len(self.enabled_slices) > 0
+        self.scaling = self.lora_alpha / r if r > 0 else 0.0
+        # Non-persistent: the frozen weight saved by merge(); moves with .to() and never
+        # reaches a state dict.
+        self.register_buffer("_merge_backup", None, persistent=False)
+        if self.has_adapter:
+            self.weight.requires_grad = False
+            self.build_adapter()
+            self._adapter_ready = True
+        self.reset_parameters()
+        if fan_in_fan_out:
+            self.weight.data = self.weight.data.transpose(0, 1)
+
+    # -- to be provided by a method ------------------------------------------------------
+    def build_adapter(self) -> None:
+        raise NotImplementedError
+
+    def reset_adapter_parameters(self) -> None:
+        raise NotImplementedError
+
+    def adapted_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merged_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """The adapted weight (out, in), computed from the frozen weight `w` (out, in)."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+    @property
+    def n_enabled(self) -> int:
+        return len(self.enabled_slices)
+
+    def reset_parameters(self) -> None:
+        nn.Linear.reset_parameters(self)
+        if getattr(self, "_adapter_ready", False):
+            self.reset_adapter_parameters()
+
+    def frozen_weight(self) -> torch.Tensor:
+        """The weight in F.linear orientation (out, in); a view, not a copy."""
+        return self.weight.transpose(0, 1) if self.fan_in_fan_out else self.weight
+
+    def enabled_weight_slices(self, w: torch.Tensor) -> torch.Tensor:
+        """(n_enabled, slice_size, in) rows of `w` that the adapter acts on."""
+        v = w.view(len(self.enable_lora), self.slice_size, w.shape[1])
+        if self.n_enabled == len(self.enable_lora):
+            return v
+        return v[self.enabled_slices]
+
+    def slice_range(self, i: int) -> slice:
+        return slice(i * self.slice_size, (i + 1) * self.slice_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.frozen_weight()
+        if not self.has_adapter or self.merged:
+            return F.linear(x, w, self.bias)
+        return self.adapted_forward(x, w)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged or not self.has_adapter:
+            return
+        new = self.merged_weight(self.frozen_weight()).to(self.weight.dtype)
+        self._merge_backup = self.weight.data.clone()
+        self.weight.data.copy_(new.transpose(0, 1) if self.fan_in_fan_out else new)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        self.weight.data.copy_(self._merge_backup)
+        self._merge_backup = None
+        self.merged = False
+
+    def train(self, mode: bool = True):
+        nn.Linear.train(self, mode)
+        if self.merge_weights:
+            self.unmerge() if mode else self.merge()
+        return self
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.has_adapter:
+            s += f", r={self.r}, alpha={self.lora_alpha}, enable={self.enable_lora}"
+        if self.fan_in_fan_out:
+            s += ", fan_in_fan_out=True"
+        return s
+
+
+class LowRankAdapter(AdaptedLinear):
+    """Methods whose update is s * B_eff A_eff, computed in activation space.
+
+    `factors(w)` returns A of shape (R, in) and B of shape (n_enabled, slice, Rb). When
+    Rb == R // n_enabled, enabled slice j uses rows j*Rb:(j+1)*Rb of A (one rank block per
+    projection, as in Microsoft's MergedLinear); when Rb == R, every slice reads all R ranks
+    (MTLoRA's shared transformation). No dense delta-W is formed during training.
+    """
+
+    def factors(self, w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _rank_block(self, j: int, R: int, Rb: int) -> slice:
+        return slice(0, R) if Rb == R else slice(j * Rb, (j + 1) * Rb)
+
+    def adapted_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        A, B = self.factors(w)
+        result = F.linear(x, w, self.bias)
+        # The scale goes on the rank-sized activation, the cheapest place for it.
+        after_a = F.linear(self.lora_dropout(x), A) * self.scaling
+        R, Rb = A.shape[0], B.shape[-1]
+        if self.n_enabled == 1 and len(self.enable_lora) == 1:
+            return result + F.linear(after_a, B[0])
+        # In place on the slices of the base output: F.linear does not keep its output for
+        # backward, so this is safe and avoids Microsoft's full-size zero_pad buffer.
+        for j, i in enumerate(self.enabled_slices):
+            result[..., self.slice_range(i)] += F.linear(after_a[..., self._rank_block(j, R, Rb)], B[j])
+        return result
+
+    def merged_weight(self, w: torch.Tensor) -> torch.Tensor:
+        A, B = self.factors(w)
+        R, Rb = A.shape[0], B.shape[-1]
+        new = w.clone()
+        for j, i in enumerate(self.enabled_slices):
+            new[self.slice_range(i)] += (B[j] @ A[self._rank_block(j, R, Rb)]) * self.scaling
+        return new
+
+
+def kaiming_uniform_rows(t: torch.Tensor, fan_in: int) -> None:
+    """kaiming_uniform_(a=sqrt(5)) with an explicit fan-in (nn.Linear's default init).
+
+    Needed where one parameter stacks several matrices, so torch's own fan-in would be wrong.
+    """
+    gain = math.sqrt(2.0 / (1 + 5))
+    bound = math.sqrt(3.0) * gain / math.sqrt(fan_in)
+    with torch.no_grad():
+        t.uniform_(-bound, bound)
