@@ -1,0 +1,198 @@
+"""Parameter counts, NOLA's bases and quantized files, bad input, and the shared CLI flags."""
+import argparse
+import io
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+import loralib as lora
+from loralib import quant
+from loralib.nola import basis, clear_basis_cache
+
+
+def gpt2_stack(n_layer, d, cfg):
+    """GPT-2 attention c_attn layers (fused q/k/v, Conv1D layout) on the meta device."""
+    return nn.ModuleList(lora.adapt_linear(d, 3 * d, cfg, enable=[True, False, True],
+                                           fan_in_fan_out=True, device="meta")
+                         for _ in range(n_layer))
+
+
+def roberta_stack(n_layer, d, cfg):
+    return nn.ModuleList(nn.ModuleDict({"query": lora.adapt_linear(d, d, cfg, device="meta"),
+                                        "value": lora.adapt_linear(d, d, cfg, device="meta")})
+                         for _ in range(n_layer))
+
+
+NOLA = {"num_basis_A": 1000, "num_basis_B": 1000}
+
+
+@pytest.mark.parametrize("stack,n_layer,d,method,options,r,expected", [
+    (gpt2_stack, 24, 1024, "lora", {}, 4, 393_216),
+    (gpt2_stack, 24, 1024, "lorma", {"kind": "rri", "mode": "pre"}, 4, 393_216),
+    (gpt2_stack, 24, 1024, "lorma", {"kind": "shift", "mode": "pre"}, 4, 393_216),
+    (gpt2_stack, 24, 1024, "mtlora", {"structure": "SHIM"}, 4, 393_984),
+    (gpt2_stack, 24, 1024, "mtlora", {"structure": "ICFM"}, 4, 393_984),
+    (gpt2_stack, 24, 1024, "mtlora", {"structure": "CTCM"}, 4, 394_752),
+    (gpt2_stack, 24, 1024, "mtlora", {"structure": "DTSM"}, 4, 394_752),
+    (gpt2_stack, 24, 1024, "nola", NOLA, 8, 96_000),
+    (gpt2_stack, 36, 1280, "lora", {}, 4, 737_280),
+    (gpt2_stack, 36, 1280, "nola", NOLA, 8, 144_000),
+    (roberta_stack, 12, 768, "lora", {}, 8, 294_912),
+    (roberta_stack, 12, 768, "lorma", {"kind": "rri"}, 8, 294_912),
+    (roberta_stack, 24, 1024, "lora", {}, 8, 786_432),
+    (roberta_stack, 24, 1024, "lorma", {"kind": "shift"}, 8, 786_432),
+])
+def test_exact_trainable_parameter_counts(stack, n_layer, d, method, options, r, expected):
+    model = stack(n_layer, d, lora.MethodConfig(method=method, r=r, alpha=32, options=options))
+    lora.mark_only_lora_as_trainable(model)
+    trainable, total = lora.count_parameters(model)
+    assert trainable == expected
+    assert f"{expected:,}" in lora.parameter_report(model)
+
+
+def _basis_bytes_in_fresh_process():
+    code = ("import torch; from loralib.nola import basis;"
+            "import sys; sys.stdout.buffer.write(basis('A', 7, 5, 3, 4, 'cpu', torch.float32)"
+            ".numpy().tobytes())")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+
+
+def test_nola_bases_are_deterministic_shared_and_cached():
+    clear_basis_cache()
+    a = basis("A", 7, 5, 3, 4, "cpu", torch.float32)
+    assert _basis_bytes_in_fresh_process() == a.numpy().tobytes()
+    assert a.abs().max() <= 1 / 5 ** 0.5 and a.std() > 0
+    assert basis("A", 7, 5, 3, 4, "cpu", torch.float32) is a           # cached
+    assert not torch.equal(basis("A", 8, 5, 3, 4, "cpu", torch.float32), a)   # seed matters
+    cfg = lora.MethodConfig(method="nola", r=2, alpha=1.0, options={"num_basis_A": 6, "num_basis_B": 5})
+    l1, l2 = (lora.adapt_linear(8, 24, cfg, enable=[True, False, True], fan_in_fan_out=True)
+              for _ in range(2))
+    A1, _ = l1.factors(l1.frozen_weight())
+    # every layer of the same role and shape reads the one cached basis
+    key_count = len([k for k in lora.nola._BASES if k[0] == "A" and k[2:5] == (6, 2, 8)])
+    A2, _ = l2.factors(l2.frozen_weight())
+    assert key_count == len([k for k in lora.nola._BASES if k[0] == "A" and k[2:5] == (6, 2, 8)])
+    sd = lora.lora_state_dict(l1)
+    assert set(sd) == {"nola_alpha", "nola_beta", "nola_config"}
+    assert tuple(sd["nola_alpha"].shape) == (2, 6) and tuple(sd["nola_beta"].shape) == (2, 5)
+
+
+def test_nola_config_mismatch_on_load_is_an_error():
+    mk = lambda seed: lora.adapt_linear(8, 8, lora.MethodConfig(
+        method="nola", r=2, options={"num_basis_A": 4, "num_basis_B": 4, "seed": seed}))
+    with pytest.raises(ValueError, match="nola_config.*seed 1"):
+        lora.load_lora_state_dict(mk(2), lora.lora_state_dict(mk(1)))
+
+
+def _file_size(sd):
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    return buf.tell()
+
+
+def test_quantized_nola_file_is_several_times_smaller():
+    def model(qbits):
+        cfg = lora.MethodConfig(method="nola", r=8, alpha=1.0,
+                                options={**NOLA, "qbits": qbits})
+        m = nn.ModuleList(lora.adapt_linear(32, 96, cfg, enable=[True, False, True],
+                                            fan_in_fan_out=True) for _ in range(24))
+        with torch.no_grad():
+            for layer in m:
+                layer.nola_beta.normal_()
+                layer.nola_alpha.normal_()
+        return m
+    float_size = _file_size(lora.lora_state_dict(model(None)))
+    q3 = lora.lora_state_dict(model(3))
+    assert q3["0.nola_alpha_qcodes"].dtype == torch.uint8
+    assert q3["0.nola_alpha_qcodes"].numel() == (2 * 1000 * 3 + 7) // 8
+    assert float_size / _file_size(q3) > 3
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_quantization_pack_roundtrip_and_grid(bits):
+    torch.manual_seed(bits)
+    x = torch.randn(3, 101)
+    x[1] = 0.0                       # an all-zero vector (beta at init) has a defined scale
+    codes, scale = quant.quantize(x, bits)
+    L = 2 ** (bits - 1) - 1
+    assert codes.abs().max() <= L and scale[1] == 1.0
+    assert torch.equal(quant.unpack_codes(quant.pack_codes(codes, bits), bits, codes.shape), codes)
+    deq = quant.stable_dequantize(codes, scale, bits)
+    c2, s2 = quant.quantize(deq, bits)
+    assert torch.equal(c2, codes) and torch.equal(s2, scale)
+    # straight-through: the forward is quantized, the gradient is the identity
+    x.requires_grad_(True)
+    y = quant.fake_quantize(x, bits)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    assert (y.detach() - x.detach()).abs().max() <= scale.max() / 2 + 1e-6
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(method="lora", r=0), "rank"),
+    (dict(method="lora", r=-2), "rank"),
+    (dict(method="nola", r=0), "rank"),
+    (dict(method="nola", r=4, options={"qbits": 1}), "qbits"),
+    (dict(method="nola", r=4, options={"qbits": 9}), "qbits"),
+    (dict(method="nola", r=4, options={"num_basis_A": 0}), "num_basis_A"),
+    (dict(method="dora", r=4), "unknown method 'dora'"),
+    (dict(method="lorma", r=4, options={"kind": "mul"}), "kind"),
+    (dict(method="lorma", r=4, options={"mode": "middle"}), "mode"),
+    (dict(method="mtlora", r=4, options={"structure": "XYZ"}), "structure"),
+    (dict(method="lora", r=4, options={"structure": "SHIM"}), "unknown option"),
+    (dict(method="lorma_pi", r=4, options={"kind": "rri"}), "fixes"),
+    (dict(method="lora", r=4, targets=("q", "attn")), "target"),
+])
+def test_bad_config_is_a_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        lora.MethodConfig(**kwargs)
+
+
+def test_bad_layer_arguments_are_clear_errors():
+    cfg = lora.MethodConfig(method="lora", r=4)
+    with pytest.raises(ValueError, match="does not divide out_features=10"):
+        lora.adapt_linear(8, 10, cfg, enable=[True, False, True])
+    with pytest.raises(ValueError, match="qbits"):
+        lora.NOLALinear(8, 8, r=2, qbits=10)
+    with pytest.raises(ValueError, match="rank"):
+        lora.Linear(8, 8, r=-1)
+
+
+def parse(*argv, default="full"):
+    p = lora.add_method_args(argparse.ArgumentParser())
+    return lora.method_config_from_args(p.parse_args(list(argv)), default=default)
+
+
+def test_cli_flags_from_the_seed_commands():
+    c = parse("--lora_dim", "4", "--lora_alpha", "32", "--lora_dropout", "0.1")
+    assert (c.method, c.r, c.alpha, c.dropout, c.targets) == ("lora", 4, 32.0, 0.1, ("q", "v"))
+    c = parse("--nola_rank", "8", "--nola_c", "1.0", "--nola_qv")
+    assert (c.method, c.r, c.alpha, c.options["qbits"]) == ("nola", 8, 1.0, None)
+    assert c.options["num_basis_A"] == c.options["num_basis_B"] == 1000
+    c = parse("--nola_rank", "8", "--nola_c", "0.01", "--qnola", "--qbits", "3", "--nola_qv")
+    assert (c.method, c.options["qbits"]) == ("nola", 3)
+    c = parse("--method", "lorma_pi", "--lora_dim", "4", "--lorma_mode", "post")
+    assert (c.method, c.options) == ("lorma_pi", {"kind": "shift", "mode": "post"})
+    c = parse("--method", "mtlora", "--lora_dim", "4", "--mtlora_structure", "ctcm")
+    assert c.options["structure"] == "CTCM"
+    assert parse().method == "full" and parse(default="none").method == "none"
+    c = parse("--lora_dim", "4", "--adapt_targets", "q,k,v,c_proj")
+    assert c.targets == ("q", "k", "v", "c_proj")
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--method", "lora"], "--lora_dim must be > 0"),
+    (["--method", "lora", "--lora_dim", "4", "--qnola"], "not 'nola'"),
+    (["--lora_dim", "4", "--mtlora_structure", "SHIM"], "not 'mtlora'"),
+    (["--method", "mtlora", "--lora_dim", "4", "--lorma_mode", "pre"], "not 'lorma'"),
+    (["--nola_rank", "8", "--lora_dim", "4"], "--nola_rank, not --lora_dim"),
+    (["--method", "nola", "--qbits", "3"], "without --qnola"),
+    (["--method", "full", "--lora_dim", "4"], "the method is 'full'"),
+    (["--nola_rank", "8", "--qnola", "--qbits", "12"], "qbits"),
+])
+def test_cli_nonsense_combinations_are_errors(argv, match):
+    with pytest.raises(ValueError, match=match):
+        parse(*argv)
