@@ -1,0 +1,161 @@
+"""create_datasets.sh and download_pretrained_checkpoints.sh, run end to end offline: from a local
+folder, and in download mode against file:// mirrors (so checksum checks, recording and resuming
+really run)."""
+import hashlib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import encoder
+import format_converting_dart
+import format_converting_e2e
+import format_converting_webnlg
+import gpt2_encode
+
+BASH = shutil.which("bash")
+pytestmark = pytest.mark.skipif(BASH is None, reason="bash not installed")
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="file:// mirrors need curl")
+
+DEV_SPLITS = {  # raw file -> (task folder, converter)
+    "e2e/valid.txt": ("e2e", format_converting_e2e),
+    "webnlg_challenge_2017/dev.json": ("webnlg_challenge_2017", format_converting_webnlg),
+    "dart/dart-v1.1.1-full-dev.json": ("dart", format_converting_dart),
+}
+ABSENT = ["e2e/train.txt", "e2e/test.txt", "webnlg_challenge_2017/train.json",
+          "webnlg_challenge_2017/test.json", "dart/dart-v1.1.1-full-train.json", "dart/dart-v1.1.1-full-test.json"]
+
+
+def run(repo_root, script, *args, env=None, cwd=None):
+    full_env = dict(os.environ)
+    for k in ("LORA_DATA_FROM", "LORA_DATA_OUT", "LORA_DATA_URL_BASE", "LORA_CKPT_URL_BASE", "LORA_VOCAB_URL_BASE"):
+        full_env.pop(k, None)
+    full_env.update(env or {})
+    return subprocess.run([BASH, str(repo_root / script), *map(str, args)], cwd=cwd or repo_root,
+                          capture_output=True, text=True, env=full_env)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("script", ["create_datasets.sh", "download_pretrained_checkpoints.sh"])
+def test_scripts_parse_and_show_help(repo_root, script):
+    assert subprocess.run([BASH, "-n", str(repo_root / script)]).returncode == 0
+    r = run(repo_root, script, "--help")
+    assert r.returncode == 0 and "--vocab" in r.stdout
+    r = run(repo_root, script, "--bogus")
+    assert r.returncode == 2 and "unknown argument '--bogus'" in r.stderr
+
+
+def test_local_folder_builds_the_splits_it_has(repo_root, shared_data, tmp_path):
+    out = tmp_path / "data"
+    # run from elsewhere: the script finds NLG/src from its own location
+    r = run(repo_root, "create_datasets.sh", "--from", shared_data, "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "differs from the published" not in r.stderr  # the pinned sha256s are these files'
+    for rel in ABSENT:
+        assert rel in r.stdout.split("not in")[1]
+    built = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert built == sorted(f"{d}/{s}" for d, _ in DEV_SPLITS.values()
+                           for s in ("valid.jsonl", "valid_formatted.jsonl"))
+    # identical to running the two steps by hand
+    enc = encoder.get_encoder(str(shared_data / "vocab"))
+    for rel, (folder, conv) in DEV_SPLITS.items():
+        formatted, ids = tmp_path / f"{folder}_f.jsonl", tmp_path / f"{folder}.jsonl"
+        conv.convert(str(shared_data / rel), str(formatted))
+        gpt2_encode.encode_file(enc, str(formatted), str(ids), True, True, progress=False)
+        assert (out / folder / "valid_formatted.jsonl").read_bytes() == formatted.read_bytes()
+        assert (out / folder / "valid.jsonl").read_bytes() == ids.read_bytes()
+
+
+def test_local_folder_env_var_tasks_and_nothing_found(repo_root, shared_data, tmp_path):
+    r = run(repo_root, "create_datasets.sh", "--out", tmp_path / "d", "--tasks", "e2e",
+            env={"LORA_DATA_FROM": str(shared_data)})
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["e2e"]
+    (tmp_path / "empty").mkdir()
+    r = run(repo_root, "create_datasets.sh", "--from", tmp_path / "empty", "--vocab", shared_data / "vocab",
+            "--out", tmp_path / "d2")
+    assert r.returncode != 0 and "nothing was built" in r.stderr
+    r = run(repo_root, "create_datasets.sh", "--from", shared_data, "--vocab", tmp_path / "empty",
+            "--out", tmp_path / "d3")
+    assert r.returncode != 0 and "no GPT-2 vocabulary" in r.stderr
+
+
+@needs_curl
+def test_download_mode_verifies_and_records_checksums(repo_root, shared_data, tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "e2e").mkdir(parents=True)
+    shutil.copy(shared_data / "e2e" / "valid.txt", mirror / "e2e" / "valid.txt")
+    with open(mirror / "e2e" / "valid.txt", "a", encoding="utf8") as f:
+        f.write("name : Extra||Tampered .\n")  # not the published file any more
+    (mirror / "e2e" / "train.txt").write_text("name : A||A is fine .\n", encoding="utf8")  # no pinned hash
+    out = tmp_path / "data"
+    env = {"LORA_DATA_URL_BASE": mirror.as_uri()}
+    args = ("--out", out, "--vocab", shared_data / "vocab", "--tasks", "e2e")
+    r = run(repo_root, "create_datasets.sh", *args, env=env)
+    assert r.returncode == 1
+    failed = r.stderr.split("FAILED:")[1]
+    assert "download e2e/valid.txt (sha256 mismatch" in failed
+    assert "download e2e/test.txt (download failed" in failed
+    assert not (out / "e2e" / "valid.txt").exists() and not (out / "e2e" / "valid.txt.part").exists()
+    # unknown hash: recorded on first download, then enforced
+    train_sha = sha256(mirror / "e2e" / "train.txt")
+    assert (out / "checksums.sha256").read_text() == f"{train_sha}  e2e/train.txt\n"
+    assert (out / "e2e" / "train.jsonl").exists()
+    (out / "e2e" / "train.txt").unlink()
+    (mirror / "e2e" / "train.txt").write_text("name : B||B was swapped .\n", encoding="utf8")
+    r = run(repo_root, "create_datasets.sh", *args, env=env)
+    assert f"download e2e/train.txt (sha256 mismatch" in r.stderr and f"expected {train_sha}" in r.stderr
+    # the published dev file passes its pinned hash and is built
+    shutil.copy(shared_data / "e2e" / "valid.txt", mirror / "e2e" / "valid.txt")
+    r = run(repo_root, "create_datasets.sh", *args, env=env)
+    assert sha256(out / "e2e" / "valid.txt") == sha256(shared_data / "e2e" / "valid.txt")
+    assert (out / "e2e" / "valid.jsonl").exists()
+
+
+@needs_curl
+def test_checkpoint_download_checks_resumes_and_reports(repo_root, shared_data, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "gpt2-pytorch_model.bin").write_bytes(os.urandom(4096))  # not the real gpt2: must be refused
+    medium = os.urandom(200_000)
+    (mirror / "gpt2-medium-pytorch_model.bin").write_bytes(medium)
+    ckpt, vocab = tmp_path / "ckpt", tmp_path / "vocab"
+    ckpt.mkdir()
+    (ckpt / "gpt2-medium-pytorch_model.bin.part").write_bytes(medium[:70_000])  # an interrupted download
+    env = {"LORA_CKPT_URL_BASE": mirror.as_uri(), "LORA_VOCAB_URL_BASE": (shared_data / "vocab").as_uri()}
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--out", ckpt, "--vocab-out", vocab, env=env)
+    assert r.returncode == 1
+    failed = r.stderr.split("FAILED:")[1]
+    assert "gpt2-pytorch_model.bin: sha256 mismatch" in failed and "expected 7c5d3f4b" in failed
+    assert "gpt2-large-pytorch_model.bin: download failed" in failed
+    assert not (ckpt / "gpt2-pytorch_model.bin").exists()
+    assert (ckpt / "gpt2-medium-pytorch_model.bin").read_bytes() == medium  # resumed to the full file
+    assert (ckpt / "checksums.sha256").read_text() == \
+        f"{hashlib.sha256(medium).hexdigest()}  gpt2-medium-pytorch_model.bin\n"
+    for f in ("encoder.json", "vocab.bpe"):
+        assert (vocab / f).read_bytes() == (shared_data / "vocab" / f).read_bytes()
+    # a second run checks what is in place against the recorded hash
+    (ckpt / "gpt2-medium-pytorch_model.bin").write_bytes(b"corrupted")
+    (mirror / "gpt2-medium-pytorch_model.bin").write_bytes(b"also different")
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--out", ckpt, "--no-vocab", "--models", "gpt2-medium",
+            env=env)
+    assert r.returncode == 1 and "present but its sha256 is not" in r.stderr
+    assert "gpt2-medium-pytorch_model.bin: sha256 mismatch" in r.stderr.split("FAILED:")[1]
+
+
+def test_vocab_from_local_folder(repo_root, shared_data, tmp_path):
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--vocab-only", "--vocab-from", shared_data / "vocab",
+            "--vocab-out", tmp_path / "vocab")
+    assert r.returncode == 0, r.stderr
+    assert encoder.get_encoder(str(tmp_path / "vocab")).eos_id == 50256
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "encoder.json").write_text('{"<|endoftext|>": 0}')
+    shutil.copy(shared_data / "vocab" / "vocab.bpe", other / "vocab.bpe")
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--vocab-only", "--vocab-from", other,
+            "--vocab-out", tmp_path / "v2")
+    assert r.returncode == 1 and "encoder.json: " in r.stderr and "sha256 differs" in r.stderr
