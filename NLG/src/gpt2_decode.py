@@ -183,7 +183,9 @@ def main(argv=None):
         keys, refer = read_references(args.input_file, args.filter, ref_unique)
         print("unique refer dict", len(refer))
         if not refer:
-            raise ValueError(f"{args.input_file}: no references left (--filter {args.filter})")
+            # As the reference: empty outputs (e.g. --filter unseen on a split with seen categories only).
+            print(f"warning: {args.input_file}: no lines left after --filter {args.filter}; "
+                  "writing empty outputs", file=sys.stderr)
         samples = read_samples(args.sample_file, keys, refer, enc, args.input_file)
         write_outputs(refer, samples, args.ref_type, args.ref_num, args.output_ref_file,
                       args.output_pred_file, args.tokenize, args.lower)
