@@ -16,7 +16,8 @@
 # Downloads resume where they stopped (curl -C - / wget -c on a .part file kept between runs) and are
 # checked against a sha256 before they take their final name. Hashes: pinned below where known;
 # otherwise, for Hugging Face URLs, the sha256 Hugging Face publishes for the file (its X-Linked-Etag
-# header, the git-lfs object id); otherwise the first download's hash is recorded in
+# header, the git-lfs object id; every mirror's file must then match it); otherwise the first
+# download's hash is recorded in
 # <out>/checksums.sha256 and later downloads must match it. Files already in place are checked too.
 # LORA_CKPT_URL_BASE / LORA_VOCAB_URL_BASE replace the download bases (a folder holding
 # <model>-pytorch_model.bin / encoder.json + vocab.bpe; any curl/wget URL, file:// included).
@@ -126,10 +127,11 @@ get() {
     mkdir -p "$dir"
     want="$(known_sha256 "$name")"
     [ -n "$want" ] || want="$(recorded_sha256 "$dir" "$name")"
+    if [ -z "$want" ]; then
+        # a hash published by one mirror holds for all of them: the others must not bypass it
+        for url in "$@"; do want="$(hf_published_sha256 "$url")"; [ -n "$want" ] && break; done
+    fi
     if [ -f "$dest" ]; then
-        if [ -z "$want" ]; then
-            for url in "$@"; do want="$(hf_published_sha256 "$url")"; [ -n "$want" ] && break; done
-        fi
         if [ -z "$want" ]; then
             echo "$name: present (no sha256 known to check it against)"; OK+=("$dest"); return 0
         fi
@@ -141,7 +143,6 @@ get() {
     LAST_ERR="no source"
     for url in "$@"; do
         local expect="$want"
-        [ -n "$expect" ] || expect="$(hf_published_sha256 "$url")"
         echo "$name: downloading $url"
         if ! fetch "$url" "$part"; then
             # a finished .part makes a resumed request fail (nothing left to fetch): check it below
@@ -185,7 +186,8 @@ if [ "$DO_VOCAB" = 1 ]; then
                 echo "$f: copied from $VOCAB_FROM, sha256 ok"
             fi
         else
-            mapfile -t urls < <(vocab_urls "$f")
+            # word-split on newlines: the URLs hold no spaces (bash 3.2 on macOS has no mapfile)
+            IFS=$'\n' read -r -d '' -a urls < <(vocab_urls "$f"; printf '\0')
             get "$f" "$VOCAB_OUT" "${urls[@]}"
         fi
     done
@@ -198,7 +200,7 @@ if [ "$DO_MODELS" = 1 ]; then
             gpt2|gpt2-medium|gpt2-large) ;;
             *) FAILED+=("$m: unknown model (gpt2, gpt2-medium, gpt2-large)"); continue ;;
         esac
-        mapfile -t urls < <(model_urls "$m")
+        IFS=$'\n' read -r -d '' -a urls < <(model_urls "$m"; printf '\0')
         get "$m-pytorch_model.bin" "$OUT" "${urls[@]}"
     done
 fi

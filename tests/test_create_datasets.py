@@ -159,3 +159,38 @@ def test_vocab_from_local_folder(repo_root, shared_data, tmp_path):
     r = run(repo_root, "download_pretrained_checkpoints.sh", "--vocab-only", "--vocab-from", other,
             "--vocab-out", tmp_path / "v2")
     assert r.returncode == 1 and "encoder.json: " in r.stderr and "sha256 differs" in r.stderr
+
+
+def _fake_curl(bin_dir, content_file, etag):
+    """A `curl` that answers HEAD requests with Hugging Face's X-Linked-Etag header and downloads
+    by copying content_file, so the Hugging Face path runs offline."""
+    bin_dir.mkdir()
+    script = bin_dir / "curl"
+    script.write_text(f"""#!/usr/bin/env bash
+for a in "$@"; do [ "$a" = -sI ] && {{ printf 'HTTP/1.1 302 Found\\r\\nX-Linked-Etag: "{etag}"\\r\\n\\r\\n'; exit 0; }}; done
+out=""; prev=""
+for a in "$@"; do [ "$prev" = -o ] && out="$a"; prev="$a"; done
+cp "{content_file}" "$out"
+""")
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("good_etag", [True, False])
+def test_checkpoint_checked_against_hugging_face_published_sha256(repo_root, tmp_path, good_etag):
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(10_000))
+    etag = sha256(blob) if good_etag else "0" * 64
+    _fake_curl(tmp_path / "bin", blob, etag)
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    ckpt = tmp_path / "ckpt"
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--no-vocab", "--models", "gpt2-large",
+            "--out", ckpt, env=env)
+    assert "huggingface.co/openai-community/gpt2-large/resolve/main/pytorch_model.bin" in r.stdout
+    assert not (ckpt / "checksums.sha256").exists()  # a published hash is used, not recorded
+    if good_etag:
+        assert r.returncode == 0, r.stderr
+        assert (ckpt / "gpt2-large-pytorch_model.bin").read_bytes() == blob.read_bytes()
+    else:
+        assert r.returncode == 1
+        assert f"expected {'0' * 64}" in r.stderr  # every mirror's file was refused
+        assert not (ckpt / "gpt2-large-pytorch_model.bin").exists()
