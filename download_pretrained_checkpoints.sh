@@ -17,8 +17,8 @@
 # checked against a sha256 before they take their final name. Hashes: pinned below where known;
 # otherwise, for Hugging Face URLs, the sha256 Hugging Face publishes for the file (its X-Linked-Etag
 # header, the git-lfs object id; every mirror's file must then match it); otherwise the first
-# download's hash is recorded in
-# <out>/checksums.sha256 and later downloads must match it. Files already in place are checked too.
+# download's hash is recorded in <out>/checksums.sha256 and later downloads must match it.
+# Files already in place are checked too.
 # LORA_CKPT_URL_BASE / LORA_VOCAB_URL_BASE replace the download bases (a folder holding
 # <model>-pytorch_model.bin / encoder.json + vocab.bpe; any curl/wget URL, file:// included).
 set -u -o pipefail
