@@ -176,6 +176,12 @@ def load_model_weights(model, init_checkpoint=None, adapter_checkpoint=None, ran
     return info
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj, path):
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`: a crash
     mid-write leaves the previous file (or none), never a truncated one under the final name."""
@@ -185,6 +191,7 @@ def save_atomic(obj, path):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; keep the usual permissions
         with os.fdopen(fd, "wb") as f:
             if path.endswith(".safetensors"):
                 from safetensors.torch import save
