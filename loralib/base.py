@@ -172,27 +172,39 @@ class LowRankAdapter(AdaptedLinear):
     def _rank_block(self, j: int, R: int, Rb: int) -> slice:
         return slice(0, R) if Rb == R else slice(j * Rb, (j + 1) * Rb)
 
+    def full_b(self, B: torch.Tensor, R: int) -> torch.Tensor:
+        """B spread over every output row, (out, R): zero rows for disabled slices and, with
+        one rank block per slice, zeros outside the slice's own block. It is tiny (out x R)."""
+        if len(self.enable_lora) == 1:
+            return B[0]
+        Rb, d = B.shape[-1], self.slice_size
+        rows, j = [], 0
+        for enabled in self.enable_lora:
+            if not enabled:
+                rows.append(B.new_zeros(d, R))
+                continue
+            if Rb == R:
+                rows.append(B[j])
+            else:
+                rows.append(F.pad(B[j], (j * Rb, R - (j + 1) * Rb)))
+            j += 1
+        return torch.cat(rows, dim=0)
+
     def adapted_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         A, B = self.factors(w)
-        result = F.linear(x, w, self.bias)
-        # The scale goes on the rank-sized activation, the cheapest place for it.
-        after_a = F.linear(self.lora_dropout(x), A) * self.scaling
-        R, Rb = A.shape[0], B.shape[-1]
-        if self.n_enabled == 1 and len(self.enable_lora) == 1:
-            return result + F.linear(after_a, B[0])
-        # In place on the slices of the base output: F.linear does not keep its output for
-        # backward, so this is safe and avoids Microsoft's full-size zero_pad buffer.
-        for j, i in enumerate(self.enabled_slices):
-            result[..., self.slice_range(i)] += F.linear(after_a[..., self._rank_block(j, R, Rb)], B[j])
-        return result
+        x2 = x.reshape(-1, x.shape[-1])
+        # The scale goes on the rank-sized activation, the cheapest place for it. The update is
+        # then one thin matmul over all output columns, and the frozen product accumulates onto
+        # it in the same GEMM (addmm): no dense delta-W, and no in-place writes into column
+        # slices, whose backward would copy the full-size gradient once per slice.
+        after_a = F.linear(self.lora_dropout(x2), A) * self.scaling
+        update = F.linear(after_a, self.full_b(B, A.shape[0]), self.bias)
+        out = torch.addmm(update, x2, w.t())
+        return out.view(*x.shape[:-1], self.out_features)
 
     def merged_weight(self, w: torch.Tensor) -> torch.Tensor:
         A, B = self.factors(w)
-        R, Rb = A.shape[0], B.shape[-1]
-        new = w.clone()
-        for j, i in enumerate(self.enabled_slices):
-            new[self.slice_range(i)] += (B[j] @ A[self._rank_block(j, R, Rb)]) * self.scaling
-        return new
+        return w + (self.full_b(B, A.shape[0]) @ A) * self.scaling
 
 
 def kaiming_uniform_rows(t: torch.Tensor, fan_in: int) -> None:
