@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# The methods' READMEs run this from NLG/; the script itself lives at the repository's top level.
+exec bash "$(dirname "$0")/../create_datasets.sh" "$@"
