@@ -1,0 +1,30 @@
+"""The five E2E scores, as `measure_scores.py -p` computes them."""
+from .bleu import e2e_bleu
+from .cider import cider
+from .meteor import MeteorUnavailable, meteor_coco
+from .nist import nist
+from .ptb import coco_tokenize
+from .rouge import rouge_l
+
+NAMES = ["BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"]
+
+
+def score_e2e(refs_per_seg, hyps, meteor=True):
+    """Returns (scores, notes): scores maps NAMES to floats (METEOR to None when it cannot
+    run); notes says why something is missing."""
+    scores, notes = {}, {}
+    scores["BLEU"] = e2e_bleu(refs_per_seg, hyps)
+    scores["NIST"] = nist(refs_per_seg, hyps)
+    refs_tok = [[coco_tokenize(r) for r in refs] for refs in refs_per_seg]
+    hyps_tok = [coco_tokenize(h) for h in hyps]
+    scores["METEOR"] = None
+    if meteor:
+        try:
+            scores["METEOR"] = meteor_coco(refs_tok, hyps_tok)
+        except MeteorUnavailable as e:
+            notes["METEOR"] = str(e)
+    else:
+        notes["METEOR"] = "skipped (--no-meteor)"
+    scores["ROUGE_L"] = rouge_l(refs_tok, hyps_tok)
+    scores["CIDEr"] = cider(refs_tok, hyps_tok)
+    return {k: scores[k] for k in NAMES}, notes
