@@ -1,0 +1,289 @@
+"""Beam search for GPT-2 decoding (used by gpt2_beam.py), batched over many contexts.
+
+The results are those of the beam search in Microsoft's LoRA `gpt2_beam.py`, step for step:
+
+- a context is decoded for exactly `eval_len` steps; at step i (0-based) the next-token logits go
+  through, in this order: the CTRL repetition penalty over the tokens generated so far (a logit
+  < 0 is multiplied by the penalty, else divided; from step 1 on), the eos ban while i <
+  min_length, and the n-gram ban (a token that would repeat an n-gram of the generated tokens);
+  then log(softmax); a hypothesis scores the sum of its log-probs;
+- step 0 takes the top `beam` tokens of the one context row; later steps the top `beam` of
+  beam x vocab candidates (torch.topk, sorted);
+- after every step, each hypothesis whose last token is an eos id is a candidate scoring
+  sum / (i + 1) ** length_penalty (its length counts the eos token); an example keeps the
+  first best candidate (a later one must score strictly higher), and the hypothesis stays in
+  the beam with score -inf; after the last step every hypothesis is a candidate;
+- the prediction is a row of `eval_len` ids: the best hypothesis (eos included), then zeros
+  (candidates come in order of length, so a new best always covers the previous one).
+
+What is done differently, for speed only: many contexts per batch (left-padded, positions
+counted from each context's first token), one prefill per context then expanded to beams, the
+KV cache reordered by index, repetition penalty / n-gram ban / candidates as tensor ops, and an
+example leaves the batch once no hypothesis can still beat its best candidate (scores only
+fall, so sum / len^lp is bounded by the best running sum over the largest len^lp still
+reachable): the result is the same as running all steps.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class BeamSettings:
+    beam: int = 1
+    eval_len: int = 256
+    min_length: int = 0
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 4
+    repetition_penalty: float = 1.0
+    eos_token_ids: Tuple[int, ...] = (50256,)
+
+    def __post_init__(self):
+        if self.beam < 1:
+            raise ValueError(f"beam must be >= 1, got {self.beam}")
+        if self.eval_len < 1:
+            raise ValueError(f"eval_len must be >= 1, got {self.eval_len}")
+        if self.min_length < 0:
+            raise ValueError(f"min_length must be >= 0, got {self.min_length}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+    def eos_within(self, vocab_size: int) -> List[int]:
+        """The eos ids this vocabulary has (an id past the vocabulary can never be generated:
+        the default 50256 with a small demo vocabulary)."""
+        out = []
+        for e in self.eos_token_ids:
+            if 0 <= e < vocab_size and e not in out:
+                out.append(int(e))
+        return out
+
+
+def truncate_context(context: Sequence[int], seq_len: int, eval_len: int) -> List[int]:
+    """The reference keeps the last seq_len - eval_len context tokens, leaving room to generate."""
+    room = seq_len - eval_len
+    if room <= 0:
+        raise ValueError(f"--seq_len ({seq_len}) must be larger than --eval_len ({eval_len})")
+    return list(context[-room:])
+
+
+def unique_contexts(contexts: Sequence[Sequence[int]]) -> Tuple[List[List[int]], List[int]]:
+    """(distinct contexts in first-seen order, index of each input's context in that list)."""
+    seen: Dict[Tuple[int, ...], int] = {}
+    uniq: List[List[int]] = []
+    inverse = []
+    for c in contexts:
+        key = tuple(c)
+        j = seen.get(key)
+        if j is None:
+            j = seen[key] = len(uniq)
+            uniq.append(list(c))
+        inverse.append(j)
+    return uniq, inverse
+
+
+# ---------------------------------------------------------------------------- score processing
+
+def apply_repetition_penalty_(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> None:
+    # Every occurrence of a token reads the unpenalized logit, so a repeated token is penalized
+    # once, as with the reference's set() of previous tokens.
+    seen = logits.gather(1, history)
+    logits.scatter_(1, history, torch.where(seen < 0, seen * penalty, seen / penalty))
+
+
+def ban_repeated_ngrams_(logits: torch.Tensor, history: torch.Tensor, n: int) -> None:
+    """-inf for each token that would complete an n-gram already in `history` (rows = hypotheses)."""
+    t = history.shape[1]
+    if t < n:
+        return
+    grams = history.unfold(1, n, 1)                                   # (N, t - n + 1, n)
+    tail = history[:, t - n + 1:]                                     # the last n - 1 tokens
+    hit = (grams[:, :, : n - 1] == tail.unsqueeze(1)).all(-1)         # n == 1: every unigram
+    # amin with +inf leaves a logit alone, with -inf bans it: no host sync, no loop.
+    fill = torch.full(hit.shape, float("inf"), dtype=logits.dtype, device=logits.device)
+    fill.masked_fill_(hit, NEG_INF)
+    logits.scatter_reduce_(1, grams[:, :, n - 1], fill, reduce="amin")
+
+
+def process_scores_(logits: torch.Tensor, history: Optional[torch.Tensor], step: int,
+                    s: BeamSettings, eos: torch.Tensor) -> None:
+    if history is not None and s.repetition_penalty != 1.0:
+        apply_repetition_penalty_(logits, history, s.repetition_penalty)
+    if step < s.min_length and eos.numel():
+        logits.index_fill_(1, eos, NEG_INF)
+    if history is not None and s.no_repeat_ngram_size > 0 and step + 1 >= s.no_repeat_ngram_size:
+        ban_repeated_ngrams_(logits, history, s.no_repeat_ngram_size)
+
+
+# ---------------------------------------------------------------------------- model calls
+
+def _last_logits(model, input_ids, past, attention_mask, position_ids):
+    """Next-token logits (rows, vocab) for the last input position, and the new KV cache."""
+    last = getattr(model, "lm_logits_last", None)
+    if last is not None:
+        # The prefill skips the vocabulary projection of every context position but the last.
+        return last(input_ids, past=past, attention_mask=attention_mask, position_ids=position_ids)
+    out = model(input_ids, past=past, position_ids=position_ids, attention_mask=attention_mask)
+    return out[0][:, -1], out[1]
+
+
+def _score_dtype(logits):
+    # Scores are summed in fp32 at least (fp64 models, as in tests, stay fp64).
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def reorder_cache(past, index: torch.Tensor):
+    return [layer.index_select(1, index) for layer in past]
+
+
+# ---------------------------------------------------------------------------- the search
+
+class _Best:
+    """Best candidate per example, updated as the reference's loop over hypotheses does."""
+
+    def __init__(self, n: int, eval_len: int, device, dtype):
+        self.score = torch.full((n,), NEG_INF, device=device, dtype=dtype)
+        self.has = torch.zeros(n, dtype=torch.bool, device=device)
+        self.seq = torch.zeros(n, eval_len, dtype=torch.long, device=device)
+
+    def offer(self, ex: torch.Tensor, cand: torch.Tensor, fin: torch.Tensor, history: torch.Tensor):
+        """ex (b,): example ids; cand, fin (b, K): candidate scores and which hypotheses count;
+        history (b * K, L): the hypotheses. The first maximal candidate wins when it beats the
+        best so far strictly (or is the example's first)."""
+        b, k = cand.shape
+        top = cand.masked_fill(~fin, NEG_INF).max(1).values
+        first = (fin & (cand == top.unsqueeze(1))).to(torch.uint8).argmax(1)
+        old_has, old_score = self.has[ex], self.score[ex]
+        upd = fin.any(1) & (~old_has | (old_score < top))
+        self.score[ex] = torch.where(upd, top, old_score)
+        self.has[ex] = old_has | upd
+        L = history.shape[1]
+        rows = torch.arange(b, device=cand.device) * k + first
+        old = self.seq[ex, :L]
+        self.seq[ex, :L] = torch.where(upd.unsqueeze(1), history[rows], old)
+
+
+@torch.no_grad()
+def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_to: int = 0,
+                early_exit: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Decode a batch of contexts. Returns (predictions (B, eval_len) long, best scores (B,)).
+
+    pad_to: left-pad every context to at least this many tokens (only to reproduce the
+    reference's fixed-length padding in benchmarks; the result does not change).
+    early_exit: drop an example from the batch once its result is settled (same result).
+    """
+    device = next(model.parameters()).device
+    B, K, E = len(contexts), s.beam, s.eval_len
+    if B == 0:
+        return torch.zeros(0, E, dtype=torch.long), torch.zeros(0)
+    lengths = [len(c) for c in contexts]
+    if min(lengths) == 0:
+        raise ValueError("beam_search: a context is empty (nothing to condition on)")
+    T = max(max(lengths), pad_to)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    mask = torch.zeros(B, T, dtype=torch.long)
+    for b, c in enumerate(contexts):
+        ids[b, T - len(c):] = torch.as_tensor(c, dtype=torch.long)
+        mask[b, T - len(c):] = 1
+    padded = bool((mask == 0).any())
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(1) - 1).clamp_(min=0)
+    ctx_len = torch.as_tensor(lengths, dtype=torch.long, device=device)
+
+    logits, past = _last_logits(model, ids, None, mask if padded else None, pos)
+    V = logits.shape[-1]
+    if K > V:
+        raise ValueError(f"beam ({K}) is larger than the vocabulary ({V})")
+    eos = torch.as_tensor(s.eos_within(V), dtype=torch.long, device=device)
+    logits = _score_dtype(logits)
+    best = _Best(B, E, device, logits.dtype)
+
+    # Step 0: one row per example, then expand to beams.
+    process_scores_(logits, None, 0, s, eos)
+    beam_scores, tok = torch.log(torch.softmax(logits, dim=-1)).topk(K, dim=1, largest=True, sorted=True)
+    src = torch.arange(B, device=device).repeat_interleave(K)
+    past = reorder_cache(past, src)
+    row_mask = mask[src] if padded else None
+    row_len = ctx_len[src]
+    history = tok.reshape(-1, 1)
+    active = torch.arange(B, device=device)
+    _offer_finished(best, active, beam_scores, history, eos, 0, s)
+
+    for i in range(1, E):
+        if early_exit:
+            keep = _unsettled(best, active, beam_scores, i - 1, s)
+            if keep is not None:
+                if keep.numel() == 0:
+                    break
+                rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).reshape(-1)
+                past = reorder_cache(past, rows)
+                history, row_len = history[rows], row_len[rows]
+                row_mask = row_mask[rows] if row_mask is not None else None
+                beam_scores, active = beam_scores[keep], active[keep]
+        n = active.numel()
+        step_mask = None
+        if row_mask is not None:
+            step_mask = torch.cat([row_mask, row_mask.new_ones(n * K, i)], dim=1)
+        logits, past = _last_logits(model, history[:, -1:], past, step_mask, (row_len + (i - 1)).unsqueeze(1))
+        logits = _score_dtype(logits)
+        process_scores_(logits, history, i, s, eos)
+        logp = torch.log(torch.softmax(logits, dim=-1))
+        cand = (beam_scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
+        beam_scores, flat = cand.topk(K, dim=1, largest=True, sorted=True)
+        src = (flat // V + torch.arange(n, device=device).unsqueeze(1) * K).reshape(-1)
+        past = reorder_cache(past, src)
+        history = torch.cat([history[src], (flat % V).reshape(-1, 1)], dim=1)
+        _offer_finished(best, active, beam_scores, history, eos, i, s)
+    else:
+        # Every hypothesis still running after the last step is a candidate (examples that left
+        # early cannot change).
+        cand = beam_scores / (E ** s.length_penalty)
+        best.offer(active, cand, torch.ones_like(cand, dtype=torch.bool), history)
+    return best.seq.cpu(), best.score.cpu()
+
+
+def _offer_finished(best, active, beam_scores, history, eos, step, s):
+    fin = torch.isin(history[:, -1], eos).view_as(beam_scores)
+    best.offer(active, beam_scores / ((step + 1) ** s.length_penalty), fin, history)
+    beam_scores.masked_fill_(fin, NEG_INF)
+
+
+def _unsettled(best, active, beam_scores, step, s) -> Optional[torch.Tensor]:
+    """Positions (in `active`) of examples a later step can still change; None when all can."""
+    E = s.eval_len
+    # Any later candidate has sum <= the best running sum (log-probs are <= 0) and length in
+    # [step + 2, E]; for a sum <= 0, sum / len^lp is largest at the largest len^lp.
+    denom = max(L ** s.length_penalty for L in range(step + 2, E + 1))
+    bound = beam_scores.max(1).values / denom
+    settled = best.has[active] & (best.score[active] >= bound)
+    if not bool(settled.any()):
+        return None
+    return (~settled).nonzero().squeeze(1)
+
+
+# ---------------------------------------------------------------------------- many contexts
+
+def batches_by_length(lengths: Sequence[int], examples_per_batch: int) -> List[List[int]]:
+    """Index batches over contexts sorted by length (longest first), so padding stays small."""
+    order = sorted(range(len(lengths)), key=lambda j: (-lengths[j], j))
+    step = max(1, int(examples_per_batch))
+    return [order[a:a + step] for a in range(0, len(order), step)]
+
+
+def decode_contexts(model, contexts: Sequence[Sequence[int]], s: BeamSettings,
+                    examples_per_batch: int, pad_to: int = 0, early_exit: bool = True,
+                    progress=None) -> List[List[int]]:
+    """Predictions (eval_len ids each) for every context, in input order."""
+    results: List[Optional[List[int]]] = [None] * len(contexts)
+    plan = batches_by_length([len(c) for c in contexts], examples_per_batch)
+    for n, idx in enumerate(plan):
+        seqs, _ = beam_search(model, [contexts[j] for j in idx], s, pad_to=pad_to, early_exit=early_exit)
+        for j, row in zip(idx, seqs.tolist()):
+            results[j] = row
+        if progress is not None:
+            progress(n + 1, len(plan))
+    return results

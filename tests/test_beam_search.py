@@ -1,0 +1,212 @@
+"""The batched beam search (NLG/src/beam_search.py) against a plain per-example transcription of
+the reference algorithm (Microsoft LoRA's gpt2_beam.py), on tiny random GPT-2 models.
+
+The reference below runs one context at a time, unpadded, its beams as rows, with Python loops
+for the penalty, the n-gram ban and the candidates, as the original does. Models run in float64
+so that batching and padding (different summation order) cannot flip a near-tie: the token
+sequences must be identical.
+"""
+import math
+
+import pytest
+import torch
+
+from beam_search import (BeamSettings, ban_repeated_ngrams_, batches_by_length, beam_search,
+                         decode_contexts, truncate_context, unique_contexts)
+
+NEG_INF = float("-inf")
+
+
+def tiny_lm(vocab, seed, embed_std=0.02, eos_boost=None, n_layer=2, n_embd=32, n_head=4):
+    """A small random GPT2LMModel in float64. embed_std sets how confident it is (logits come
+    from the tied embedding); eos_boost=(token, c) makes that token likely everywhere."""
+    from model import GPT2Config, GPT2LMModel
+    torch.manual_seed(seed)
+    model = GPT2LMModel(GPT2Config(vocab_size_or_config_json_file=vocab, n_positions=128, n_ctx=128,
+                                   n_embd=n_embd, n_layer=n_layer, n_head=n_head))
+    core = getattr(model, "transformer", model)
+    with torch.no_grad():
+        core.wte.weight.normal_(std=embed_std)
+        if eos_boost is not None:
+            tok, c = eos_boost
+            u = torch.randn(n_embd)
+            core.ln_f.bias.copy_(u)
+            core.wte.weight[tok] += c * u / u.norm() ** 2
+    return model.double().eval()
+
+
+# ---------------------------------------------------------------------------- the reference
+
+def reference_beam(model, context, s: BeamSettings):
+    K, E = s.beam, s.eval_len
+    with torch.no_grad():
+        logits, past = model(torch.tensor([list(context)] * K))
+        logits = logits[:, -1, :]
+        V = logits.shape[-1]
+        eos = [e for e in s.eos_token_ids if e < V]
+        beam_scores = torch.zeros(K, dtype=logits.dtype)
+        best_score, best_seq = None, [0] * E
+        history = None
+        for i in range(E):
+            if i > 0:
+                token = torch.tensor([[h[-1]] for h in history])
+                logits, past = model(token, past=past)
+                logits = logits[:, -1, :]
+            logits = logits.clone()
+            if history is not None and s.repetition_penalty != 1.0:
+                for h in range(K):
+                    for t in set(history[h]):
+                        if logits[h, t] < 0:
+                            logits[h, t] *= s.repetition_penalty
+                        else:
+                            logits[h, t] /= s.repetition_penalty
+            if i < s.min_length:
+                for e in eos:
+                    logits[:, e] = NEG_INF
+            n = s.no_repeat_ngram_size
+            if history is not None and n > 0 and i + 1 >= n:
+                for h in range(K):
+                    toks = history[h]
+                    seen = {}
+                    for j in range(len(toks) - n + 1):
+                        seen.setdefault(tuple(toks[j:j + n - 1]), []).append(toks[j + n - 1])
+                    for t in seen.get(tuple(toks[len(toks) - n + 1:]), []):
+                        logits[h, t] = NEG_INF
+            logp = torch.log(torch.softmax(logits, dim=-1))
+            if i == 0:
+                scores = logp[0]
+            else:
+                scores = (beam_scores.unsqueeze(1) + logp).view(-1)
+            top, idx = torch.topk(scores, K)
+            beam_id, token_id = (idx // V).tolist(), (idx % V).tolist()
+            past = [p.index_select(1, torch.tensor(beam_id)) for p in past]
+            beam_scores = top.clone()
+            if history is None:
+                history = [[t] for t in token_id]
+            else:
+                history = [history[b] + [t] for b, t in zip(beam_id, token_id)]
+            for h in range(K):
+                if history[h][-1] in eos:
+                    sc = beam_scores[h] / (i + 1) ** s.length_penalty
+                    if best_score is None or best_score < sc:
+                        best_score = sc
+                        best_seq[:i + 1] = history[h]
+                    beam_scores[h] = NEG_INF
+        for h in range(K):
+            sc = beam_scores[h] / E ** s.length_penalty
+            if best_score is None or best_score < sc:
+                best_score = sc
+                best_seq[:E] = history[h]
+    return best_seq
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+VOCAB = 48
+
+
+@pytest.fixture(scope="module")
+def peaky():
+    """Confident random model: it loops, so n-gram bans and repetition penalty bite."""
+    return tiny_lm(VOCAB, seed=1, embed_std=0.6)
+
+
+@pytest.fixture(scope="module")
+def flat():
+    """Near-uniform random model: many candidates close together, eos reached at random."""
+    return tiny_lm(VOCAB, seed=2, embed_std=0.05)
+
+
+def _contexts(seed, n=7):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        L = int(torch.randint(1, 9, (1,), generator=g))
+        out.append(torch.randint(0, VOCAB, (L,), generator=g).tolist())
+    out.append(list(out[0]))  # a duplicate context
+    return out
+
+
+SETTINGS = [
+    pytest.param(BeamSettings(beam=1, eval_len=10, no_repeat_ngram_size=0, eos_token_ids=(50256, 3, 8, 9, 10)), id="greedy"),
+    pytest.param(BeamSettings(beam=4, eval_len=12, length_penalty=0.8, no_repeat_ngram_size=2, min_length=3,
+                              eos_token_ids=(50256, 3, 5)), id="b4-lp0.8-ng2-min3"),
+    pytest.param(BeamSettings(beam=5, eval_len=12, length_penalty=1.0, no_repeat_ngram_size=3,
+                              repetition_penalty=1.3, eos_token_ids=(4,)), id="b5-ng3-rep1.3"),
+    pytest.param(BeamSettings(beam=3, eval_len=9, length_penalty=-0.5, no_repeat_ngram_size=1,
+                              repetition_penalty=0.7, eos_token_ids=(50256, 6, 7)), id="b3-lpneg-ng1-rep0.7"),
+    pytest.param(BeamSettings(beam=6, eval_len=11, length_penalty=0.0, no_repeat_ngram_size=4, min_length=20,
+                              eos_token_ids=(1, 2)), id="b6-lp0-ng4-min_past_end"),
+]
+
+
+@pytest.mark.parametrize("model_name", ["peaky", "flat"])
+@pytest.mark.parametrize("s", SETTINGS)
+def test_batched_equals_per_example_reference(request, model_name, s):
+    model = request.getfixturevalue(model_name)
+    contexts = _contexts(seed=len(model_name) + s.beam)
+    expected = [reference_beam(model, c, s) for c in contexts]
+    got, _ = beam_search(model, contexts, s)
+    assert got.tolist() == expected
+    # split into batches sorted by length, and padded to a fixed length like the reference
+    assert decode_contexts(model, contexts, s, examples_per_batch=3) == expected
+    got_pad, _ = beam_search(model, contexts[:3], s, pad_to=20, early_exit=False)
+    assert got_pad.tolist() == expected[:3]
+
+
+def test_eos_heavy_model_leaves_early_with_the_same_result():
+    """A model that likes eos settles examples early; leaving the batch must not change them."""
+    model = tiny_lm(VOCAB, seed=3, embed_std=0.3, eos_boost=(5, 4.0))
+    s = BeamSettings(beam=4, eval_len=16, length_penalty=0.8, no_repeat_ngram_size=3, eos_token_ids=(5,))
+    contexts = _contexts(seed=11)
+    expected = [reference_beam(model, c, s) for c in contexts]
+    calls = []
+    hook = getattr(model, "transformer", model).register_forward_hook(lambda m, a, o: calls.append(1))
+    try:
+        early, _ = beam_search(model, contexts, s, early_exit=True)
+        n_early = len(calls)
+        calls.clear()
+        full, _ = beam_search(model, contexts, s, early_exit=False)
+        n_full = len(calls)
+    finally:
+        hook.remove()
+    assert early.tolist() == expected == full.tolist()
+    assert any(5 in row for row in expected)
+    assert n_early < n_full
+
+
+# ---------------------------------------------------------------------------- the pieces
+
+def test_ngram_ban_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 4):
+        hist = torch.randint(0, 5, (6, 9), generator=g)
+        logits = torch.randn(6, 5, generator=g)
+        want = logits.clone()
+        for h in range(6):
+            toks = hist[h].tolist()
+            for j in range(len(toks) - n + 1):
+                if toks[j:j + n - 1] == toks[len(toks) - n + 1:]:
+                    want[h, toks[j + n - 1]] = NEG_INF
+        ban_repeated_ngrams_(logits, hist, n)
+        assert torch.equal(logits, want)
+
+
+def test_truncate_and_unique():
+    assert truncate_context(list(range(10)), seq_len=8, eval_len=3) == [5, 6, 7, 8, 9]
+    assert truncate_context([1, 2], seq_len=8, eval_len=3) == [1, 2]
+    with pytest.raises(ValueError, match="seq_len"):
+        truncate_context([1], seq_len=4, eval_len=4)
+    uniq, inv = unique_contexts([[1, 2], [3], [1, 2], [3], [4]])
+    assert uniq == [[1, 2], [3], [4]] and inv == [0, 1, 0, 1, 2]
+    plan = batches_by_length([3, 1, 5, 2, 5], 2)
+    assert plan == [[2, 4], [0, 3], [1]]
+
+
+def test_settings_validation_and_eos_filter():
+    assert BeamSettings(eos_token_ids=(50256, 628, 50256)).eos_within(50257) == [50256, 628]
+    assert BeamSettings(eos_token_ids=(50256, 7)).eos_within(100) == [7]
+    with pytest.raises(ValueError, match="beam"):
+        BeamSettings(beam=0)
+    with pytest.raises(ValueError, match="empty"):
+        beam_search(tiny_lm(VOCAB, seed=0), [[1], []], BeamSettings(eval_len=2))
