@@ -24,7 +24,7 @@ def score_e2e(refs_per_seg, hyps, meteor=True):
         except MeteorUnavailable as e:
             notes["METEOR"] = str(e)
     else:
-        notes["METEOR"] = "skipped (--no-meteor)"
+        notes["METEOR"] = "--no-meteor given"
     scores["ROUGE_L"] = rouge_l(refs_tok, hyps_tok)
     scores["CIDEr"] = cider(refs_tok, hyps_tok)
     return {k: scores[k] for k in NAMES}, notes

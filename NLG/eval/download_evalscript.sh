@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Installs the official NLG scorers next to this script, as Microsoft's LoRA repo does:
+#   NLG/eval/e2e             tuetschek/e2e-metrics       (E2E: measure_scores.py)
+#   NLG/eval/GenerationEval  WebNLG/GenerationEval       (WebNLG / DART: eval.py)
+# Both folders are git-ignored. NLG/eval/score.py uses them when they are present and run;
+# the built-in scorers (score_e2e.py, score_gen.py) give the same numbers without them.
+#
+# Known breakages this works around:
+#   - GenerationEval's eval.py resets sys.argv at import (for BLEURT's absl flags), so its
+#     own command line is lost; it also imports bert_score, BLEURT and razdel unconditionally.
+#     We patch those lines (BERTScore/BLEURT are not used here).
+#   - GenerationEval's requirements.txt pins nltk==3.5 / tabulate==0.8.7, which no longer
+#     install everywhere: we install the few packages eval.py needs, unpinned.
+#   - The METEOR 1.5 tarball (cs.cmu.edu) is often unreachable, and e2e-metrics may lack the
+#     jar or its paraphrase table: we take both from the pip package pycocoevalcap.
+#   - NLTK's punkt data must be downloaded for word_tokenize.
+#
+# Usage: bash NLG/eval/download_evalscript.sh [--force]   (--force re-clones)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+E2E_DIR="$HERE/e2e"
+GEN_DIR="$HERE/GenerationEval"
+E2E_URL="${E2E_METRICS_URL:-https://github.com/tuetschek/e2e-metrics}"
+GEN_URL="${GENERATIONEVAL_URL:-https://github.com/WebNLG/GenerationEval.git}"
+MOSES_BLEU_URL="https://raw.githubusercontent.com/moses-smt/mosesdecoder/master/scripts/generic/multi-bleu-detok.perl"
+PYTHON="${PYTHON:-python}"
+FORCE=0
+[[ "${1:-}" == "--force" ]] && FORCE=1
+
+die() { echo "download_evalscript.sh: error: $*" >&2; exit 1; }
+say() { echo "download_evalscript.sh: $*"; }
+
+command -v git >/dev/null 2>&1 || die "git is not installed"
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=...)"
+command -v perl >/dev/null 2>&1 || say "warning: perl not found: GenerationEval's BLEU needs it"
+command -v java >/dev/null 2>&1 || say "warning: java not found: METEOR (and e2e-metrics' tokenizer) need it"
+
+clone() {  # clone URL DIR
+    local url="$1" dir="$2"
+    if [[ -d "$dir" && $FORCE -eq 1 ]]; then rm -rf "$dir"; fi
+    if [[ -d "$dir/.git" ]]; then
+        say "$dir already present (use --force to re-clone)"
+        return 0
+    fi
+    [[ -e "$dir" ]] && die "$dir exists but is not a git clone; remove it or use --force"
+    say "cloning $url -> $dir"
+    if ! git clone --depth 1 "$url" "$dir"; then
+        rm -rf "$dir"
+        die "could not clone $url (no network access to GitHub?). The built-in scorers
+    NLG/eval/score_e2e.py and NLG/eval/score_gen.py need no download and give the same numbers."
+    fi
+}
+
+# pycocoevalcap ships meteor-1.5.jar, data/paraphrase-en.gz and the Stanford tokenizer jar
+COCO_DIR="$("$PYTHON" - <<'PY' || true
+import importlib.util
+spec = importlib.util.find_spec("pycocoevalcap")
+print(list(spec.submodule_search_locations)[0] if spec else "")
+PY
+)"
+if [[ -z "$COCO_DIR" ]]; then
+    say "installing pycocoevalcap (for the METEOR 1.5 jar and paraphrase table)"
+    "$PYTHON" -m pip install pycocoevalcap || die "pip install pycocoevalcap failed"
+    COCO_DIR="$("$PYTHON" -c 'import importlib.util as u; print(list(u.find_spec("pycocoevalcap").submodule_search_locations)[0])')"
+fi
+[[ -f "$COCO_DIR/meteor/meteor-1.5.jar" && -f "$COCO_DIR/meteor/data/paraphrase-en.gz" ]] \
+    || die "pycocoevalcap at $COCO_DIR lacks meteor/meteor-1.5.jar or meteor/data/paraphrase-en.gz"
+
+fill() {  # fill SRC DST: copy SRC to DST unless DST is a real, non-empty file
+    local src="$1" dst="$2"
+    if [[ ! -s "$dst" ]] || head -c 200 "$dst" | grep -q "git-lfs"; then
+        mkdir -p "$(dirname "$dst")"
+        cp "$src" "$dst"
+        say "  filled $dst from pycocoevalcap"
+    fi
+}
+
+# ---------------------------------------------------------------- e2e-metrics
+say "== e2e-metrics"
+clone "$E2E_URL" "$E2E_DIR"
+[[ -f "$E2E_DIR/measure_scores.py" ]] || die "$E2E_DIR has no measure_scores.py"
+if [[ -f "$E2E_DIR/requirements.txt" ]]; then
+    "$PYTHON" -m pip install -r "$E2E_DIR/requirements.txt" \
+        || die "pip install -r $E2E_DIR/requirements.txt failed"
+fi
+fill "$COCO_DIR/meteor/meteor-1.5.jar" "$E2E_DIR/pycocoevalcap/meteor/meteor-1.5.jar"
+fill "$COCO_DIR/meteor/data/paraphrase-en.gz" "$E2E_DIR/pycocoevalcap/meteor/data/paraphrase-en.gz"
+fill "$COCO_DIR/tokenizer/stanford-corenlp-3.4.1.jar" \
+    "$E2E_DIR/pycocoevalcap/tokenizer/stanford-corenlp-3.4.1.jar"
+
+# ---------------------------------------------------------------- GenerationEval
+say "== GenerationEval"
+clone "$GEN_URL" "$GEN_DIR"
+[[ -f "$GEN_DIR/eval.py" ]] || die "$GEN_DIR has no eval.py"
+say "installing eval.py's dependencies without the old pins"
+"$PYTHON" -m pip install nltk pyter3 tabulate razdel || die "pip install nltk pyter3 tabulate razdel failed"
+"$PYTHON" - <<'PY' || die "could not download NLTK's punkt tokenizer data"
+import nltk
+ok = False
+for pkg in ("punkt", "punkt_tab"):  # newer NLTK reads punkt_tab
+    ok = nltk.download(pkg, quiet=True) or ok
+raise SystemExit(0 if ok else 1)
+PY
+rm -rf "$GEN_DIR/data/en" "$GEN_DIR/data/ru"
+fill "$COCO_DIR/meteor/meteor-1.5.jar" "$GEN_DIR/metrics/meteor-1.5/meteor-1.5.jar"
+fill "$COCO_DIR/meteor/data/paraphrase-en.gz" "$GEN_DIR/metrics/meteor-1.5/data/paraphrase-en.gz"
+if [[ ! -s "$GEN_DIR/metrics/multi-bleu-detok.perl" ]]; then
+    say "fetching multi-bleu-detok.perl from Moses"
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsSL "$MOSES_BLEU_URL" -o "$GEN_DIR/metrics/multi-bleu-detok.perl" \
+            || die "could not download $MOSES_BLEU_URL"
+    else
+        die "$GEN_DIR/metrics/multi-bleu-detok.perl missing and curl not installed"
+    fi
+fi
+
+say "patching $GEN_DIR/eval.py (argv reset, optional BERTScore/BLEURT/razdel imports)"
+"$PYTHON" - "$GEN_DIR/eval.py" <<'PY' || die "could not patch eval.py"
+import re, sys
+path = sys.argv[1]
+src = open(path, encoding="utf-8").read()
+orig = src
+# the reset wipes -R/-H/... before argparse sees them
+src = re.sub(r"(?m)^sys\.argv\s*=\s*sys\.argv\[:1\]\s*$", "# (argv reset removed by download_evalscript.sh)", src)
+if not re.search(r"(?m)^import sys\b", src):
+    src = "import sys\n" + src
+for mod_line in (r"from bert_score import score", r"from metrics\.bleurt\.bleurt import score as bleurt_score",
+                 r"from razdel import tokenize"):
+    src = re.sub(r"(?m)^(%s)\s*$" % mod_line,
+                 lambda m: "try:\n    %s\nexcept ImportError:  # optional, patched by download_evalscript.sh\n    pass" % m.group(1),
+                 src)
+if src != orig:
+    open(path, "w", encoding="utf-8").write(src)
+PY
+
+say "checking the installs"
+( cd "$E2E_DIR" && "$PYTHON" measure_scores.py -h >/dev/null ) \
+    || die "$E2E_DIR/measure_scores.py -h fails: see the error above"
+( cd "$GEN_DIR" && "$PYTHON" eval.py -h >/dev/null ) \
+    || die "$GEN_DIR/eval.py -h fails: see the error above"
+say "done: NLG/eval/score.py will now use the official scorers (--official auto)"

@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""The pipeline's score step: official scorers when installed, the built-in ones otherwise.
+
+    python NLG/eval/score.py --task e2e --ref REF_FILE --hyp PRED_FILE [--json OUT.json] [--official auto|yes|no]
+    python NLG/eval/score.py --task webnlg|dart --ref REF_PREFIX --hyp HYP_FILE --nr N [--json OUT.json] [--official auto|yes|no]
+
+Official means NLG/eval/e2e/measure_scores.py (run as `measure_scores.py -p`) or
+NLG/eval/GenerationEval/eval.py (`-m bleu,meteor,ter,chrf++`), installed by
+download_evalscript.sh. `auto` uses them when they are installed and run, and says why when it
+falls back; `yes` fails without them; `no` always uses the built-in scorers. The first line
+says which scorer ran, then come `NAME: value` lines; --json writes the scores and
+"scorer": "official" | "builtin".
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from metrics.e2e import score_e2e  # noqa: E402
+from metrics.gen import METRICS, score_gen  # noqa: E402
+from metrics.readers import (ScoreInputError, load_e2e, load_multi_ref,  # noqa: E402
+                             reference_paths)
+from metrics.report import E2E_DECIMALS, GEN_DECIMALS, format_lines  # noqa: E402
+
+E2E_OFFICIAL = HERE / "e2e" / "measure_scores.py"
+GEN_OFFICIAL = HERE / "GenerationEval" / "eval.py"
+E2E_NAMES = ["BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"]
+# eval.py's table headers -> our keys
+GEN_HEADERS = {"BLEU": "BLEU", "METEOR": "METEOR", "TER": "TER", "chrF++": "chrF++"}
+
+
+class OfficialFailed(RuntimeError):
+    pass
+
+
+def run_official_e2e(ref, hyp):
+    cmd = [sys.executable, str(E2E_OFFICIAL), "-p", str(Path(ref).resolve()),
+           str(Path(hyp).resolve())]
+    res = subprocess.run(cmd, cwd=E2E_OFFICIAL.parent, capture_output=True, text=True)
+    scores = {}
+    for name in E2E_NAMES:
+        m = re.search(rf"^{name}: ([-0-9.eE+]+)\s*$", res.stdout, re.M)
+        if m:
+            scores[name] = float(m.group(1))
+    if res.returncode != 0 or len(scores) != len(E2E_NAMES):
+        raise OfficialFailed(f"{E2E_OFFICIAL} exited with {res.returncode}: "
+                             f"{(res.stderr or res.stdout).strip()[-800:]}")
+    return scores
+
+
+def _copy_without_final_newline(src, dst):
+    # eval.py splits on '\n': a final newline would be scored as an extra empty segment
+    data = Path(src).read_bytes()
+    dst.write_bytes(data[:-1] if data.endswith(b"\n") else data)
+
+
+def run_official_gen(ref_prefix, hyp, num_refs):
+    with tempfile.TemporaryDirectory(prefix="geneval-") as tmp:
+        tmp = Path(tmp)
+        for i, p in enumerate(reference_paths(ref_prefix, num_refs)):
+            _copy_without_final_newline(p, tmp / (f"reference{i}" if num_refs > 1 else "reference"))
+        _copy_without_final_newline(hyp, tmp / "hypothesis")
+        cmd = [sys.executable, str(GEN_OFFICIAL), "-R", str(tmp / "reference"),
+               "-H", str(tmp / "hypothesis"), "-nr", str(num_refs), "-m", ",".join(METRICS)]
+        res = subprocess.run(cmd, cwd=GEN_OFFICIAL.parent, capture_output=True, text=True)
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    # tabulate prints: header line, dashes, values
+    scores = {}
+    for i, ln in enumerate(lines[:-2]):
+        if set(lines[i + 1].split()) == {"-" * len(t) for t in lines[i + 1].split()}:
+            heads = re.split(r"\s{2,}", ln.strip())
+            vals = lines[i + 2].split()
+            if len(heads) == len(vals):
+                scores = {GEN_HEADERS[h]: float(v) for h, v in zip(heads, vals)
+                          if h in GEN_HEADERS}
+    if res.returncode != 0 or set(scores) != set(GEN_HEADERS.values()):
+        raise OfficialFailed(f"{GEN_OFFICIAL} exited with {res.returncode}: "
+                             f"{(res.stderr or res.stdout).strip()[-800:]}")
+    return scores
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", required=True, choices=["e2e", "webnlg", "dart"])
+    ap.add_argument("--ref", required=True,
+                    help="E2E: reference file; WebNLG/DART: reference prefix (prefix0..N-1)")
+    ap.add_argument("--hyp", required=True, help="prediction file, one per line")
+    ap.add_argument("--nr", type=int, default=None, help="WebNLG/DART: number of references")
+    ap.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    ap.add_argument("--official", choices=["auto", "yes", "no"], default="auto")
+    args = ap.parse_args(argv)
+    if args.task != "e2e" and args.nr is None:
+        ap.error(f"--task {args.task} needs --nr")
+
+    official = E2E_OFFICIAL if args.task == "e2e" else GEN_OFFICIAL
+    scores = notes = None
+    scorer = "builtin"
+    try:
+        # read the inputs first: bad files get our clear error whichever scorer runs
+        if args.task == "e2e":
+            refs, hyps = load_e2e(args.ref, args.hyp)
+        else:
+            refs, hyps = load_multi_ref(args.ref, args.hyp, args.nr)
+    except ScoreInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    if args.official != "no":
+        if not official.is_file():
+            why = f"{official} not installed (run NLG/eval/download_evalscript.sh)"
+            if args.official == "yes":
+                print(f"error: --official yes but {why}", file=sys.stderr)
+                return 1
+            print(f"note: official scorer not used: {why}", file=sys.stderr)
+        else:
+            try:
+                if args.task == "e2e":
+                    scores = run_official_e2e(args.ref, args.hyp)
+                else:
+                    scores = run_official_gen(args.ref, args.hyp, args.nr)
+                scorer, notes = "official", {}
+            except OfficialFailed as e:
+                if args.official == "yes":
+                    print(f"error: {e}", file=sys.stderr)
+                    return 1
+                print(f"note: official scorer failed, using the built-in one: {e}",
+                      file=sys.stderr)
+
+    if scorer == "official":
+        print(f"scorer: official ({official})")
+    else:
+        if args.task == "e2e":
+            scores, notes = score_e2e(refs, hyps)
+            where = HERE / "score_e2e.py"
+        else:
+            scores, notes = score_gen(refs, hyps, args.nr)
+            where = HERE / "score_gen.py"
+        print(f"scorer: built-in ({where})")
+    decimals = E2E_DECIMALS if args.task == "e2e" else GEN_DECIMALS
+    print("\n".join(format_lines(scores, notes, decimals)))
+    if args.json:
+        obj = dict(scores)
+        if notes:
+            obj["unavailable"] = {k: v for k, v in notes.items() if scores.get(k) is None}
+            if not obj["unavailable"]:
+                del obj["unavailable"]
+        obj["scorer"] = scorer
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(obj, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
