@@ -1,0 +1,236 @@
+"""Beam-search decoding of a fine-tuned GPT-2 (Microsoft's gpt2_beam.py command line).
+
+    python -m torch.distributed.launch --nproc_per_node=1 src/gpt2_beam.py \
+        --data ./data/e2e/test.jsonl --batch_size 1 --seq_len 512 --eval_len 64 \
+        --model_card gpt2.md --init_checkpoint ./trained_models/GPT2_M/e2e/model.26289.pt \
+        --platform local --lora_dim 4 --lora_alpha 32 --beam 10 --length_penalty 0.8 \
+        --no_repeat_ngram_size 4 --repetition_penalty 1.0 --eos_token_id 628 \
+        --work_dir ./trained_models/GPT2_M/e2e --output_file predict.26289.b10p08r4.jsonl
+
+Writes <work_dir>/<output_file>: one line per input line, {"id": line index, "predict": eval_len
+token ids}, as the reference does. The method comes from loralib's flags (--lora_*, --nola_*,
+--method ...; gpt2_beam_<method>.py preset it). Weights: the final model.<step>.pt alone, or a
+backbone (--init_checkpoint) plus an adapter (--adapter_checkpoint); an adapter with no backbone
+is an error. The adapter is merged into the weights before decoding.
+
+The search gives the reference's results (see beam_search.py), computed faster: each distinct
+context is decoded once, many contexts per batch (sorted by length, padded per batch instead of to
+--seq_len), one prefill per context. --seq_len only bounds the context: its last
+seq_len - eval_len tokens are kept. --batch_size is the least number of distinct contexts per
+batch; --decode_batch sets it outright. With N processes (torchrun / torch.distributed.launch)
+the distinct contexts are split across ranks and rank 0 writes the file.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+from beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
+from checkpoint import load_model_weights
+from data_utils import read_ft_file
+from gpu import add_gpu_params, all_gather_object, cleanup, distributed_sync, parse_gpu
+from model import GPT2LMModel, config_from_card, lora
+
+DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
+ROWS_PER_BATCH = {"cpu": 160, "cuda": 1024}  # hypotheses (contexts x beam) decoded together
+
+
+def build_parser(defaults=None, description="Beam-search decoding of a fine-tuned GPT-2"):
+    p = argparse.ArgumentParser(description=description)
+    add_gpu_params(p)
+    p.add_argument("--data", required=True, help="token-id jsonl ({'context', 'completion'}) from gpt2_encode.py")
+    p.add_argument("--batch_size", type=int, default=10,
+                   help="least number of distinct contexts decoded together (the reference's batch)")
+    p.add_argument("--seq_len", type=int, default=512,
+                   help="context + generation budget: the last seq_len - eval_len context tokens are kept")
+    p.add_argument("--eval_len", type=int, default=256, help="tokens generated (steps of the search)")
+    p.add_argument("--min_length", type=int, default=0, help="no eos before this many tokens")
+    p.add_argument("--model_card", default="gpt2.sm",
+                   help="gpt2.sm | gpt2.md | gpt2.lg | gpt2.tiny, or a JSON file of GPT2Config keywords")
+    p.add_argument("--init_checkpoint", default=None,
+                   help="trained model.<step>.pt (final: backbone + adapter), or the pretrained "
+                        "backbone when --adapter_checkpoint is given")
+    p.add_argument("--adapter_checkpoint", default=None,
+                   help="adapter-only checkpoint (periodic model.<step>.pt), loaded over --init_checkpoint")
+    p.add_argument("--work_dir", type=str, default=os.getenv("PT_OUTPUT_DIR", "gpt2_model"),
+                   help="output folder")
+    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    p.add_argument("--length_penalty", type=float, default=1.0,
+                   help="a finished hypothesis scores sum(log p) / length ** length_penalty")
+    p.add_argument("--no_repeat_ngram_size", type=int, default=4,
+                   help="ban repeating an n-gram of the generated tokens (0: off)")
+    p.add_argument("--repetition_penalty", type=float, default=1.0, help="CTRL repetition penalty")
+    p.add_argument("--eos_token_id", action="append", type=int, default=None,
+                   help="an extra end id (repeatable), added to <|endoftext|> (50256, or the "
+                        "--vocab's); ids outside the model's vocabulary are ignored")
+    p.add_argument("--output_file", type=str, default="beam_prediction.jsonl", help="output file name")
+    p.add_argument("--vocab", default=None,
+                   help="folder with encoder.json: its <|endoftext|> is the default end id")
+    p.add_argument("--decode_batch", type=int, default=0,
+                   help="distinct contexts per batch (0: about %d hypotheses on CPU, %d on GPU)"
+                        % (ROWS_PER_BATCH["cpu"], ROWS_PER_BATCH["cuda"]))
+    p.add_argument("--no_dedup", action="store_true",
+                   help="decode every line, also repeated contexts (for benchmarks)")
+    p.add_argument("--pad_to_seq_len", action="store_true",
+                   help="pad every context to seq_len - eval_len as the reference does (for benchmarks)")
+    p.add_argument("--no_early_exit", action="store_true",
+                   help="run all eval_len steps for every context even once its result is settled")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU; results may differ from fp32)")
+    p.add_argument("--fp16", action="store_true", help="fp16 autocast (GPU; results may differ from fp32)")
+    lora.add_method_args(p)
+    if defaults:
+        p.set_defaults(**defaults)
+    return p
+
+
+def eos_ids(args):
+    default = DEFAULT_EOS
+    if args.vocab:
+        from encoder import get_encoder
+        default = get_encoder(args.vocab).eos_id
+    return tuple([default] + list(args.eos_token_id or []))
+
+
+def settings_from_args(args) -> BeamSettings:
+    return BeamSettings(beam=args.beam, eval_len=args.eval_len, min_length=args.min_length,
+                        length_penalty=args.length_penalty,
+                        no_repeat_ngram_size=args.no_repeat_ngram_size,
+                        repetition_penalty=args.repetition_penalty, eos_token_ids=eos_ids(args))
+
+
+def read_contexts(path, seq_len, eval_len, vocab_size):
+    """The (truncated) context of every example line, in file order (= the output ids)."""
+    out = []
+    for ctx, _, lineno in read_ft_file(path):
+        if not ctx:
+            raise ValueError(f"{path}:{lineno}: empty context: nothing to decode from")
+        bad = [t for t in ctx if t >= vocab_size]
+        if bad:
+            raise ValueError(f"{path}:{lineno}: token id {bad[0]} is outside the model's vocabulary "
+                             f"(vocab_size {vocab_size}): wrong --model_card or another vocabulary?")
+        out.append(truncate_context(ctx, seq_len, eval_len))
+    return out
+
+
+def contexts_per_batch(args, device):
+    if args.decode_batch > 0:
+        return args.decode_batch
+    rows = ROWS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
+    return max(args.batch_size, rows // args.beam, 1)
+
+
+def load_model(args, method):
+    if args.init_checkpoint is None:
+        if args.adapter_checkpoint:
+            raise ValueError(f"--adapter_checkpoint {args.adapter_checkpoint} needs its backbone: "
+                             f"give the pretrained GPT-2 as --init_checkpoint")
+        raise ValueError("--init_checkpoint is required: the trained model.<step>.pt (or the "
+                         "pretrained backbone with --adapter_checkpoint)")
+    config = config_from_card(args.model_card, method=method)
+    if args.seq_len > config.n_positions:
+        raise ValueError(f"--seq_len {args.seq_len} exceeds the model's n_positions {config.n_positions}")
+    model = GPT2LMModel(config)
+    info = load_model_weights(model, args.init_checkpoint, adapter_checkpoint=args.adapter_checkpoint,
+                              require_adapter=config.adapter is not None)
+    merged = lora.merge_all(model)
+    return model.eval(), info, merged
+
+
+def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=print):
+    """Predictions for every context (list of eval_len ids, input order); the distinct contexts
+    are split across ranks and gathered (every rank gets the full list)."""
+    device = next(model.parameters()).device
+    if args.no_dedup:
+        uniq, inverse = [list(c) for c in contexts], list(range(len(contexts)))
+    else:
+        uniq, inverse = unique_contexts(contexts)
+    # Deal contexts out by length so every rank gets a similar share of long and short ones.
+    order = sorted(range(len(uniq)), key=lambda j: (-len(uniq[j]), j))
+    mine = order[rank::world_size]
+    per_batch = contexts_per_batch(args, device)
+    t0 = time.time()
+
+    def progress(done, total):
+        if rank == 0 and (done == total or done % 10 == 0):
+            log(f"rank 0: batch {done}/{total} ({time.time() - t0:.1f}s)")
+
+    if rank == 0:
+        log(f"{len(contexts)} lines, {len(uniq)} distinct contexts; {len(mine)} on rank 0, "
+            f"{per_batch} per batch, beam {s.beam}, eval_len {s.eval_len}")
+    autocast = _autocast(args, device)
+    with autocast:
+        preds = decode_contexts(model, [uniq[j] for j in mine], s, per_batch,
+                                pad_to=(args.seq_len - args.eval_len) if args.pad_to_seq_len else 0,
+                                early_exit=not args.no_early_exit, progress=progress)
+    gathered = {}
+    for part in all_gather_object(list(zip(mine, preds)), args):
+        gathered.update(part)
+    return [gathered[j] for j in inverse]
+
+
+def _autocast(args, device):
+    if args.bf16 or args.fp16:
+        if device.type != "cuda":
+            raise ValueError("--bf16 / --fp16 need a GPU")
+        return torch.autocast("cuda", dtype=torch.bfloat16 if args.bf16 else torch.float16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def write_predictions(path, predictions):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for i, pred in enumerate(predictions):
+            f.write(json.dumps({"id": i, "predict": pred}) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None, defaults=None, description=None):
+    args = build_parser(defaults, **({"description": description} if description else {})
+                        ).parse_args(argv)
+    if args.fp16 and args.bf16:
+        raise SystemExit("--fp16 and --bf16 are exclusive")
+    try:
+        method = lora.method_config_from_args(args, default="none")
+        s = settings_from_args(args)
+    except (ValueError, KeyError) as e:
+        raise SystemExit(f"gpt2_beam: {e}")
+    parse_gpu(args)
+    try:
+        return run(args, method, s)
+    finally:
+        cleanup(args)
+
+
+def run(args, method, s):
+    rank = args.rank
+    if rank == 0:
+        print("=" * 80)
+        for k, v in vars(args).items():
+            print(f"    - {k} : {v}")
+        print("=" * 80)
+    try:
+        model, info, merged = load_model(args, method)
+        contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.config.vocab_size)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        # Decoding never starts from random weights, so the loader's --random_init hint is moot.
+        raise SystemExit(f"gpt2_beam: {str(e).split(' Pass --random_init')[0]}")
+    model.to(args.device)
+    if rank == 0:
+        print(f"method: {method.method}; loaded {info}; merged {merged} adapted layer(s)")
+        print(f"end ids: {s.eos_within(model.config.vocab_size)}")
+    t0 = time.time()
+    preds = decode(model, contexts, s, args, rank, args.world_size if args.distributed else 1)
+    if rank == 0:
+        path = os.path.join(args.work_dir, args.output_file)
+        write_predictions(path, preds)
+        dt = time.time() - t0
+        print(f"saved {len(preds)} predictions to {path} ({dt:.1f}s, {len(preds) / max(dt, 1e-9):.2f} lines/s)")
+    distributed_sync(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,12 @@
+"""Beam-search decoding of GPT-2 fine-tuned with LoRMA_+ (multiplicative, T = I + s B A).
+
+Same command line as gpt2_beam.py; this entry point only presets
+--method lorma --lorma_type rri (--lorma_mode pre|post, default pre), matching gpt2_ft_lorma_plus.py.
+"""
+import sys
+
+from gpt2_beam import main
+
+if __name__ == "__main__":
+    main(sys.argv[1:], defaults={"method": "lorma", "lorma_type": "rri"},
+         description="Beam-search decoding of GPT-2 fine-tuned with LoRMA_+ (multiplicative, T = I + s B A).")
