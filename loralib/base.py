@@ -169,9 +169,6 @@ class LowRankAdapter(AdaptedLinear):
     def factors(self, w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def _rank_block(self, j: int, R: int, Rb: int) -> slice:
-        return slice(0, R) if Rb == R else slice(j * Rb, (j + 1) * Rb)
-
     def full_b(self, B: torch.Tensor, R: int) -> torch.Tensor:
         """B spread over every output row, (out, R): zero rows for disabled slices and, with
         one rank block per slice, zeros outside the slice's own block. It is tiny (out x R)."""
