@@ -1,0 +1,453 @@
+"""RoBERTa for sequence classification with pluggable low-rank adapters, in one file.
+
+Parameter names and shapes are Hugging Face's (`roberta.embeddings.word_embeddings.weight`,
+`roberta.encoder.layer.N.attention.self.query.weight`, ..., `classifier.dense`,
+`classifier.out_proj`), so the published `pytorch_model.bin` files and Microsoft's released NLU
+adapters (`roberta.encoder.layer.N.attention.self.{query,value}.lora_{A,B}` + `classifier.*`)
+load without renaming. Every projection that may be adapted is built by `loralib.adapt_linear`
+(F.linear layout); loralib's target names map onto RoBERTa's projections as
+
+    q -> attention.self.query      k -> attention.self.key       v -> attention.self.value
+    c_proj -> attention.output.dense   c_fc -> intermediate.dense   mlp_proj -> output.dense
+
+Given the same weights, logits equal `transformers.RobertaForSequenceClassification` (fp32).
+Checkpoint loading (`load_weights`) never leaves the backbone silently random: missing backbone
+tensors are an error naming them unless `random_init=True`.
+"""
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+try:
+    import loralib as lora
+    lora.adapt_linear  # an empty loralib/ folder imports as a namespace package
+except (ImportError, AttributeError):
+    # Run as `python src/run_glue.py` from NLU/ without `pip install -e .`.
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+    sys.modules.pop("loralib", None)
+    import loralib as lora
+
+# loralib target name -> attribute path inside one encoder layer
+TARGET_MODULES = {
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "c_proj": "attention.output.dense",
+    "c_fc": "intermediate.dense",
+    "mlp_proj": "output.dense",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+@dataclass
+class RobertaConfig:
+    """Hugging Face's RobertaConfig keys (a `config.json` of a RoBERTa checkpoint loads as is)."""
+    vocab_size: int = 50265
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    num_labels: int = 2
+    classifier_dropout: Optional[float] = None
+    method: Any = None   # a loralib.MethodConfig (None: plain model)
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported "
+                             f"(choose from {sorted(_ACTIVATIONS)})")
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
+
+    @property
+    def adapter(self):
+        m = self.method
+        return m if (m is not None and getattr(m, "is_adapter", False)) else None
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "method"}
+        if self.method is not None:
+            d["method"] = self.method.to_dict()
+        return d
+
+
+CARDS = {
+    "roberta-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                         intermediate_size=3072),
+    "roberta-large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                          intermediate_size=4096),
+    # For tests and smoke runs; its vocabulary fits the GPT-2 BPE files used as a stand-in.
+    "roberta-tiny": dict(vocab_size=50265, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64,
+                         max_position_embeddings=130),
+}
+
+
+def config_from_card(card: str, **overrides) -> RobertaConfig:
+    """A card name (roberta-base | roberta-large | roberta-tiny) or a HF-style config.json path;
+    keys of config.json that are not RobertaConfig fields (architectures, model_type, ...) are
+    ignored, as they describe nothing this model builds."""
+    if card in CARDS:
+        kw = dict(CARDS[card])
+    elif os.path.isfile(card):
+        with open(card, encoding="utf-8") as f:
+            try:
+                raw = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{card}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{card}: expected a JSON object of RobertaConfig keys")
+        names = {f.name for f in dataclasses.fields(RobertaConfig)} - {"method"}
+        kw = {k: v for k, v in raw.items() if k in names}
+    else:
+        raise ValueError(f"unknown model card {card!r}: use one of {sorted(CARDS)} "
+                         f"or the path of a config.json")
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return RobertaConfig(**kw)
+
+
+def _gelu(x):
+    return F.gelu(x)
+
+
+_ACTIVATIONS = {"gelu": _gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+                "relu": F.relu, "tanh": torch.tanh}
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+
+def _projection(cfg: RobertaConfig, target: str, n_in: int, n_out: int) -> nn.Linear:
+    a = cfg.adapter
+    return lora.adapt_linear(n_in, n_out, a if (a is not None and target in a.targets) else None)
+
+
+class RobertaEmbeddings(nn.Module):
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size,
+                                            padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size,
+                                                padding_idx=cfg.pad_token_id)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.padding_idx = cfg.pad_token_id
+
+    def forward(self, input_ids, token_type_ids=None):
+        # RoBERTa numbers real tokens from padding_idx + 1; padding keeps padding_idx.
+        mask = input_ids.ne(self.padding_idx).long()
+        position_ids = torch.cumsum(mask, dim=1) * mask + self.padding_idx
+        if position_ids.max() >= self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence of {int(mask.sum(1).max())} tokens is longer than the "
+                             f"model's {self.position_embeddings.num_embeddings - self.padding_idx - 1} "
+                             f"positions: lower --max_seq_length")
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+             + self.position_embeddings(position_ids))
+        return self.dropout(self.LayerNorm(x))
+
+
+class RobertaSelfAttention(nn.Module):
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.num_heads = cfg.num_attention_heads
+        self.query = _projection(cfg, "q", h, h)
+        self.key = _projection(cfg, "k", h, h)
+        self.value = _projection(cfg, "v", h, h)
+        self.dropout_p = cfg.attention_probs_dropout_prob
+
+    def forward(self, x, attn_bias):
+        B, T, C = x.shape
+        split = lambda t: t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias,
+                                           dropout_p=self.dropout_p if self.training else 0.0)
+        return y.transpose(1, 2).reshape(B, T, C)
+
+
+class RobertaSelfOutput(nn.Module):
+    def __init__(self, cfg: RobertaConfig, target: str, n_in: int):
+        super().__init__()
+        self.dense = _projection(cfg, target, n_in, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, h, residual):
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+
+
+class RobertaAttention(nn.Module):
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        self.self = RobertaSelfAttention(cfg)
+        self.output = RobertaSelfOutput(cfg, "c_proj", cfg.hidden_size)
+
+    def forward(self, x, attn_bias):
+        return self.output(self.self(x, attn_bias), x)
+
+
+class RobertaIntermediate(nn.Module):
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        self.dense = _projection(cfg, "c_fc", cfg.hidden_size, cfg.intermediate_size)
+        self.act = _ACTIVATIONS[cfg.hidden_act]
+
+    def forward(self, x):
+        return self.act(self.dense(x))
+
+
+class RobertaLayer(nn.Module):
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        self.attention = RobertaAttention(cfg)
+        self.intermediate = RobertaIntermediate(cfg)
+        self.output = RobertaSelfOutput(cfg, "mlp_proj", cfg.intermediate_size)
+
+    def forward(self, x, attn_bias):
+        a = self.attention(x, attn_bias)
+        return self.output(self.intermediate(a), a)
+
+
+class RobertaEncoder(nn.Module):
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(RobertaLayer(cfg) for _ in range(cfg.num_hidden_layers))
+
+    def forward(self, x, attn_bias):
+        for layer in self.layer:
+            x = layer(x, attn_bias)
+        return x
+
+
+class RobertaModel(nn.Module):
+    """The encoder without a pooler (RobertaForSequenceClassification has none)."""
+
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        self.embeddings = RobertaEmbeddings(cfg)
+        self.encoder = RobertaEncoder(cfg)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        x = self.embeddings(input_ids, token_type_ids)
+        bias = None
+        if attention_mask is not None:
+            # Additive bias (B, 1, 1, T) in the activation dtype: 0 where attended, min where not.
+            keep = attention_mask[:, None, None, :].to(torch.bool)
+            bias = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
+            bias = bias.masked_fill(~keep, torch.finfo(x.dtype).min)
+        return self.encoder(x, bias)
+
+
+class RobertaClassificationHead(nn.Module):
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.out_proj = nn.Linear(cfg.hidden_size, cfg.num_labels)
+
+    def forward(self, features):
+        x = self.dropout(features[:, 0])   # the <s> token
+        x = self.dropout(torch.tanh(self.dense(x)))
+        return self.out_proj(x)
+
+
+class RobertaForSequenceClassification(nn.Module):
+    def __init__(self, cfg: RobertaConfig):
+        super().__init__()
+        self.config = cfg
+        self.roberta = RobertaModel(cfg)
+        self.classifier = RobertaClassificationHead(cfg)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m):
+        # HF's initialization; adapter factors keep their own (reset after, below).
+        std = self.config.initializer_range
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, lora.LoRALayer) and hasattr(m, "reset_adapter_parameters") \
+                    and getattr(m, "has_adapter", False):
+                m.reset_adapter_parameters()
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        """Logits (B, num_labels); with `labels`, (loss, logits): MSE when num_labels == 1
+        (STS-B regression), else cross-entropy."""
+        logits = self.classifier(self.roberta(input_ids, attention_mask, token_type_ids))
+        if labels is None:
+            return logits
+        if self.config.num_labels == 1:
+            loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        else:
+            loss = F.cross_entropy(logits.float(), labels.long())
+        return loss, logits
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+# Tensors of published checkpoints that this classification model does not have.
+_IGNORED_PREFIXES = ("roberta.pooler.", "lm_head.")
+_IGNORED_KEYS = ("roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids")
+
+
+def read_state_file(path) -> Dict[str, torch.Tensor]:
+    """A flat {HF key: tensor} dict from pytorch_model.bin / a {'model_state_dict': ...} file /
+    .safetensors; `module.` prefixes (DDP) dropped and bare RobertaModel keys (`embeddings.`,
+    `encoder.`) given the `roberta.` prefix."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ImportError(f"checkpoint {path}: reading .safetensors needs the `safetensors` "
+                              f"package") from None
+        obj = load_file(path)
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint of tensors ({first})") \
+                from None
+    for key in ("model_state_dict", "state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ValueError(f"checkpoint {path}: expected a dict of tensors, got {type(obj).__name__}")
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"checkpoint {path}: key {k!r} holds a {type(v).__name__}, "
+                             f"not a tensor")
+        while k.startswith("module."):
+            k = k[len("module."):]
+        if k.startswith(("embeddings.", "encoder.", "pooler.")):
+            k = "roberta." + k
+        out[k] = v
+    return out
+
+
+def _is_classifier(k: str) -> bool:
+    return k.startswith("classifier.")
+
+
+def load_weights(model: RobertaForSequenceClassification, init_checkpoint=None,
+                 adapter_checkpoint=None, random_init: bool = False,
+                 log=print) -> Dict[str, List[str]]:
+    """Load a backbone (+ optional classifier / adapter) and an optional adapter file.
+
+    Backbone tensors come from init_checkpoint, then adapter_checkpoint (later wins), and must
+    cover every backbone tensor of the model, else ValueError listing the missing keys (unless
+    random_init). Adapter tensors are taken from the last file that has any and loaded strictly
+    (`lora.load_lora_state_dict`). The classifier head is loaded from the last file that has one
+    when its shapes match the model's (an MNLI head does not fit a 2-label task: it is skipped
+    and reported). Returns {'backbone', 'adapter', 'classifier', 'skipped'} key lists.
+    """
+    own = model.state_dict()
+    backbone_keys = [k for k in own if not lora.is_adapter_key(k) and not _is_classifier(k)]
+    backbone, adapter, head, head_src = {}, None, None, None
+    adapter_src = None
+    skipped: List[str] = []
+    for path in (init_checkpoint, adapter_checkpoint):
+        if path is None:
+            continue
+        sd = read_state_file(path)
+        unexpected = [k for k in sd if not lora.is_adapter_key(k) and not _is_classifier(k)
+                      and k not in own and k not in _IGNORED_KEYS
+                      and not k.startswith(_IGNORED_PREFIXES)]
+        if unexpected:
+            raise KeyError(f"checkpoint {path}: key(s) the model does not have: "
+                           f"{unexpected[:10]}" + (" ..." if len(unexpected) > 10 else "")
+                           + " (is it a RoBERTa checkpoint of this model card?)")
+        for k, v in sd.items():
+            if k in backbone_keys:
+                if tuple(v.shape) != tuple(own[k].shape):
+                    raise ValueError(f"checkpoint {path}: key {k!r} has shape {tuple(v.shape)}, "
+                                     f"the model expects {tuple(own[k].shape)} "
+                                     f"(wrong --model_card?)")
+                backbone[k] = v
+        ad = {k: v for k, v in sd.items() if lora.is_adapter_key(k)}
+        if ad:
+            if model.config.adapter is None:
+                raise KeyError(f"checkpoint {path} holds adapter tensors ({next(iter(ad))!r}, ...) "
+                               f"but the model has no adapter: pass the method flags it was "
+                               f"trained with (e.g. --lora_dim 8)")
+            adapter, adapter_src = ad, path
+        hd = {k: v for k, v in sd.items() if _is_classifier(k)}
+        if hd:
+            head, head_src = hd, path
+    missing = [k for k in backbone_keys if k not in backbone]
+    if missing and not random_init:
+        given = [p for p in (init_checkpoint, adapter_checkpoint) if p] or ["(none)"]
+        raise ValueError(
+            f"backbone tensors missing from {', '.join(map(str, given))}: {len(missing)} of "
+            f"{len(backbone_keys)}, e.g. {missing[:8]}. An adapter-only file needs the pretrained "
+            f"model too (--init_checkpoint pytorch_model.bin --adapter_checkpoint ADAPTER); "
+            f"--random_init allows a random backbone on purpose")
+    if missing:
+        log(f"random_init: {len(missing)} of {len(backbone_keys)} backbone tensors left random")
+    model.load_state_dict(backbone, strict=False)
+    loaded_adapter: List[str] = []
+    if model.config.adapter is not None and adapter is not None:
+        loaded_adapter = lora.load_lora_state_dict(model, adapter, source=f"checkpoint {adapter_src}")
+    loaded_head: List[str] = []
+    if head is not None:
+        fits = (set(head) == {k for k in own if _is_classifier(k)}
+                and all(tuple(v.shape) == tuple(own[k].shape) for k, v in head.items()))
+        if fits:
+            model.load_state_dict(head, strict=False)
+            loaded_head = sorted(head)
+        else:
+            skipped = sorted(head)
+            shapes = {k: tuple(v.shape) for k, v in head.items() if "out_proj" in k}
+            log(f"classifier head of {head_src} not loaded: it does not fit this task "
+                f"({shapes} vs num_labels={model.config.num_labels}); a new head is trained")
+    return {"backbone": sorted(backbone), "adapter": loaded_adapter, "classifier": loaded_head,
+            "skipped": skipped}
+
+
+def trainable_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """What a run saves: adapter + classifier head, or every tensor for full fine-tuning."""
+    cfg = model.config
+    if cfg.adapter is None:
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    out = {k: v.detach().cpu() for k, v in lora.lora_state_dict(model).items()}
+    out.update({k: v.detach().cpu() for k, v in model.state_dict().items() if _is_classifier(k)})
+    return out

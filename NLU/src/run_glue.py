@@ -1,0 +1,406 @@
+"""Fine-tune RoBERTa on a GLUE task with one loralib method (or fully), then evaluate on dev.
+
+    python src/run_glue.py --task_name mrpc --data_dir data/glue \
+        --tokenizer_dir pretrained_checkpoints/roberta-base \
+        --model_card roberta-base --init_checkpoint pretrained_checkpoints/roberta-base-pytorch_model.bin \
+        --adapter_checkpoint mnli/pytorch_model.bin \
+        --max_seq_length 512 --per_device_train_batch_size 16 --learning_rate 4e-4 \
+        --num_train_epochs 30 --warmup_ratio 0.06 --weight_decay 0.1 --seed 0 \
+        --lora_dim 8 --lora_alpha 8 --output_dir out/mrpc
+Several processes: `torchrun --nproc_per_node=N src/run_glue.py ...` (or
+`python -m torch.distributed.launch --use_env ...`); NCCL on GPUs, gloo on CPU. The batch size is
+per process, as in Hugging Face's run_glue.py.
+
+The method comes from loralib's flags (--method, --lora_dim, --lorma_type, --mtlora_structure,
+--nola_*; see loralib/cli.py); without them the model is fully fine-tuned. With an adapter, only
+the adapter and the classifier head train.
+
+Outputs in --output_dir:
+  pytorch_model.bin   adapter + classifier head (`roberta...lora_*` + `classifier.*`, the layout of
+                      Microsoft's released NLU adapters); every tensor for full fine-tuning.
+                      Usable as --adapter_checkpoint of a later run (e.g. MNLI -> MRPC/RTE/STS-B:
+                      the head is skipped when the label count differs).
+  eval_results.json   dev metrics (final, and per epoch with --evaluation_strategy epoch)
+  run_config.json     the arguments, the method and the model config
+  train_log.jsonl     loss / learning rate every --logging_steps
+"""
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from roberta import (RobertaForSequenceClassification, config_from_card, load_weights,  # noqa
+                     lora, trainable_state_dict)
+from glue_data import RobertaTokenizer, encode_examples, load_split, num_labels, task_spec  # noqa
+from glue_metrics import glue_metrics  # noqa
+
+
+def build_parser(defaults=None):
+    p = argparse.ArgumentParser(description="Fine-tune RoBERTa on GLUE with a loralib method")
+    p.add_argument("--task_name", required=True, help="cola sst2 mrpc stsb qqp mnli qnli rte")
+    p.add_argument("--data_dir", default=os.environ.get("GLUE_DIR", "data/glue"),
+                   help="GLUE root (with CoLA/, SST-2/, ...) or the task's own folder")
+    p.add_argument("--tokenizer_dir", default="pretrained_checkpoints/roberta-base",
+                   help="folder with vocab.json + merges.txt (or encoder.json + vocab.bpe)")
+    p.add_argument("--model_card", default="roberta-base",
+                   help="roberta-base | roberta-large | roberta-tiny, or a config.json")
+    p.add_argument("--init_checkpoint", default=None,
+                   help="pretrained RoBERTa pytorch_model.bin (HF keys) or a full checkpoint")
+    p.add_argument("--adapter_checkpoint", "--lora_path", dest="adapter_checkpoint", default=None,
+                   help="adapter (+ head) to start from, e.g. an MNLI run's pytorch_model.bin")
+    p.add_argument("--random_init", action="store_true",
+                   help="allow a random backbone (tests, smoke runs)")
+    p.add_argument("--max_seq_length", type=int, default=512)
+    p.add_argument("--per_device_train_batch_size", type=int, default=16)
+    p.add_argument("--per_device_eval_batch_size", type=int, default=64)
+    p.add_argument("--learning_rate", type=float, default=5e-4)
+    p.add_argument("--classifier_lr", type=float, default=None,
+                   help="learning rate of the classifier head (default: --learning_rate)")
+    p.add_argument("--num_train_epochs", type=float, default=3.0)
+    p.add_argument("--max_steps", type=int, default=-1, help="> 0: total updates (overrides epochs)")
+    p.add_argument("--warmup_ratio", type=float, default=0.06)
+    p.add_argument("--weight_decay", type=float, default=0.1)
+    p.add_argument("--adam_beta1", type=float, default=0.9)
+    p.add_argument("--adam_beta2", type=float, default=0.999)
+    p.add_argument("--adam_epsilon", type=float, default=1e-8)
+    p.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--overwrite_output_dir", action="store_true", help="(accepted; outputs are "
+                   "always overwritten)")
+    p.add_argument("--cls_dropout", type=float, default=None,
+                   help="dropout of the classifier head (default: hidden_dropout_prob)")
+    p.add_argument("--fp16", action="store_true", help="fp16 autocast + loss scaling (GPU)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--do_train", action="store_true", help="(neither --do_train nor --do_eval: both)")
+    p.add_argument("--do_eval", action="store_true")
+    p.add_argument("--evaluation_strategy", default="end", choices=("no", "end", "epoch"),
+                   help="evaluate on dev after every epoch (the papers report the best), "
+                        "only at the end, or never")
+    p.add_argument("--logging_steps", type=int, default=10)
+    p.add_argument("--max_train_samples", type=int, default=None)
+    p.add_argument("--max_eval_samples", type=int, default=None)
+    lora.add_method_args(p)
+    if defaults:
+        p.set_defaults(**defaults)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+
+class Dist:
+    def __init__(self):
+        env = os.environ
+        self.world = int(env.get("WORLD_SIZE", 1))
+        self.rank = int(env.get("RANK", 0))
+        self.local_rank = int(env.get("LOCAL_RANK", 0))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank % torch.cuda.device_count())
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+        self.on = self.world > 1
+        if self.on and not dist.is_initialized():
+            for var in ("MASTER_ADDR", "MASTER_PORT"):
+                if var not in env:
+                    raise RuntimeError(f"WORLD_SIZE={self.world} but {var} is not set: "
+                                       f"start the processes with torchrun")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(minutes=30))
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def gather(self, obj):
+        if not self.on:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.on:
+            dist.barrier()
+
+    def close(self):
+        if self.on and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def save_atomic(obj, path, as_json=False):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if as_json:
+                f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+            else:
+                torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+def collate(batch, pad_id, regression):
+    """Pad to the longest example of the batch."""
+    longest = max(len(ids) for _, ids, _ in batch)
+    ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), longest), dtype=torch.long)
+    for i, (_, x, _) in enumerate(batch):
+        ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, :len(x)] = 1
+    labels = torch.tensor([y for _, _, y in batch],
+                          dtype=torch.float32 if regression else torch.long)
+    index = torch.tensor([i for i, _, _ in batch], dtype=torch.long)
+    return index, ids, mask, labels
+
+
+class Indexed(torch.utils.data.Dataset):
+    def __init__(self, encoded):
+        self.items = [(i, ids, y) for i, (ids, y) in enumerate(encoded)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+# ----------------------------------------------------------------------------------------------
+# Train / eval
+
+def build_optimizer(model, args, device):
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = {}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        head = n.startswith("classifier.")
+        decay = not any(nd in n for nd in no_decay)
+        key = (head, decay)
+        groups.setdefault(key, []).append(p)
+    param_groups = []
+    for (head, decay), params in groups.items():
+        lr = args.classifier_lr if (head and args.classifier_lr is not None) else args.learning_rate
+        param_groups.append({"params": params, "lr": lr,
+                             "weight_decay": args.weight_decay if decay else 0.0})
+    kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(param_groups, betas=(args.adam_beta1, args.adam_beta2),
+                             eps=args.adam_epsilon, **kw)
+
+
+def linear_schedule(optimizer, warmup, total):
+    def f(step):
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+def autocast(args, device):
+    if args.bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if args.fp16:
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model, encoded, args, dist_env, pad_id, task):
+    """Dev metrics; each process scores a shard, predictions are gathered in file order."""
+    regression = num_labels(task) == 1
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # less padding
+    mine = order[dist_env.rank::dist_env.world]
+    data = Indexed(encoded)
+    preds = {}
+    bs = args.per_device_eval_batch_size
+    for s in range(0, len(mine), bs):
+        batch = [data[i] for i in mine[s:s + bs]]
+        index, ids, mask, _ = collate(batch, pad_id, regression)
+        with autocast(args, dist_env.device):
+            logits = model(ids.to(dist_env.device), mask.to(dist_env.device))
+        logits = logits.float().cpu()
+        out = logits.squeeze(-1) if regression else logits.argmax(-1)
+        preds.update(zip(index.tolist(), out.tolist()))
+    merged = {}
+    for part in dist_env.gather(preds):
+        merged.update(part)
+    p = [merged[i] for i in range(len(encoded))]
+    y = [lab for _, lab in encoded]
+    model.train()
+    return glue_metrics(task, p, y)
+
+
+def run_eval(model, dev_sets, args, dist_env, pad_id):
+    out = {}
+    for name, enc in dev_sets.items():
+        for k, v in evaluate(model, enc, args, dist_env, pad_id, args.task_name).items():
+            out[f"{name}_{k}" if len(dev_sets) > 1 else k] = v
+    return out
+
+
+def main(argv=None, defaults=None):
+    args = build_parser(defaults).parse_args(argv)
+    if not args.do_train and not args.do_eval:
+        args.do_train = args.do_eval = True
+    if args.fp16 and args.bf16:
+        raise ValueError("--fp16 and --bf16 are exclusive")
+    env = Dist()
+    device = env.device
+    if args.fp16 and device.type != "cuda":
+        raise ValueError("--fp16 needs a GPU (use --bf16 on CPU)")
+    log = print if env.main else (lambda *a, **k: None)
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    spec = task_spec(args.task_name)
+    regression = spec.labels is None
+    method = lora.method_config_from_args(args, default="full")
+
+    tok = RobertaTokenizer(args.tokenizer_dir)
+    cfg = config_from_card(args.model_card, num_labels=num_labels(args.task_name),
+                           classifier_dropout=args.cls_dropout, method=method)
+    if tok.vocab_size > cfg.vocab_size:
+        raise ValueError(f"{args.tokenizer_dir}: vocabulary of {tok.vocab_size} ids does not fit "
+                         f"the model's vocab_size {cfg.vocab_size} ({args.model_card})")
+    if tok.pad_id != cfg.pad_token_id:
+        raise ValueError(f"{args.tokenizer_dir}: <pad> is id {tok.pad_id}, the model's "
+                         f"pad_token_id is {cfg.pad_token_id}")
+    max_len = min(args.max_seq_length, cfg.max_position_embeddings - cfg.pad_token_id - 1)
+
+    def encode(examples, limit):
+        examples = examples[:limit] if limit else examples
+        return encode_examples(tok, examples, max_len)
+
+    t0 = time.time()
+    train = encode(load_split(args.data_dir, args.task_name, "train")["train"],
+                   args.max_train_samples) if args.do_train else []
+    dev_sets = {k: encode(v, args.max_eval_samples)
+                for k, v in load_split(args.data_dir, args.task_name, "dev").items()} \
+        if args.do_eval else {}
+    log(f"task {args.task_name}: {len(train)} train examples; dev: "
+        f"{', '.join(f'{k} {len(v)}' for k, v in dev_sets.items()) or 'none'} "
+        f"(tokenized in {time.time() - t0:.1f}s)")
+
+    model = RobertaForSequenceClassification(cfg)
+    info = load_weights(model, args.init_checkpoint, args.adapter_checkpoint,
+                        random_init=args.random_init, log=log)
+    log(f"loaded: {len(info['backbone'])} backbone, {len(info['adapter'])} adapter, "
+        f"{len(info['classifier'])} classifier tensors")
+    if cfg.adapter is not None:
+        lora.mark_only_lora_as_trainable(model)
+        for p in model.classifier.parameters():
+            p.requires_grad = True
+    log(f"method: {method.to_dict()}")
+    log(lora.parameter_report(model))
+    model.to(device)
+    os.makedirs(args.output_dir, exist_ok=True)
+    history = []
+    results = {}
+    if args.do_train:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if env.on else model
+        data = Indexed(train)
+        sampler = torch.utils.data.DistributedSampler(data, num_replicas=env.world,
+                                                      rank=env.rank, shuffle=True, seed=args.seed)
+        loader = torch.utils.data.DataLoader(
+            data, batch_size=args.per_device_train_batch_size, sampler=sampler,
+            collate_fn=lambda b: collate(b, tok.pad_id, regression))
+        per_epoch = len(loader)
+        total = args.max_steps if args.max_steps > 0 else \
+            math.ceil(per_epoch * args.num_train_epochs)
+        epochs = math.ceil(total / per_epoch) if per_epoch else 0
+        warmup = math.ceil(total * args.warmup_ratio)
+        opt = build_optimizer(model, args, device)
+        sched = linear_schedule(opt, warmup, total)
+        scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
+        params = [p for p in model.parameters() if p.requires_grad]
+        log(f"training: {total} steps ({per_epoch} per epoch, {env.world} process(es) x "
+            f"batch {args.per_device_train_batch_size}), warmup {warmup}")
+        step, t0 = 0, time.time()
+        logf = open(os.path.join(args.output_dir, "train_log.jsonl"), "w") if env.main else None
+        model.train()
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            for _, ids, mask, labels in loader:
+                ids, mask, labels = (t.to(device, non_blocking=True) for t in (ids, mask, labels))
+                with autocast(args, device):
+                    loss, _ = ddp(ids, mask, labels=labels)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                else:
+                    loss.backward()
+                if args.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                if logf is not None and (step % args.logging_steps == 0 or step == total):
+                    rec = {"step": step, "epoch": epoch, "loss": loss.item(),
+                           "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2)}
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                    log(f"step {step}/{total} | epoch {epoch} | loss {rec['loss']:.4f} | "
+                        f"lr {rec['lr']:.3g}")
+                if step >= total:
+                    break
+            if args.do_eval and args.evaluation_strategy == "epoch" and step < total:
+                m = run_eval(model, dev_sets, args, env, tok.pad_id)
+                history.append({"epoch": epoch, "step": step, **m})
+                log(f"eval epoch {epoch}: {m}")
+            if step >= total:
+                break
+        if logf is not None:
+            logf.close()
+        if env.main:
+            save_atomic(trainable_state_dict(model), os.path.join(args.output_dir,
+                                                                  "pytorch_model.bin"))
+            log(f"saved {os.path.join(args.output_dir, 'pytorch_model.bin')}")
+    if args.do_eval and args.evaluation_strategy != "no":
+        results = run_eval(model, dev_sets, args, env, tok.pad_id)
+        log(f"eval: {results}")
+        if args.evaluation_strategy == "epoch" and args.do_train:
+            history.append({"epoch": "final", **results})
+    if env.main:
+        out = {"task": args.task_name, **results}
+        if history:
+            out["per_epoch"] = history
+            main_key = next((k for k in ("mcc", "pearson", "f1", "accuracy",
+                                         "dev_matched_accuracy") if k in results), None)
+            if main_key:
+                out["best_metric"] = main_key
+                out["best"] = max(history, key=lambda h: h.get(main_key, float("-inf")))
+        save_atomic(out, os.path.join(args.output_dir, "eval_results.json"), as_json=True)
+        save_atomic({"args": vars(args), "method": method.to_dict(), "model": cfg.to_dict()},
+                    os.path.join(args.output_dir, "run_config.json"), as_json=True)
+    env.barrier()
+    env.close()
+    return results
+
+
+if __name__ == "__main__":
+    main()
