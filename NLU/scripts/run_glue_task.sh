@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The one GLUE pipeline behind every roberta_*.sh script: fine-tune RoBERTa with a loralib
+# method on one task, then evaluate on dev (eval_results.json in the output folder).
+#
+# Set by the calling script: MODEL_SIZE (base|large) TASK METHOD_NAME METHOD_ARGS BATCH_SIZE
+#   EPOCHS LR MAX_SEQ_LENGTH WEIGHT_DECAY WARMUP_RATIO SEED FROM_MNLI [CLS_LR]
+# Overridable from the environment (defaults relative to NLU/):
+#   MODEL_CARD       roberta-$MODEL_SIZE (or roberta-tiny, or a config.json)
+#   INIT_CHECKPOINT  pretrained_checkpoints/roberta-$MODEL_SIZE/pytorch_model.bin
+#                    (empty with RANDOM_INIT=1: a random backbone, for smoke tests)
+#   TOKENIZER_DIR    pretrained_checkpoints/roberta-$MODEL_SIZE (vocab.json + merges.txt)
+#   DATA_DIR         data/glue (download_glue_data.py layout)
+#   OUTPUT_DIR       trained_models/roberta_${MODEL_SIZE}_${METHOD_NAME}/$TASK/seed_$SEED
+#   MNLI_ADAPTER     for MRPC/RTE/STS-B (FROM_MNLI=1): the MNLI run's pytorch_model.bin
+#                    (default: that run's output folder); "none" starts from scratch
+#   num_gpus         processes (torchrun) — default: the visible GPU count, at least 1
+#   MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES EVAL_STRATEGY (epoch|end|no) RANDOM_INIT PYTHON
+# Arguments are passed on to src/run_glue.py.
+set -euo pipefail
+NLU_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python}"
+
+for v in MODEL_SIZE TASK METHOD_NAME METHOD_ARGS BATCH_SIZE EPOCHS LR MAX_SEQ_LENGTH SEED; do
+  if [ -z "${!v:-}" ]; then
+    echo "run_glue_task.sh: $v is not set (call it through a roberta_*.sh script)" >&2; exit 2
+  fi
+done
+
+MODEL_CARD="${MODEL_CARD:-roberta-$MODEL_SIZE}"
+INIT_CHECKPOINT="${INIT_CHECKPOINT-$NLU_DIR/pretrained_checkpoints/roberta-$MODEL_SIZE/pytorch_model.bin}"
+TOKENIZER_DIR="${TOKENIZER_DIR:-$NLU_DIR/pretrained_checkpoints/roberta-$MODEL_SIZE}"
+DATA_DIR="${DATA_DIR:-$NLU_DIR/data/glue}"
+RUN_ROOT="$NLU_DIR/trained_models/roberta_${MODEL_SIZE}_${METHOD_NAME}"
+OUTPUT_DIR="${OUTPUT_DIR:-$RUN_ROOT/$TASK/seed_$SEED}"
+EVAL_STRATEGY="${EVAL_STRATEGY:-epoch}"
+if [ -z "${num_gpus:-}" ]; then
+  num_gpus=$("$PYTHON" -c "import torch; print(max(1, torch.cuda.device_count()))" 2>/dev/null || echo 1)
+fi
+
+args=(--task_name "$TASK" --data_dir "$DATA_DIR" --tokenizer_dir "$TOKENIZER_DIR"
+      --model_card "$MODEL_CARD" --max_seq_length "$MAX_SEQ_LENGTH"
+      --per_device_train_batch_size "$BATCH_SIZE" --learning_rate "$LR"
+      --num_train_epochs "$EPOCHS" --warmup_ratio "${WARMUP_RATIO:-0.06}"
+      --weight_decay "${WEIGHT_DECAY:-0.1}" --seed "$SEED" --output_dir "$OUTPUT_DIR"
+      --evaluation_strategy "$EVAL_STRATEGY" --do_train --do_eval)
+[ -n "$INIT_CHECKPOINT" ] && args+=(--init_checkpoint "$INIT_CHECKPOINT")
+[ -n "${CLS_LR:-}" ] && args+=(--classifier_lr "$CLS_LR")
+[ -n "${MAX_STEPS:-}" ] && args+=(--max_steps "$MAX_STEPS")
+[ -n "${MAX_TRAIN_SAMPLES:-}" ] && args+=(--max_train_samples "$MAX_TRAIN_SAMPLES")
+[ -n "${MAX_EVAL_SAMPLES:-}" ] && args+=(--max_eval_samples "$MAX_EVAL_SAMPLES")
+case "${RANDOM_INIT:-0}" in 1|true|True|yes) args+=(--random_init);; esac
+
+if [ "${FROM_MNLI:-0}" = 1 ]; then
+  MNLI_ADAPTER="${MNLI_ADAPTER:-$RUN_ROOT/mnli/seed_$SEED/pytorch_model.bin}"
+  if [ "$MNLI_ADAPTER" != none ]; then
+    if [ ! -f "$MNLI_ADAPTER" ]; then
+      echo "run_glue_task.sh: $TASK starts from the MNLI adapter, but $MNLI_ADAPTER does not" \
+           "exist: run roberta_${MODEL_SIZE}_${METHOD_NAME}_mnli.sh first, or set MNLI_ADAPTER" \
+           "(a file, or 'none' to start from scratch)" >&2
+      exit 2
+    fi
+    args+=(--adapter_checkpoint "$MNLI_ADAPTER")
+  fi
+fi
+
+# METHOD_ARGS is a flag string written by make_scripts.py: split on spaces on purpose.
+# shellcheck disable=SC2206
+method_args=($METHOD_ARGS)
+mkdir -p "$OUTPUT_DIR"
+echo "== roberta-$MODEL_SIZE $METHOD_NAME $TASK -> $OUTPUT_DIR ($num_gpus process(es))"
+export PYTHONHASHSEED=0
+export CUBLAS_WORKSPACE_CONFIG="${CUBLAS_WORKSPACE_CONFIG-:16:8}"
+if [ "$num_gpus" -gt 1 ]; then
+  "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$num_gpus" \
+    "$NLU_DIR/src/run_glue.py" "${args[@]}" "${method_args[@]}" "$@"
+else
+  "$PYTHON" "$NLU_DIR/src/run_glue.py" "${args[@]}" "${method_args[@]}" "$@"
+fi
