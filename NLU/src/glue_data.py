@@ -19,7 +19,7 @@ Tokenizer: RoBERTa's byte-level BPE is GPT-2's algorithm with its own id table. 
 holds Hugging Face's `vocab.json` + `merges.txt` (RoBERTa) or OpenAI's `encoder.json` +
 `vocab.bpe` (same formats); the BPE itself is NLG/src/encoder.py. Special ids come from the
 vocabulary when it has `<s>`, `<pad>`, `</s>` (RoBERTa: 0, 1, 2), else RoBERTa's 0, 1, 2.
-Inputs are `<s> A </s>` or `<s> A </s></s> B </s>`, truncated longest-first as HF does.
+Inputs are `<s> A </s>` or `<s> A </s></s> B </s>`, truncated longest-first as HF's tokenizers do.
 """
 import json
 import os
@@ -184,15 +184,14 @@ class RobertaTokenizer:
         if tb is None:
             ta = ta[:budget]
             return [self.bos_id] + ta + [self.eos_id]
-        # Longest-first: drop one token at a time from the longer side (ties: the second).
-        excess = len(ta) + len(tb) - budget
-        if excess > 0:
-            la, lb = len(ta), len(tb)
-            for _ in range(excess):
-                if la > lb:
-                    la -= 1
-                else:
-                    lb -= 1
+        # Longest-first as Hugging Face's (Rust) tokenizers: when both are too long together,
+        # the shorter side keeps at most half of the budget (rounded down; the first side on a
+        # tie) and the longer side gets the rest.
+        if len(ta) + len(tb) > budget:
+            short, long_ = (len(tb), len(ta)) if len(ta) > len(tb) else (len(ta), len(tb))
+            short = min(short, budget // 2)
+            long_ = min(long_, budget - short)
+            la, lb = (long_, short) if len(ta) > len(tb) else (short, long_)
             ta, tb = ta[:la], tb[:lb]
         return [self.bos_id] + ta + [self.eos_id, self.eos_id] + tb + [self.eos_id]
 
