@@ -140,7 +140,11 @@ def main(argv=None):
             scores, notes = score_e2e(refs, hyps)
             where = HERE / "score_e2e.py"
         else:
-            scores, notes = score_gen(refs, hyps, args.nr)
+            try:
+                scores, notes = score_gen(refs, hyps, args.nr)
+            except ValueError as e:
+                print(f"error: {args.hyp}: {e}", file=sys.stderr)
+                return 2
             where = HERE / "score_gen.py"
         print(f"scorer: built-in ({where})")
     decimals = E2E_DECIMALS if args.task == "e2e" else GEN_DECIMALS

@@ -44,8 +44,12 @@ def main(argv=None):
     except (ScoreInputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    scores, notes = score_gen(refs, hyps, args.num_refs, metrics,
-                              args.nworder, args.ncorder, args.beta)
+    try:
+        scores, notes = score_gen(refs, hyps, args.num_refs, metrics,
+                                  args.nworder, args.ncorder, args.beta)
+    except ValueError as e:
+        print(f"error: {args.hypothesis}: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(to_json(scores, notes))
     else:

@@ -71,10 +71,8 @@ def multi_bleu_detok(refs_per_seg, hyps, max_n=4):
             for g, c in ngram_counts(h, n).items():
                 total[n - 1] += c
                 correct[n - 1] += min(c, bound[g])
-    if ref_len == 0:
-        return 0.0
-    if hyp_len == 0:
-        raise ValueError("BLEU: every hypothesis is empty")
+    if ref_len == 0 or hyp_len == 0:
+        return 0.0  # the perl script prints 0 or dies dividing by zero here
     bp = math.exp(1 - ref_len / hyp_len) if hyp_len < ref_len else 1.0
     # the perl script scores log(0) as -9999999999
     logs = [math.log(c / t) if t and c else -9999999999.0 for c, t in zip(correct, total)]
