@@ -259,9 +259,11 @@ def train(args, method):
         print(lora.parameter_report(model))
 
     stream = BatchStream(train_data, args.train_batch_size, world, rank, args.random_seed)
+    # Like Microsoft's loop, training ends at --max_step or after --max_epoch, whichever is first.
     max_step = args.max_step
-    if max_step is None:
-        max_step = max(1, args.max_epoch * stream.per_epoch // args.grad_acc)
+    if args.max_epoch is not None:
+        by_epoch = max(1, args.max_epoch * stream.per_epoch // args.grad_acc)
+        max_step = by_epoch if max_step is None else min(max_step, by_epoch)
     args.max_step = max_step
     optimizer = create_adam_optimizer_from_args(model, args)
     scheduler = create_optimizer_scheduler(optimizer, args)
