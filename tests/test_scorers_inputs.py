@@ -219,7 +219,7 @@ def test_download_script_syntax_and_clear_failure(repo_root, tmp_path):
 
 def test_empty_hypotheses_score_zero_instead_of_crashing(tmp_path):
     """multi-bleu-detok.perl dies dividing by zero when every hypothesis is empty."""
-    _write(tmp_path / "reference0", "a b c .\nd e .\n")
+    _write(tmp_path / "reference", "a b c .\nd e .\n")
     _write(tmp_path / "hyp", "\n\n")
     scores, _ = score_gen(*load_multi_ref(tmp_path / "reference", tmp_path / "hyp", 1), 1,
                           ["bleu", "ter", "chrf++"])
