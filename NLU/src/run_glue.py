@@ -20,7 +20,10 @@ Outputs in --output_dir:
                       Microsoft's released NLU adapters); every tensor for full fine-tuning.
                       Usable as --adapter_checkpoint of a later run (e.g. MNLI -> MRPC/RTE/STS-B:
                       the head is skipped when the label count differs).
-  eval_results.json   dev metrics (final, and per epoch with --evaluation_strategy epoch)
+  best_model.bin      the same at the best dev epoch (--evaluation_strategy epoch; the metric
+                      the LoRA paper reports: MCC, Pearson, else accuracy)
+  eval_results.json   dev metrics of the last model; with --evaluation_strategy epoch also
+                      every epoch's and the best one
   run_config.json     the arguments, the method and the model config
   train_log.jsonl     loss / learning rate every --logging_steps
 """
@@ -253,8 +256,16 @@ def run_eval(model, dev_sets, args, dist_env, pad_id):
     out = {}
     for name, enc in dev_sets.items():
         for k, v in evaluate(model, enc, args, dist_env, pad_id, args.task_name).items():
-            out[f"{name}_{k}" if len(dev_sets) > 1 else k] = v
+            # MNLI's keys name the file (dev_matched_accuracy) even when only one is present.
+            out[f"{name}_{k}" if len(task_spec(args.task_name).dev_files) > 1 else k] = v
     return out
+
+
+def main_metric(task):
+    """The number the LoRA paper reports: MCC (CoLA), Pearson (STS-B), else accuracy
+    (MNLI: matched)."""
+    t = task_spec(task).folder
+    return {"CoLA": "mcc", "STS-B": "pearson", "MNLI": "dev_matched_accuracy"}.get(t, "accuracy")
 
 
 def main(argv=None, defaults=None):
@@ -314,7 +325,25 @@ def main(argv=None, defaults=None):
     os.makedirs(args.output_dir, exist_ok=True)
     history = []
     results = {}
+    best = None
+    key = main_metric(args.task_name)
+
+    def epoch_eval(epoch, step):
+        """Per-epoch evaluation (the papers report the best epoch); keeps best_model.bin."""
+        nonlocal best
+        m = run_eval(model, dev_sets, args, env, tok.pad_id)
+        history.append({"epoch": epoch, "step": step, **m})
+        log(f"eval epoch {epoch}: {m}")
+        if best is None or m[key] > best[key]:
+            best = history[-1]
+            if env.main:
+                save_atomic(trainable_state_dict(model),
+                            os.path.join(args.output_dir, "best_model.bin"))
+        return m
+
     if args.do_train:
+        if not train:
+            raise ValueError(f"no training examples for {args.task_name} in {args.data_dir}")
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None) \
             if env.on else model
@@ -323,11 +352,12 @@ def main(argv=None, defaults=None):
                                                       rank=env.rank, shuffle=True, seed=args.seed)
         loader = torch.utils.data.DataLoader(
             data, batch_size=args.per_device_train_batch_size, sampler=sampler,
-            collate_fn=lambda b: collate(b, tok.pad_id, regression))
+            collate_fn=lambda b: collate(b, tok.pad_id, regression),
+            pin_memory=device.type == "cuda")
         per_epoch = len(loader)
         total = args.max_steps if args.max_steps > 0 else \
             math.ceil(per_epoch * args.num_train_epochs)
-        epochs = math.ceil(total / per_epoch) if per_epoch else 0
+        epochs = math.ceil(total / per_epoch)
         warmup = math.ceil(total * args.warmup_ratio)
         opt = build_optimizer(model, args, device)
         sched = linear_schedule(opt, warmup, total)
@@ -359,6 +389,7 @@ def main(argv=None, defaults=None):
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
+                # .item() syncs with the device: only on logging steps.
                 if logf is not None and (step % args.logging_steps == 0 or step == total):
                     rec = {"step": step, "epoch": epoch, "loss": loss.item(),
                            "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2)}
@@ -368,10 +399,8 @@ def main(argv=None, defaults=None):
                         f"lr {rec['lr']:.3g}")
                 if step >= total:
                     break
-            if args.do_eval and args.evaluation_strategy == "epoch" and step < total:
-                m = run_eval(model, dev_sets, args, env, tok.pad_id)
-                history.append({"epoch": epoch, "step": step, **m})
-                log(f"eval epoch {epoch}: {m}")
+            if args.do_eval and args.evaluation_strategy == "epoch":
+                results = epoch_eval(epoch, step)
             if step >= total:
                 break
         if logf is not None:
@@ -380,20 +409,15 @@ def main(argv=None, defaults=None):
             save_atomic(trainable_state_dict(model), os.path.join(args.output_dir,
                                                                   "pytorch_model.bin"))
             log(f"saved {os.path.join(args.output_dir, 'pytorch_model.bin')}")
-    if args.do_eval and args.evaluation_strategy != "no":
+    if args.do_eval and args.evaluation_strategy != "no" and not history:
         results = run_eval(model, dev_sets, args, env, tok.pad_id)
         log(f"eval: {results}")
-        if args.evaluation_strategy == "epoch" and args.do_train:
-            history.append({"epoch": "final", **results})
     if env.main:
         out = {"task": args.task_name, **results}
         if history:
             out["per_epoch"] = history
-            main_key = next((k for k in ("mcc", "pearson", "f1", "accuracy",
-                                         "dev_matched_accuracy") if k in results), None)
-            if main_key:
-                out["best_metric"] = main_key
-                out["best"] = max(history, key=lambda h: h.get(main_key, float("-inf")))
+            out["best_metric"] = key
+            out["best"] = best
         save_atomic(out, os.path.join(args.output_dir, "eval_results.json"), as_json=True)
         save_atomic({"args": vars(args), "method": method.to_dict(), "model": cfg.to_dict()},
                     os.path.join(args.output_dir, "run_config.json"), as_json=True)
