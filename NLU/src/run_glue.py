@@ -91,6 +91,9 @@ def build_parser(defaults=None):
                    help="evaluate on dev after every epoch (the papers report the best), "
                         "only at the end, or never")
     p.add_argument("--logging_steps", type=int, default=10)
+    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
+                   help="passed by torch.distributed.launch without --use_env; LOCAL_RANK from "
+                        "the environment takes precedence")
     p.add_argument("--max_train_samples", type=int, default=None)
     p.add_argument("--max_eval_samples", type=int, default=None)
     lora.add_method_args(p)
@@ -103,11 +106,11 @@ def build_parser(defaults=None):
 # Processes
 
 class Dist:
-    def __init__(self):
+    def __init__(self, local_rank=None):
         env = os.environ
         self.world = int(env.get("WORLD_SIZE", 1))
         self.rank = int(env.get("RANK", 0))
-        self.local_rank = int(env.get("LOCAL_RANK", 0))
+        self.local_rank = int(env.get("LOCAL_RANK", local_rank or 0))
         if torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank % torch.cuda.device_count())
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -274,7 +277,7 @@ def main(argv=None, defaults=None):
         args.do_train = args.do_eval = True
     if args.fp16 and args.bf16:
         raise ValueError("--fp16 and --bf16 are exclusive")
-    env = Dist()
+    env = Dist(args.local_rank)
     device = env.device
     if args.fp16 and device.type != "cuda":
         raise ValueError("--fp16 needs a GPU (use --bf16 on CPU)")
