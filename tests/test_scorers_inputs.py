@@ -224,3 +224,30 @@ def test_empty_hypotheses_score_zero_instead_of_crashing(tmp_path):
     scores, _ = score_gen(*load_multi_ref(tmp_path / "reference", tmp_path / "hyp", 1), 1,
                           ["bleu", "ter", "chrf++"])
     assert scores["BLEU"] == 0.0 and scores["TER"] == 1.0
+
+
+def test_download_script_patches_generationeval(repo_root, tmp_path):
+    """The eval.py patch: the argv reset goes, the optional imports stop being fatal, and
+    argparse then sees the command line."""
+    fake = tmp_path / "eval.py"
+    fake.write_text(
+        "import argparse\n"
+        "from bert_score import score\n"
+        "from metrics.bleurt.bleurt import score as bleurt_score\n"
+        "sys.argv = sys.argv[:1]\n"
+        "from razdel import tokenize\n"
+        "if __name__ == '__main__':\n"
+        "    ap = argparse.ArgumentParser()\n"
+        "    ap.add_argument('-R', required=True)\n"
+        "    print('R=' + ap.parse_args().R)\n")
+    script = repo_root / "NLG" / "eval" / "download_evalscript.sh"
+    env = dict(os.environ, PYTHON=sys.executable)
+    out = subprocess.run(["bash", str(script), "--patch-only", str(fake)], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    text = fake.read_text()
+    assert "sys.argv = sys.argv[:1]" not in text and text.startswith("import sys\n")
+    run = subprocess.run([sys.executable, str(fake), "-R", "refs"], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "R=refs"

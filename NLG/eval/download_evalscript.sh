@@ -16,6 +16,7 @@
 #   - NLTK's punkt data must be downloaded for word_tokenize.
 #
 # Usage: bash NLG/eval/download_evalscript.sh [--force]   (--force re-clones)
+#        bash NLG/eval/download_evalscript.sh --patch-only PATH/TO/eval.py
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,6 +31,33 @@ FORCE=0
 
 die() { echo "download_evalscript.sh: error: $*" >&2; exit 1; }
 say() { echo "download_evalscript.sh: $*"; }
+
+patch_generationeval() {  # patch_generationeval EVAL_PY
+    say "patching $1 (argv reset, optional BERTScore/BLEURT/razdel imports)"
+    "$PYTHON" - "$1" <<'PY' || die "could not patch $1"
+import re, sys
+path = sys.argv[1]
+src = open(path, encoding="utf-8").read()
+orig = src
+# the reset wipes -R/-H/... before argparse sees them
+src = re.sub(r"(?m)^sys\.argv\s*=\s*sys\.argv\[:1\]\s*$", "# (argv reset removed by download_evalscript.sh)", src)
+if not re.search(r"(?m)^import sys\b", src):
+    src = "import sys\n" + src
+for mod_line in (r"from bert_score import score", r"from metrics\.bleurt\.bleurt import score as bleurt_score",
+                 r"from razdel import tokenize"):
+    src = re.sub(r"(?m)^(%s)\s*$" % mod_line,
+                 lambda m: "try:\n    %s\nexcept ImportError:  # optional, patched by download_evalscript.sh\n    pass" % m.group(1),
+                 src)
+if src != orig:
+    open(path, "w", encoding="utf-8").write(src)
+PY
+}
+
+if [[ "${1:-}" == "--patch-only" ]]; then  # patch an existing eval.py, nothing else
+    [[ -f "${2:-}" ]] || die "--patch-only needs the path of GenerationEval's eval.py"
+    patch_generationeval "$2"
+    exit 0
+fi
 
 command -v git >/dev/null 2>&1 || die "git is not installed"
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=...)"
@@ -69,7 +97,7 @@ fi
 
 fill() {  # fill SRC DST: copy SRC to DST unless DST is a real, non-empty file
     local src="$1" dst="$2"
-    if [[ ! -s "$dst" ]] || head -c 200 "$dst" | grep -q "git-lfs"; then
+    if [[ ! -s "$dst" ]] || grep -qa "git-lfs" <(head -c 200 "$dst"); then
         mkdir -p "$(dirname "$dst")"
         cp "$src" "$dst"
         say "  filled $dst from pycocoevalcap"
@@ -115,24 +143,7 @@ if [[ ! -s "$GEN_DIR/metrics/multi-bleu-detok.perl" ]]; then
     fi
 fi
 
-say "patching $GEN_DIR/eval.py (argv reset, optional BERTScore/BLEURT/razdel imports)"
-"$PYTHON" - "$GEN_DIR/eval.py" <<'PY' || die "could not patch eval.py"
-import re, sys
-path = sys.argv[1]
-src = open(path, encoding="utf-8").read()
-orig = src
-# the reset wipes -R/-H/... before argparse sees them
-src = re.sub(r"(?m)^sys\.argv\s*=\s*sys\.argv\[:1\]\s*$", "# (argv reset removed by download_evalscript.sh)", src)
-if not re.search(r"(?m)^import sys\b", src):
-    src = "import sys\n" + src
-for mod_line in (r"from bert_score import score", r"from metrics\.bleurt\.bleurt import score as bleurt_score",
-                 r"from razdel import tokenize"):
-    src = re.sub(r"(?m)^(%s)\s*$" % mod_line,
-                 lambda m: "try:\n    %s\nexcept ImportError:  # optional, patched by download_evalscript.sh\n    pass" % m.group(1),
-                 src)
-if src != orig:
-    open(path, "w", encoding="utf-8").write(src)
-PY
+patch_generationeval "$GEN_DIR/eval.py"
 
 say "checking the installs"
 ( cd "$E2E_DIR" && "$PYTHON" measure_scores.py -h >/dev/null ) \
