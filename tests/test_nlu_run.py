@@ -156,3 +156,42 @@ def test_two_processes_train_like_one(shared_data, tmp_path):
     ra = json.loads((tmp_path / "one" / "eval_results.json").read_text())
     rb = json.loads((tmp_path / "two" / "eval_results.json").read_text())
     assert ra["accuracy"] == rb["accuracy"]
+
+
+def test_generated_scripts_are_current_and_their_flags_parse(tmp_path):
+    """The committed scripts equal the generator's output, and every script's method flags give
+    the method its name promises."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import make_scripts
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    names = make_scripts.main(out_dir=str(tmp_path))
+    assert len(names) == 2 * 10 * 8 + 8 + 1
+    expected_method = {"ft": "full", "lora": "lora", "lorma_plus": "lorma", "lorma_pi": "lorma",
+                       "nola": "nola", "qnola": "nola"}
+    for name in names:
+        text = (tmp_path / name).read_text()
+        assert (SCRIPTS / name).read_text() == text, f"{name} is stale: run make_scripts.py"
+        if name == "roberta_large_plus_cola.sh":
+            continue
+        line = next(x for x in text.splitlines() if x.startswith("export METHOD_ARGS="))
+        flags = line.split("=", 1)[1].strip('"')
+        flags = flags.replace("${LORMA_MODE:-pre}", "pre").replace("${MTLORA_STRUCTURE}", "ICFM")
+        args = run_glue.build_parser().parse_args(
+            ["--task_name", "rte", "--output_dir", "x", *flags.split()])
+        cfg = lora.method_config_from_args(args, default="full")
+        parts = name[:-3].split("_")
+        method = "_".join(parts[2:-1]) or "mtlora_icfm"     # roberta_base_<task>.sh: MTLoRA
+        if method.startswith("mtlora"):
+            assert cfg.method == "mtlora" and cfg.options["structure"] == method[7:].upper()
+        else:
+            assert cfg.method == expected_method[method], name
+        if method == "lorma_pi":
+            assert cfg.options["kind"] == "shift"
+        if method == "qnola":
+            assert cfg.options["qbits"] == 3
+        if cfg.is_adapter and cfg.method != "nola":
+            assert cfg.r == 8
+        from_mnli = "export FROM_MNLI=1" in text
+        assert from_mnli == (parts[-1] in ("mrpc", "rte", "stsb") and method != "ft"), name

@@ -118,16 +118,20 @@ def body(size, task, method_name, s, margs, from_mnli):
     return "\n".join(lines) + "\n"
 
 
-def write(name, text):
-    path = os.path.join(HERE, name)
+def _write(name, text, out_dir=None):
+    path = os.path.join(out_dir or HERE, name)
     with open(path, "w") as f:
         f.write(text)
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return name
 
 
-def main():
+def main(out_dir=None):
+    """Writes every script into out_dir (default: this folder); returns their names."""
     written = []
+
+    def write(name, text):
+        return _write(name, text, out_dir)
     for size in ("base", "large"):
         for method in METHODS:
             for task in TASKS:
