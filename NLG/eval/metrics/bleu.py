@@ -9,6 +9,7 @@
 """
 import math
 from collections import Counter
+from functools import lru_cache
 
 from .tokenization import mteval_tokenize
 
@@ -27,10 +28,11 @@ def max_ref_counts(refs, n):
     return best
 
 
+@lru_cache(maxsize=1 << 16)  # BLEU and NIST tokenize the same segments
 def mteval_tokens(text, lowercase=False):
     """pymteval splits on ' ', so an empty segment is one empty token: kept for agreement."""
     toks = mteval_tokenize(text).split(" ")
-    return [t.lower() for t in toks] if lowercase else toks
+    return tuple(t.lower() for t in toks) if lowercase else tuple(toks)
 
 
 def closest_ref_len(hyp_len, ref_lens):
