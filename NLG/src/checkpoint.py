@@ -53,12 +53,20 @@ def load_state_file(path):
         except Exception as e:
             raise ValueError(f"checkpoint {path}: not a readable safetensors file ({e})") from None
     else:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint (neither torch.save's "
+                             f"zip format nor a pickle; starts with {head!r})")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint of tensors that "
-                             f"torch.load(weights_only=True) accepts ({msg})") from None
+            # torch's own message suggests weights_only=False, which we never do
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            what = f" ({found.group(1)})" if found else ""
+            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint of tensors: it holds "
+                             f"objects that torch.load(weights_only=True) refuses to unpickle"
+                             f"{what}, or it is damaged ({type(e).__name__})") from None
     return normalize_state_dict(obj, source=path)
 
 
