@@ -301,7 +301,14 @@ def main(argv=None, defaults=None):
 
     def encode(examples, limit):
         examples = examples[:limit] if limit else examples
-        return encode_examples(tok, examples, max_len)
+        if not env.on:
+            return encode_examples(tok, examples, max_len)
+        # The BPE is pure Python: each process encodes every world-th example, then all share.
+        parts = env.gather(encode_examples(tok, examples[env.rank::env.world], max_len))
+        out = [None] * len(examples)
+        for r, part in enumerate(parts):
+            out[r::env.world] = part
+        return out
 
     t0 = time.time()
     train = encode(load_split(args.data_dir, args.task_name, "train")["train"],
