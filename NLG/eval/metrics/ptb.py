@@ -39,8 +39,10 @@ _WORD = r"""
     | '(?!(?:s|re|ve|ll|d|m|t)\b)(?=\w\w)\w+
   )*
 """
+# "whole": what PTBLexer keeps as one token although it holds punctuation (URLs, e-mail
+# addresses, #tags, ",2012", ".537", "?!")
 _TOKEN = re.compile(r"""
-  (?P<url>https?://\S+|www\.\S+|\w+@\w+(?:\.\w+)+|[#@][^\W_]\w*|(?<!\S),\d+|(?<![\w.])\.\d+|[!?]{2,})
+  (?P<whole>https?://\S+|www\.\S+|\w+@\w+(?:\.\w+)+|[#@][^\W_]\w*|(?<!\S),\d+|(?<![\w.])\.\d+|[!?]{2,})
 | (?P<clitic>(?i:'(?:s|re|ve|ll|d|m)|n't)\b|(?i:'t(?=(?:is|was)\b)))
 | (?P<word>""" + _WORD + r""")
 | (?P<dots>\.{2,})
