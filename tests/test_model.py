@@ -1,10 +1,8 @@
 """GPT-2 model: equality with Hugging Face, the decoding interface, the loss formulas."""
 import json
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model import GPT2Config, GPT2LMModel, config_from_card
 

@@ -6,9 +6,8 @@ import re
 import shlex
 
 import pytest
-import torch
 
-from test_train_helpers import SRC, run_script, write_backbone
+from test_train_helpers import run_script, write_backbone
 
 CHANGED = {"--train_data", "--valid_data", "--init_checkpoint", "--work_dir", "--model_card",
            "--max_epoch", "--save_interval"}

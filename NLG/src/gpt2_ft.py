@@ -40,8 +40,8 @@ import torch
 
 from checkpoint import load_model_weights, save_atomic, training_state_dict
 from data_utils import BatchStream, FT_Dataset, eval_batches
-from gpu import (add_gpu_params, all_gather_object, all_reduce_sum, broadcast_object, cleanup,
-                 distributed_sync, parse_gpu)
+from gpu import (add_gpu_params, all_gather_object, all_reduce_sum, cleanup, distributed_sync,
+                 parse_gpu)
 from model import GPT2LMModel, config_from_card, lora
 from optimizer import (add_optimizer_params, create_adam_optimizer_from_args,
                        create_optimizer_scheduler)
@@ -423,7 +423,8 @@ def _load_resume(path, model, optimizer, scheduler, scaler, args, full):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise SystemExit(f"--resume: {path} is not a readable resumable state ({e})")
+        raise SystemExit(f"--resume: {path} is not a readable resumable state (torch.load with "
+                         f"weights_only=True failed: {type(e).__name__})")
     if not isinstance(state, dict) or "optimizer" not in state or "step" not in state:
         raise SystemExit(f"--resume: {path} is not a resumable state written by gpt2_ft.py")
     changed = {k: (v, getattr(args, k)) for k, v in state.get("args", {}).items()

@@ -14,11 +14,10 @@ token unless `position_ids` is given.
 """
 import dataclasses
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
