@@ -145,3 +145,35 @@ def test_save_atomic_never_leaves_a_partial_file(tmp_path, monkeypatch):
         monkeypatch.setattr(torch, "save", crash)
         save_atomic({"w": torch.zeros(3)}, tmp_path / "new.pt")
     assert not (tmp_path / "new.pt").exists()
+
+
+def test_export_commands_write_the_merged_model(tmp_path):
+    """gpt2_ft.py --export_published and `checkpoint.py export --merge` both write a published
+    file whose plain model reproduces the trained adapter model."""
+    import checkpoint
+    from model import config_from_card
+    from test_train_helpers import base_args, run_script, write_backbone, write_card, write_random_data
+    card = write_card(tmp_path)
+    data = write_random_data(tmp_path / "d.jsonl", 8)
+    backbone = write_backbone(tmp_path / "b.bin", card)
+    w = tmp_path / "w"
+    run_script("gpt2_ft.py", base_args(tmp_path, data, card, backbone, w,
+                                       **{"--lora_dim": 2, "--lora_alpha": 8, "--max_step": 3,
+                                          "--lr": 0.05, "--save_interval": 2,
+                                          "--export_published": tmp_path / "merged.bin"}))
+    cfg = lora.MethodConfig(method="lora", r=2, alpha=8)
+    trained = GPT2LMModel(config_from_card(card, method=cfg)).eval()
+    load_model_weights(trained, w / "model.3.pt")
+    x = torch.randint(0, 200, (2, 9))
+    ref = _logits(trained, x)
+    checkpoint.main(["export", "--model_card", card, "--init_checkpoint", str(w / "model.2.pt"),
+                     "--backbone_checkpoint", backbone, "--lora_dim", "2", "--lora_alpha", "8",
+                     "--merge", "--output", str(tmp_path / "cli.safetensors")])
+    at2 = GPT2LMModel(config_from_card(card, method=cfg)).eval()
+    load_model_weights(at2, w / "model.2.pt", backbone_checkpoint=backbone)
+    for path, want in ((tmp_path / "merged.bin", ref), (tmp_path / "cli.safetensors", _logits(at2, x))):
+        plain = GPT2LMModel(config_from_card(card)).eval()
+        load_model_weights(plain, path)
+        assert (_logits(plain, x) - want).abs().max() < 1e-5
+    assert (_logits(at2, x) - ref).abs().max() > 1e-6  # step 2 and step 3 differ
+    assert __import__("json").loads((w / "run_info.json").read_text())["exported_published"]

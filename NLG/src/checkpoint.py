@@ -16,6 +16,10 @@ Files gpt2_ft.py writes:
     for `--init_checkpoint` (the adapter in `lora_state_dict` form, e.g. quantized NOLA codes);
   * `resume.pt`: the above plus optimizer / scheduler / RNG / step, for `--resume`.
 
+Command line (export a checkpoint as a published GPT-2 file, e.g. a pretrained demo base):
+    python src/checkpoint.py export --model_card CARD --init_checkpoint work_dir/model.N.pt \
+        --output pytorch_model.bin [--backbone_checkpoint BASE] [--merge] [method flags]
+
 Contract used by gpt2_beam.py (keep stable):
     load_model_weights(model, init_checkpoint, adapter_checkpoint=None, random_init=False,
                        backbone_checkpoint=None, require_adapter=False) -> dict
@@ -249,3 +253,32 @@ def training_state_dict(model):
     if _model_has_adapter(model):
         sd.update(lora.lora_state_dict(model))
     return sd
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description="GPT-2 checkpoint tools")
+    sub = ap.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("export", help="write a checkpoint's model as a published GPT-2 "
+                                       "pytorch_model.bin (or .safetensors)")
+    ex.add_argument("--model_card", required=True,
+                    help="gpt2.sm | gpt2.md | gpt2.lg | gpt2.tiny or a JSON card")
+    ex.add_argument("--init_checkpoint", required=True, help="model.<step>.pt or any checkpoint")
+    ex.add_argument("--backbone_checkpoint", default=None,
+                    help="the pretrained backbone, when --init_checkpoint is adapter-only")
+    ex.add_argument("--output", required=True, help="file to write")
+    ex.add_argument("--merge", action="store_true",
+                    help="fold the adapter into the weights (otherwise an adapter is dropped)")
+    lora.add_method_args(ex)
+    args = ap.parse_args(argv)
+    from model import GPT2LMModel, config_from_card
+    method = lora.method_config_from_args(args, default="full")
+    model = GPT2LMModel(config_from_card(args.model_card, method=method))
+    load_model_weights(model, args.init_checkpoint, backbone_checkpoint=args.backbone_checkpoint,
+                       require_adapter=args.merge)
+    export_published(model, args.output, merge=args.merge)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,7 @@ import time
 
 import torch
 
-from checkpoint import load_model_weights, save_atomic, training_state_dict
+from checkpoint import export_published, load_model_weights, save_atomic, training_state_dict
 from data_utils import BatchStream, FT_Dataset, eval_batches
 from gpu import (add_gpu_params, all_gather_object, all_reduce_sum, cleanup, distributed_sync,
                  parse_gpu)
@@ -86,6 +86,9 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
     parser.add_argument("--stop_after_steps", type=int, default=None,
                         help="stop this invocation after N updates, saving the resumable state "
                              "(for time-limited jobs; continue with --resume)")
+    parser.add_argument("--export_published", default=None, metavar="PATH",
+                        help="after the last step also write the model (adapter merged into the "
+                             "weights) as a published GPT-2 pytorch_model.bin / .safetensors")
     parser.add_argument("--no_tensorboard", action="store_true", help="skip TensorBoard files")
     parser.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
     lora.add_method_args(parser)
@@ -376,18 +379,23 @@ def train(args, method):
             break
 
     train_time = time.time() - t_start
+    exported = None
     if step >= max_step:
         final_path = os.path.join(args.work_dir, f"model.{step}.pt")
         if rank == 0:
             save_atomic({"model_state_dict": training_state_dict(model)}, final_path)
             print(f"saved final checkpoint {final_path}")
+            if args.export_published:
+                exported = export_published(model, args.export_published, merge=True)
+                print(f"exported the merged model in the published layout: {exported}")
     log.close()
     if rank == 0:
         run_info = {"method": method.method, "method_config": str(method),
                     "model_card": args.model_card, "trainable_params": trainable,
                     "total_params": total, "final_checkpoint": final_path,
                     "last_step": step, "max_step": max_step, "world_size": world,
-                    "train_time_s": train_time, "resumed_from": resume_path}
+                    "train_time_s": train_time, "resumed_from": resume_path,
+                    "exported_published": exported}
         with open(os.path.join(args.work_dir, "run_info.json"), "w") as f:
             json.dump(run_info, f, indent=2)
     distributed_sync(args)
