@@ -39,6 +39,8 @@ def test_resume_continues_exactly(tiny, tmp_path, method):
     run_script("gpt2_ft.py", base_args(tmp_path, tiny["data"], tiny["card"], tiny["backbone"],
                                        b, **common, **{"--stop_after_steps": 2}))
     assert not (b / "model.6.pt").exists() and (b / "resume.pt").exists()
+    with open(b / "train_log.jsonl", "a") as f:  # a killed run had logged beyond its state
+        f.write('{"step": 3, "loss": 0.0}\n')
     run_script("gpt2_ft.py", base_args(tmp_path, tiny["data"], tiny["card"], tiny["backbone"],
                                        b, **common, **{"--resume": None}))
     la, lb = read_log(a), read_log(b)

@@ -148,6 +148,15 @@ def evaluate(model, valid_data, args, autocast):
     return loss, math.exp(min(loss, 700.0))
 
 
+def _truncate_log(path, last_step):
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
 class RunLog:
     """train_log.jsonl / valid_log.jsonl, TensorBoard scalars and the progress bar (rank 0)."""
 
@@ -157,9 +166,12 @@ class RunLog:
         if not self.enabled:
             return
         os.makedirs(args.work_dir, exist_ok=True)
+        paths = [os.path.join(args.work_dir, n) for n in ("train_log.jsonl", "valid_log.jsonl")]
+        if start_step > 0:  # drop what a killed run logged after its last resumable state
+            for p in paths:
+                _truncate_log(p, start_step)
         mode = "a" if start_step > 0 else "w"
-        self.train = open(os.path.join(args.work_dir, "train_log.jsonl"), mode)
-        self.valid = open(os.path.join(args.work_dir, "valid_log.jsonl"), mode)
+        self.train, self.valid = (open(p, mode) for p in paths)
         if not args.no_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
