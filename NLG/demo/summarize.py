@@ -9,8 +9,10 @@ Each --row is LABEL=DIR, where DIR is a run's work_dir. From DIR it reads
                     training time); absent for the un-adapted base row;
   train_log.jsonl   gpt2_ft.py's per-interval {"step", "loss", ...} lines (the loss curves);
   scores.json       written by eval/score.py --json.
-The adapter file size is the size on disk of the checkpoint gpt2_ft.py saved last (for full
-fine-tuning that is the whole model). Rows whose files are missing stop the run with the path.
+The adapter file: gpt2_ft.py's final checkpoint holds backbone + adapter, so the adapter tensors
+(loralib's lora_* / nola_* entries: for quantized NOLA the packed codes and scales) are written
+alone to DIR/adapter.pt and its size is shown; for full fine-tuning it is the whole checkpoint.
+Rows whose files are missing stop the run with the path.
 """
 import argparse
 import json
@@ -70,6 +72,24 @@ def load_log(path):
     return steps, losses
 
 
+ADAPTER_MARKERS = ("lora_", "nola_")  # loralib's adapter parameter names (loralib.is_adapter_key)
+
+
+def adapter_file_bytes(ckpt, method, run_dir):
+    """Size on disk of the trained part alone: DIR/adapter.pt, or the checkpoint for full FT."""
+    if method in ("full", "none", None):
+        return os.path.getsize(ckpt)
+    import torch
+    obj = torch.load(ckpt, map_location="cpu", weights_only=True)
+    sd = obj.get("model_state_dict", obj)
+    adapter = {k: v for k, v in sd.items() if any(m in k for m in ADAPTER_MARKERS)}
+    if not adapter:
+        sys.exit(f"summarize.py: {ckpt} holds no adapter tensors, but run_info.json says method {method!r}")
+    path = os.path.join(run_dir, "adapter.pt")
+    torch.save(adapter, path)
+    return os.path.getsize(path)
+
+
 def first(d, *keys):
     for k in keys:
         if isinstance(d, dict) and d.get(k) is not None:
@@ -90,8 +110,9 @@ def collect(label, run_dir):
         ckpt = first(info, "adapter_checkpoint", "final_checkpoint", "checkpoint")
         if ckpt is not None and not os.path.isabs(ckpt):
             ckpt = ckpt if os.path.isfile(ckpt) else os.path.join(run_dir, ckpt)
-        row["ckpt"] = ckpt
-        row["ckpt_bytes"] = os.path.getsize(ckpt) if ckpt and os.path.isfile(ckpt) else None
+        if not ckpt or not os.path.isfile(ckpt):
+            sys.exit(f"summarize.py: final checkpoint of row {label!r} not found: {ckpt} (from {info_path})")
+        row["ckpt_bytes"] = adapter_file_bytes(ckpt, info.get("method"), run_dir)
     row["log"] = load_log(os.path.join(run_dir, "train_log.jsonl"))
     return row
 

@@ -3,10 +3,11 @@
 # decode (gpt2_decode.py) -> score (eval/score.py). Called by the <task>_<method>.sh scripts,
 # which only set the hyperparameters (as environment variables) and pass their arguments on.
 #
-#   bash scripts/e2e_lora.sh [--num_gpus N] [--seed S] [--model_card gpt2.sm|gpt2.md|gpt2.lg|card.json]
-#        [--init_checkpoint FILE] [--work_dir DIR] [--data_dir DIR] [--vocab DIR] [--max_step N]
+#   bash scripts/e2e_lora.sh [--num_gpus N] [--seed S] [--model_card gpt2.sm|md|lg|tiny|card.json]
+#        [--init_checkpoint FILE|random] [--work_dir DIR] [--data_dir DIR] [--vocab DIR] [--max_step N]
 #        [--launcher auto|torchrun|launch|python] [--force]
 #
+# --init_checkpoint random trains from a random backbone (gpt2_ft.py --random_init; smoke tests).
 # Every option also reads from the environment (num_gpus / NUM_GPUS, SEED, MODEL_CARD, ...), and
 # every hyperparameter the calling script sets can be overridden there too (LR=1e-4 bash ...).
 # Run from the repository root or from NLG/. A step whose output exists is reused (the log says
@@ -47,14 +48,14 @@ while [ $# -gt 0 ]; do
     --max_step) MAX_STEP=$2; shift 2 ;;
     --launcher) LAUNCHER=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
 
 # Paths given relative to where the user stands keep working after the cd into NLG/ below.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-[ -z "$INIT_CHECKPOINT" ] || INIT_CHECKPOINT=$(abspath "$INIT_CHECKPOINT")
+[ -z "$INIT_CHECKPOINT" ] || [ "$INIT_CHECKPOINT" = random ] || INIT_CHECKPOINT=$(abspath "$INIT_CHECKPOINT")
 [ -z "$WORK_DIR" ] || WORK_DIR=$(abspath "$WORK_DIR")
 [ -z "$DATA_DIR" ] || DATA_DIR=$(abspath "$DATA_DIR")
 VOCAB=$(abspath "$VOCAB")
@@ -65,11 +66,12 @@ case "$MODEL_CARD" in
   gpt2.sm) size=S; ckpt_name=gpt2-pytorch_model.bin ;;
   gpt2.md) size=M; ckpt_name=gpt2-medium-pytorch_model.bin ;;
   gpt2.lg) size=L; ckpt_name=gpt2-large-pytorch_model.bin ;;
+  gpt2.tiny) size=tiny; ckpt_name= ;;
   *) [ -f "$MODEL_CARD" ] || die "--model_card: '$MODEL_CARD' is neither gpt2.sm/md/lg nor a file"
      size=custom; ckpt_name= ;;
 esac
 if [ -z "$INIT_CHECKPOINT" ]; then
-  [ -n "$ckpt_name" ] || die "--init_checkpoint is required with a custom model card"
+  [ -n "$ckpt_name" ] || die "--init_checkpoint is required with model card $MODEL_CARD (a file, or random)"
   INIT_CHECKPOINT=$nlg/pretrained_checkpoints/$ckpt_name
 fi
 case "$TASK" in
@@ -81,7 +83,12 @@ esac
 DATA_DIR=${DATA_DIR:-$nlg/$default_data}
 WORK_DIR=${WORK_DIR:-$nlg/trained_models/GPT2_${size}/$TASK/${METHOD_NAME}_seed$SEED}
 
-[ -f "$INIT_CHECKPOINT" ] || die "checkpoint not found: $INIT_CHECKPOINT (bash download_pretrained_checkpoints.sh, or --init_checkpoint)"
+if [ "$INIT_CHECKPOINT" = random ]; then
+  init_args=(--random_init)
+else
+  init_args=(--init_checkpoint "$INIT_CHECKPOINT")
+fi
+[ "$INIT_CHECKPOINT" = random ] || [ -f "$INIT_CHECKPOINT" ] || die "checkpoint not found: $INIT_CHECKPOINT (bash download_pretrained_checkpoints.sh, or --init_checkpoint)"
 for f in train.jsonl valid.jsonl test.jsonl test_formatted.jsonl; do
   [ -f "$DATA_DIR/$f" ] || die "$DATA_DIR/$f not found (bash create_datasets.sh, or --data_dir)"
 done
@@ -133,7 +140,7 @@ else
     --valid_batch_size "${VALID_BATCH_SIZE:-4}" \
     --seq_len "${SEQ_LEN:-512}" \
     --model_card "$MODEL_CARD" \
-    --init_checkpoint "$INIT_CHECKPOINT" \
+    "${init_args[@]}" \
     --platform local \
     --clip "${CLIP:-0.0}" \
     --lr "$LR" \

@@ -1,0 +1,210 @@
+"""The demo's data generator, BPE vocabulary builder and summary table (NLG/demo/)."""
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "NLG" / "demo"
+sys.path.insert(0, str(DEMO))
+
+import build_vocab  # noqa: E402
+import make_data  # noqa: E402
+import summarize  # noqa: E402
+
+E2E_LABELS = {"name", "Type", "food", "price", "customer rating", "area", "family friendly", "near"}
+
+
+def run(script, *args, cwd=None):
+    return subprocess.run([sys.executable, str(DEMO / script), *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def parse_split(path):
+    by_mr = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        assert line.count("||") == 1, f"{path}:{n}"
+        mr, ref = line.split("||")
+        by_mr.setdefault(mr, []).append(ref)
+    return by_mr
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    r = run("make_data.py", "--out_dir", out, "--seed", 3, "--n_train", 50, "--n_valid", 6, "--n_test", 8,
+            "--train_refs", 2, "--test_refs", 4, "--n_pretrain", 120)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_make_data_is_deterministic_by_seed(small_data, tmp_path):
+    args = ["--n_train", 50, "--n_valid", 6, "--n_test", 8, "--train_refs", 2, "--test_refs", 4, "--n_pretrain", 120]
+    assert run("make_data.py", "--out_dir", tmp_path / "same", "--seed", 3, *args).returncode == 0
+    assert run("make_data.py", "--out_dir", tmp_path / "other", "--seed", 4, *args).returncode == 0
+    names = sorted(os.listdir(small_data))
+    assert names == sorted(os.listdir(tmp_path / "same"))
+    for name in names:
+        assert (small_data / name).read_bytes() == (tmp_path / "same" / name).read_bytes(), name
+    assert (small_data / "train.txt").read_bytes() != (tmp_path / "other" / "train.txt").read_bytes()
+
+
+def test_splits_are_e2e_lines_with_disjoint_mrs_and_several_references(small_data):
+    splits = {s: parse_split(small_data / f"{s}.txt") for s in ("train", "valid", "test")}
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [50, 6, 8]
+    assert not set(splits["train"]) & set(splits["test"])
+    assert not set(splits["train"]) & set(splits["valid"])
+    assert not set(splits["valid"]) & set(splits["test"])
+    for split, want in (("train", 2), ("test", 4)):
+        for mr, refs in splits[split].items():
+            assert 1 <= len(refs) <= want and len(set(refs)) == len(refs)
+            fields = dict(part.split(" : ", 1) for part in mr.split(" | "))
+            assert set(fields) <= E2E_LABELS and "name" in fields and len(fields) >= 3
+            for ref in refs:  # every reference names the venue, and the venue it is near
+                assert fields["name"] in ref
+                if "near" in fields:
+                    assert fields["near"] in ref
+    # the test references are varied, not one template
+    assert sum(len(set(refs)) for refs in splits["test"].values()) == sum(len(r) for r in splits["test"].values())
+    assert max(len(r) for r in splits["test"].values()) == 4
+
+
+def test_pretraining_text_is_formatted_jsonl_without_the_mr_format(small_data):
+    docs = (small_data / "pretrain.txt").read_text(encoding="utf-8").splitlines()
+    recs = [json.loads(line) for f in ("pretrain_formatted.jsonl", "pretrain_valid_formatted.jsonl")
+            for line in (small_data / f).read_text(encoding="utf-8").splitlines()]
+    assert len(docs) == 120 and sorted(r["completion"] for r in recs) == sorted(docs)
+    assert all(r["context"] == "" for r in recs)
+    assert not any("||" in d or " | " in d for d in docs)
+
+
+def test_make_data_rejects_bad_sizes(tmp_path):
+    r = run("make_data.py", "--out_dir", tmp_path, "--n_test", 0)
+    assert r.returncode != 0 and "--n_test" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def vocab(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vocab")
+    r = run("build_vocab.py", small_data / "train.txt", small_data / "pretrain.txt", "--out_dir", out,
+            "--vocab_size", 400)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_vocab_files_have_gpt2_layout(vocab):
+    enc = json.loads((vocab / "encoder.json").read_text(encoding="utf-8"))
+    lines = (vocab / "vocab.bpe").read_text(encoding="utf-8").split("\n")
+    assert lines[0] == "#version: 0.2" and lines[-1] == ""  # header, then a trailing newline
+    merges = [tuple(m.split(" ")) for m in lines[1:-1]]
+    assert all(len(m) == 2 for m in merges)
+    assert sorted(enc.values()) == list(range(len(enc))) and len(enc) <= 400
+    assert enc["<|endoftext|>"] == len(enc) - 1
+    b2u = build_vocab.bytes_to_unicode()
+    assert all(enc[ch] < 256 for ch in b2u.values())
+    assert all(a + b in enc for a, b in merges)
+
+
+def test_vocab_round_trips_through_the_project_encoder(vocab, small_data):
+    import encoder
+    enc = encoder.get_encoder(str(vocab))
+    assert enc.eos_id == len(enc.encoder) - 1
+    text = (small_data / "test.txt").read_text(encoding="utf-8")
+    lines = text.splitlines() + ["Zürich café, naïve 東京 🍜 £30!\ttabs  and   spaces"]
+    for line in lines:
+        ids = enc.encode(line)
+        assert enc.decode(ids) == line
+    # the merges compress the corpus well below one token per byte
+    sample = " ".join(text.splitlines()[:20])
+    assert len(enc.encode(sample)) < len(sample.encode("utf-8")) / 2.5
+
+
+def test_vocab_loads_in_hugging_face_gpt2_tokenizer_with_the_same_ids(vocab, small_data):
+    transformers = pytest.importorskip("transformers")
+    import encoder
+    hf = transformers.GPT2Tokenizer(str(vocab / "encoder.json"), str(vocab / "vocab.bpe"))
+    enc = encoder.get_encoder(str(vocab))
+    for line in (small_data / "test.txt").read_text(encoding="utf-8").splitlines()[:20]:
+        assert hf.encode(line) == enc.encode(line)
+
+
+def test_bpe_training_merges_the_most_frequent_pair_first():
+    counts = {"aaab": 5, "ab": 3, "ba": 1}
+    merges = build_vocab.train_bpe(counts, 10)
+    # pair counts: aa 10, ab 8, ba 1 -> "a a"; then aaab = [aa, a, b]: (aa, a) 5, (a, b) 8 -> "a b";
+    # then (aa, ab) 5 -> "aa ab"; only "b a" (once) is left, and a pair seen once is not merged.
+    assert merges == [("a", "a"), ("a", "b"), ("aa", "ab")]
+
+
+def test_build_vocab_errors_name_the_problem(tmp_path):
+    r = run("build_vocab.py", tmp_path / "nope.txt", "--out_dir", tmp_path / "v")
+    assert r.returncode != 0 and "nope.txt" in r.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"context": "a", "completion": "b"}\nnot json\n')
+    r = run("build_vocab.py", bad, "--out_dir", tmp_path / "v")
+    assert r.returncode != 0 and "bad.jsonl:2" in r.stderr
+    r = run("build_vocab.py", bad, "--out_dir", tmp_path / "v", "--vocab_size", 100)
+    assert r.returncode != 0 and "--vocab_size" in r.stderr
+
+
+def _fake_run(d, method, state, scores, losses=None):
+    import torch
+    d.mkdir(parents=True)
+    if state is not None:
+        torch.save({"model_state_dict": state}, d / "model.10.pt")
+        (d / "run_info.json").write_text(json.dumps({
+            "method": method, "trainable_params": 6144, "total_params": 1000,
+            "final_checkpoint": str(d / "model.10.pt"), "train_time_s": 12.5}))
+    if losses:
+        (d / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": l, "lr": 0.1}) + "\n"
+                                                   for s, l in losses))
+    (d / "scores.json").write_text(json.dumps(scores))
+
+
+def test_summary_table_and_plot(tmp_path):
+    import torch
+    backbone = {"transformer.wte.weight": torch.zeros(500, 64)}
+    adapter = {"transformer.h.0.attn.c_attn.lora_A": torch.ones(8, 64),
+               "transformer.h.0.attn.c_attn.lora_B": torch.ones(128, 4)}
+    _fake_run(tmp_path / "base", None, None, {"BLEU": 0.0312, "NIST": 1.5, "ROUGE_L": 0.2, "CIDEr": 0.1})
+    _fake_run(tmp_path / "lora", "lora", {**backbone, **adapter},
+              {"BLEU": 0.4567, "NIST": 5.25, "ROUGE_L": 0.61, "CIDEr": 2.5}, losses=[(1, 3.0), (2, 2.0), (3, 1.5)])
+    _fake_run(tmp_path / "ft", "full", backbone, {"BLEU": 0.5, "NIST": 6, "ROUGE_L": 0.7, "CIDEr": 3.0})
+    md, png = tmp_path / "t.md", tmp_path / "l.png"
+    rows = [summarize.collect(n, str(tmp_path / n)) for n in ("base", "lora", "ft")]
+    text, metrics = summarize.table(rows)
+    lines = text.strip().split("\n")
+    assert metrics == ["BLEU", "NIST", "ROUGE-L", "CIDEr"]  # no METEOR in the scores: no column
+    assert lines[0] == "| method | trainable params | adapter file | train time | BLEU | NIST | ROUGE-L | CIDEr |"
+    assert lines[2] == "| base | 0 | - | - | 3.12 | 1.500 | 20.00 | 0.100 |"
+    # the adapter alone is written next to the run and holds exactly the adapter tensors
+    saved = torch.load(tmp_path / "lora" / "adapter.pt", weights_only=True)
+    assert set(saved) == set(adapter) and all(torch.equal(saved[k], adapter[k]) for k in adapter)
+    size = summarize.human_bytes((tmp_path / "lora" / "adapter.pt").stat().st_size)
+    assert lines[3] == f"| lora | 6,144 | {size} | 12.5 s | 45.67 | 5.250 | 61.00 | 2.500 |"
+    assert (tmp_path / "lora" / "adapter.pt").stat().st_size < (tmp_path / "lora" / "model.10.pt").stat().st_size
+    # full fine-tuning: the whole checkpoint is the trained file
+    ft_size = summarize.human_bytes((tmp_path / "ft" / "model.10.pt").stat().st_size)
+    assert lines[4].startswith(f"| ft | 6,144 | {ft_size} |")
+    summarize.main(["--row", f"base={tmp_path / 'base'}", "--row", f"lora={tmp_path / 'lora'}",
+                    "--out_md", str(md), "--out_png", str(png)])
+    assert md.read_text().strip().endswith(lines[3])
+    pytest.importorskip("matplotlib")
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", head[16:24])
+    assert width > 100 and height > 100
+
+
+def test_summary_names_missing_or_bad_files(tmp_path):
+    (tmp_path / "r").mkdir()
+    with pytest.raises(SystemExit, match="scores.json"):
+        summarize.collect("r", str(tmp_path / "r"))
+    (tmp_path / "r" / "scores.json").write_text("{}")
+    (tmp_path / "r" / "train_log.jsonl").write_text('{"step": 1, "loss": 2}\n{"step": 2}\n')
+    with pytest.raises(SystemExit, match="train_log.jsonl:2"):
+        summarize.collect("r", str(tmp_path / "r"))
