@@ -172,3 +172,17 @@ def test_config_json_card(tmp_path):
     p.write_text('{"hidden_size": 64,')
     with pytest.raises(ValueError, match="config.json:1"):
         config_from_card(str(p))
+
+
+def test_bf16_autocast_and_length_guard():
+    """Under autocast q/k/v change dtype; the boolean padding mask stays valid for SDPA."""
+    ours = _ours(2)
+    ids, mask = _batch()
+    with torch.no_grad():
+        ref = ours(ids, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = ours(ids, mask)
+    assert torch.allclose(low.float(), ref, atol=5e-2, rtol=5e-2)
+    too_long = torch.full((1, TINY["max_position_embeddings"]), 5)
+    with pytest.raises(ValueError, match="lower --max_seq_length"):
+        ours(too_long)

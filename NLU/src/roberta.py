@@ -157,12 +157,12 @@ class RobertaEmbeddings(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None):
         # RoBERTa numbers real tokens from padding_idx + 1; padding keeps padding_idx.
+        longest = self.position_embeddings.num_embeddings - self.padding_idx - 1
+        if input_ids.shape[1] > longest:   # a shape check: no device sync per step
+            raise ValueError(f"sequence of {input_ids.shape[1]} tokens is longer than the "
+                             f"model's {longest} positions: lower --max_seq_length")
         mask = input_ids.ne(self.padding_idx).long()
         position_ids = torch.cumsum(mask, dim=1) * mask + self.padding_idx
-        if position_ids.max() >= self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence of {int(mask.sum(1).max())} tokens is longer than the "
-                             f"model's {self.position_embeddings.num_embeddings - self.padding_idx - 1} "
-                             f"positions: lower --max_seq_length")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
@@ -180,11 +180,11 @@ class RobertaSelfAttention(nn.Module):
         self.value = _projection(cfg, "v", h, h)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(self, x, attn_bias):
+    def forward(self, x, keep):
         B, T, C = x.shape
         split = lambda t: t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                            dropout_p=self.dropout_p if self.training else 0.0)
         return y.transpose(1, 2).reshape(B, T, C)
 
@@ -206,8 +206,8 @@ class RobertaAttention(nn.Module):
         self.self = RobertaSelfAttention(cfg)
         self.output = RobertaSelfOutput(cfg, "c_proj", cfg.hidden_size)
 
-    def forward(self, x, attn_bias):
-        return self.output(self.self(x, attn_bias), x)
+    def forward(self, x, keep):
+        return self.output(self.self(x, keep), x)
 
 
 class RobertaIntermediate(nn.Module):
@@ -227,8 +227,8 @@ class RobertaLayer(nn.Module):
         self.intermediate = RobertaIntermediate(cfg)
         self.output = RobertaSelfOutput(cfg, "mlp_proj", cfg.intermediate_size)
 
-    def forward(self, x, attn_bias):
-        a = self.attention(x, attn_bias)
+    def forward(self, x, keep):
+        a = self.attention(x, keep)
         return self.output(self.intermediate(a), a)
 
 
@@ -237,9 +237,9 @@ class RobertaEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(RobertaLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
-    def forward(self, x, attn_bias):
+    def forward(self, x, keep):
         for layer in self.layer:
-            x = layer(x, attn_bias)
+            x = layer(x, keep)
         return x
 
 
@@ -253,13 +253,12 @@ class RobertaModel(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         x = self.embeddings(input_ids, token_type_ids)
-        bias = None
+        keep = None
         if attention_mask is not None:
-            # Additive bias (B, 1, 1, T) in the activation dtype: 0 where attended, min where not.
+            # Boolean (B, 1, 1, T), True = attend: valid for SDPA whatever dtype autocast gives
+            # q/k/v (an additive float mask must match it). Every row keeps its <s> token.
             keep = attention_mask[:, None, None, :].to(torch.bool)
-            bias = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
-            bias = bias.masked_fill(~keep, torch.finfo(x.dtype).min)
-        return self.encoder(x, bias)
+        return self.encoder(x, keep)
 
 
 class RobertaClassificationHead(nn.Module):
