@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LORA_SHARED_DIR", ROOT.parent / "shared"))
-for sub in ("NLG/src", "NLG/eval"):
+for sub in ("NLG/src", "NLG/eval", "NLU/src"):
     p = str(ROOT / sub)
     if p not in sys.path:
         sys.path.insert(0, p)
