@@ -16,9 +16,9 @@ The results are those of the beam search in Microsoft's LoRA `gpt2_beam.py`, ste
 - the prediction is a row of `eval_len` ids: the best hypothesis (eos included), then zeros
   (candidates come in order of length, so a new best always covers the previous one).
 
-What is done differently, for speed only: many contexts per batch (left-padded, positions
-counted from each context's first token), one prefill per context then expanded to beams, the
-KV cache reordered by index, repetition penalty / n-gram ban / candidates as tensor ops, and an
+What is done differently, for speed only: many contexts per batch (right-padded to the
+longest), one prefill per context then expanded to beams, a fixed-size KV cache written in place
+whose generated positions are reordered by index, repetition penalty / n-gram ban / candidates as tensor ops, and an
 example leaves the batch once no hypothesis can still beat its best candidate (scores only
 fall, so sum / len^lp is bounded by the best running sum over the largest len^lp still
 reachable): the result is the same as running all steps.
@@ -120,24 +120,52 @@ def process_scores_(logits: torch.Tensor, history: Optional[torch.Tensor], step:
 
 
 # ---------------------------------------------------------------------------- model calls
+#
+# The cache is Microsoft's fixed-size one: contexts right-padded to T, one buffer per layer of
+# (2, rows, heads, T + eval_len - 1, head_dim) allocated once per batch, the model writing each new
+# token in place at len_past (its row's length so far) and attending to positions <= len_past.
+# No per-step concatenation, and a reorder only has to move the generated positions: everything
+# before a row's first generated token is the same for all beams of its example.
 
-def _last_logits(model, input_ids, past, attention_mask, position_ids):
-    """Next-token logits (rows, vocab) for the last input position, and the new KV cache."""
-    last = getattr(model, "lm_logits_last", None)
-    if last is not None:
-        # The prefill skips the vocabulary projection of every context position but the last.
-        return last(input_ids, past=past, attention_mask=attention_mask, position_ids=position_ids)
-    out = model(input_ids, past=past, position_ids=position_ids, attention_mask=attention_mask)
-    return out[0][:, -1], out[1]
+def prefill(model, ids: torch.Tensor, lengths: torch.Tensor):
+    """Logits (B, vocab) after each row's last context token (rows right-padded), and the cache."""
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    transformer = getattr(model, "transformer", None)
+    if transformer is not None and callable(getattr(model, "lm_head", None)):
+        # The vocabulary projection only where a token is chosen, not on every context position.
+        hidden, presents = transformer(ids)
+        return model.lm_head(hidden[rows, lengths - 1]), presents
+    logits, presents = model(ids)[:2]
+    return logits[rows, lengths - 1], presents
+
+
+def expand_cache(presents, src: torch.Tensor, size: int):
+    """Zeroed fixed-size buffers holding the prefill cache of row src[j] in row j (masked
+    positions must be finite: a zero attention weight times NaN would still be NaN)."""
+    out = []
+    for p in presents:
+        buf = p.new_zeros(p.shape[0], src.numel(), p.shape[2], size, p.shape[4])
+        buf[:, :, :, : p.shape[3]] = p.index_select(1, src)
+        out.append(buf)
+    return out
+
+
+def reorder_positions_(past, src: torch.Tensor, start: int, stop: int) -> None:
+    """Row j takes row src[j]'s cache at positions [start, stop), in place."""
+    for layer in past:
+        for kv in layer:  # keys then values: half-size temporaries
+            seg = kv[:, :, start:stop]
+            seg.copy_(seg.index_select(0, src))
+
+
+def step_logits(model, tokens: torch.Tensor, past, len_past: torch.Tensor):
+    logits, past = model(tokens, past=past, len_past=len_past)[:2]
+    return logits[:, -1], past
 
 
 def _score_dtype(logits):
     # Scores are summed in fp32 at least (fp64 models, as in tests, stay fp64).
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-
-
-def reorder_cache(past, index: torch.Tensor):
-    return [layer.index_select(1, index) for layer in past]
 
 
 # ---------------------------------------------------------------------------- the search
@@ -172,8 +200,8 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
                 early_exit: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """Decode a batch of contexts. Returns (predictions (B, eval_len) long, best scores (B,)).
 
-    pad_to: left-pad every context to at least this many tokens (only to reproduce the
-    reference's fixed-length padding in benchmarks; the result does not change).
+    pad_to: pad every context to at least this many tokens (only to reproduce the reference's
+    fixed-length padding in benchmarks; the result does not change).
     early_exit: drop an example from the batch once its result is settled (same result).
     """
     device = next(model.parameters()).device
@@ -185,16 +213,12 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
         raise ValueError("beam_search: a context is empty (nothing to condition on)")
     T = max(max(lengths), pad_to)
     ids = torch.zeros(B, T, dtype=torch.long)
-    mask = torch.zeros(B, T, dtype=torch.long)
     for b, c in enumerate(contexts):
-        ids[b, T - len(c):] = torch.as_tensor(c, dtype=torch.long)
-        mask[b, T - len(c):] = 1
-    padded = bool((mask == 0).any())
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(1) - 1).clamp_(min=0)
+        ids[b, : len(c)] = torch.as_tensor(c, dtype=torch.long)
+    ids = ids.to(device)
     ctx_len = torch.as_tensor(lengths, dtype=torch.long, device=device)
 
-    logits, past = _last_logits(model, ids, None, mask if padded else None, pos)
+    logits, presents = prefill(model, ids, ctx_len)
     V = logits.shape[-1]
     if K > V:
         raise ValueError(f"beam ({K}) is larger than the vocabulary ({V})")
@@ -206,11 +230,12 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
     process_scores_(logits, None, 0, s, eos)
     beam_scores, tok = torch.log(torch.softmax(logits, dim=-1)).topk(K, dim=1, largest=True, sorted=True)
     src = torch.arange(B, device=device).repeat_interleave(K)
-    past = reorder_cache(past, src)
-    row_mask = mask[src] if padded else None
+    past = expand_cache(presents, src, T + E - 1)
+    del presents
     row_len = ctx_len[src]
     history = tok.reshape(-1, 1)
     active = torch.arange(B, device=device)
+    active_len = list(lengths)
     _offer_finished(best, active, beam_scores, history, eos, 0, s)
 
     for i in range(1, E):
@@ -220,22 +245,20 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
                 if keep.numel() == 0:
                     break
                 rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).reshape(-1)
-                past = reorder_cache(past, rows)
+                past = [layer.index_select(1, rows) for layer in past]
                 history, row_len = history[rows], row_len[rows]
-                row_mask = row_mask[rows] if row_mask is not None else None
                 beam_scores, active = beam_scores[keep], active[keep]
+                active_len = [active_len[j] for j in keep.tolist()]
         n = active.numel()
-        step_mask = None
-        if row_mask is not None:
-            step_mask = torch.cat([row_mask, row_mask.new_ones(n * K, i)], dim=1)
-        logits, past = _last_logits(model, history[:, -1:], past, step_mask, (row_len + (i - 1)).unsqueeze(1))
+        logits, past = step_logits(model, history[:, -1:], past, row_len + (i - 1))
         logits = _score_dtype(logits)
         process_scores_(logits, history, i, s, eos)
         logp = torch.log(torch.softmax(logits, dim=-1))
         cand = (beam_scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
         beam_scores, flat = cand.topk(K, dim=1, largest=True, sorted=True)
         src = (flat // V + torch.arange(n, device=device).unsqueeze(1) * K).reshape(-1)
-        past = reorder_cache(past, src)
+        # generated positions so far: [len, len + i) for each row
+        reorder_positions_(past, src, min(active_len), max(active_len) + i)
         history = torch.cat([history[src], (flat % V).reshape(-1, 1)], dim=1)
         _offer_finished(best, active, beam_scores, history, eos, i, s)
     else:

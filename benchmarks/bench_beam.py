@@ -1,0 +1,151 @@
+"""Beam-search decoding speed on the E2E valid split, in lines of the split decoded per second.
+
+A GPT-2 small-shaped model with random weights (no pretrained weights needed) decodes E2E valid
+MRs (context = BPE(MR) + <|endoftext|>, as gpt2_encode.py writes them) with beam 10, length
+penalty 0.8, no-repeat n-gram 4, end ids {50256, 628}:
+
+  ours       gpt2_beam.py's decode path as configured by default: each distinct context once,
+             many contexts per batch sorted by length, prefill once, KV cache reordered by index;
+  reference  the same code path run the reference's way: batch 1, every line decoded (no dedup),
+             every context padded to seq_len - eval_len (the reference pads to --seq_len 512);
+  hf         Hugging Face `generate` (num_beams 10, same length penalty, n-gram ban and end ids,
+             batches of 10 left-padded lines) on the same weights.
+
+Each runs on the first --lines / --ref_lines / --hf_lines lines of the split (E2E lists the
+references of one MR on consecutive lines, so a prefix has the split's duplication rate).
+A random model rarely emits an end id, so every run generates the full eval_len: the slowest case.
+
+    python benchmarks/bench_beam.py                       # eval_len 64, all 4,672 lines (long)
+    python benchmarks/bench_beam.py --lines 600 --eval_len 64 --ref_lines 2 --hf_lines 20
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "NLG" / "src"))
+
+from beam_search import truncate_context  # noqa: E402
+from checkpoint import backbone_state_dict  # noqa: E402
+from encoder import get_encoder  # noqa: E402
+from gpt2_beam import build_parser, decode, settings_from_args  # noqa: E402
+from model import GPT2LMModel, config_from_card, lora  # noqa: E402
+
+SHARED = Path(os.environ.get("LORA_SHARED_DIR", ROOT.parent / "shared"))
+
+
+def e2e_contexts(path, vocab_dir):
+    enc = get_encoder(str(vocab_dir))
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                mr = line.strip().split("||")[0]
+                out.append(enc.encode(mr) + [enc.eos_id])
+    return out
+
+
+def beam_args(opts, *extra):
+    return build_parser().parse_args([
+        "--data", "unused", "--seq_len", str(opts.seq_len), "--eval_len", str(opts.eval_len),
+        "--beam", str(opts.beam), "--length_penalty", "0.8", "--no_repeat_ngram_size", "4",
+        "--repetition_penalty", "1.0", "--eos_token_id", "628", "--batch_size", "1", *extra])
+
+
+def run_ours(model, contexts, opts, *extra):
+    args = beam_args(opts, *extra)
+    s = settings_from_args(args)
+    ctx = [truncate_context(c, args.seq_len, args.eval_len) for c in contexts]
+    t0 = time.perf_counter()
+    preds = decode(model, ctx, s, args, log=lambda *a: None)
+    return len(contexts) / (time.perf_counter() - t0), preds
+
+
+def run_hf(model, contexts, opts):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    c = model.config
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd,
+                                    n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_epsilon,
+                                    activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                                    attn_pdrop=0.0))
+    missing, unexpected = hf.transformer.load_state_dict(backbone_state_dict(model), strict=False)
+    if unexpected or any(not k.endswith(("attn.bias", "attn.masked_bias")) for k in missing):
+        raise RuntimeError(f"weights do not map onto HF GPT-2: missing {missing}, unexpected {unexpected}")
+    hf.tie_weights()
+    hf.eval()
+    probe = torch.tensor([contexts[0]])
+    with torch.no_grad():
+        diff = (hf(probe).logits - model(probe)[0]).abs().max().item()
+    if diff > 1e-3:
+        raise RuntimeError(f"HF logits differ from ours by {diff}: not the same model")
+    eos = [50256, 628]
+    t0 = time.perf_counter()
+    for a in range(0, len(contexts), 10):
+        batch = contexts[a:a + 10]
+        T = max(len(x) for x in batch)
+        ids = torch.full((len(batch), T), 50256, dtype=torch.long)
+        mask = torch.zeros(len(batch), T, dtype=torch.long)
+        for b, x in enumerate(batch):
+            ids[b, T - len(x):] = torch.tensor(x)
+            mask[b, T - len(x):] = 1
+        with torch.no_grad():
+            hf.generate(input_ids=ids, attention_mask=mask, num_beams=opts.beam, do_sample=False,
+                        max_new_tokens=opts.eval_len, length_penalty=0.8, no_repeat_ngram_size=4,
+                        eos_token_id=eos, pad_token_id=50256, num_return_sequences=1)
+    return len(contexts) / (time.perf_counter() - t0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(SHARED / "data" / "e2e" / "valid.txt"), help="E2E MR||REF lines")
+    p.add_argument("--vocab", default=str(SHARED / "data" / "vocab"), help="folder with encoder.json / vocab.bpe")
+    p.add_argument("--model_card", default="gpt2.sm")
+    p.add_argument("--beam", type=int, default=10)
+    p.add_argument("--eval_len", type=int, default=64)
+    p.add_argument("--seq_len", type=int, default=512)
+    p.add_argument("--lines", type=int, default=0, help="lines for ours (0: the whole split)")
+    p.add_argument("--ref_lines", type=int, default=2, help="lines for the reference-way run (0: skip)")
+    p.add_argument("--hf_lines", type=int, default=20, help="lines for HF generate (0: skip)")
+    p.add_argument("--decode_batch", type=int, default=0, help="distinct contexts per batch (0: default)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    opts = p.parse_args()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(0)
+    model = GPT2LMModel(config_from_card(opts.model_card)).eval()
+    lora.merge_all(model)
+    contexts = e2e_contexts(opts.data, opts.vocab)
+    n = opts.lines or len(contexts)
+    res = {"model_card": opts.model_card, "beam": opts.beam, "eval_len": opts.eval_len,
+           "threads": torch.get_num_threads(), "split_lines": len(contexts)}
+    print(f"{len(contexts)} lines in {opts.data}, {len(set(map(tuple, contexts)))} distinct contexts; "
+          f"{opts.model_card}, beam {opts.beam}, eval_len {opts.eval_len}, {torch.get_num_threads()} threads")
+
+    extra = ["--decode_batch", str(opts.decode_batch)] if opts.decode_batch else []
+    rate, _ = run_ours(model, contexts[:n], opts, *extra)
+    res["ours"] = {"lines": n, "distinct": len(set(map(tuple, contexts[:n]))), "lines_per_s": rate}
+    print(f"ours       {n:5d} lines: {rate:8.3f} lines/s")
+    if opts.ref_lines:
+        k = opts.ref_lines
+        r, _ = run_ours(model, contexts[:k], opts, "--decode_batch", "1", "--no_dedup", "--pad_to_seq_len",
+                        "--no_early_exit")
+        res["reference_way"] = {"lines": k, "lines_per_s": r}
+        print(f"reference  {k:5d} lines: {r:8.3f} lines/s   ours is {rate / r:7.1f}x")
+    if opts.hf_lines:
+        k = opts.hf_lines
+        h = run_hf(model, contexts[:k], opts)
+        res["hf_generate"] = {"lines": k, "lines_per_s": h}
+        print(f"hf         {k:5d} lines: {h:8.3f} lines/s   ours is {rate / h:7.1f}x")
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
