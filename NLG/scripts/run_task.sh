@@ -53,6 +53,23 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+if [ -z "$NUM_GPUS" ]; then
+  NUM_GPUS=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
+  [ "$NUM_GPUS" -ge 1 ] 2>/dev/null || NUM_GPUS=1
+fi
+case "$NUM_GPUS" in ''|*[!0-9]*) die "num_gpus must be a whole number, got '$NUM_GPUS'" ;; esac
+[ "$NUM_GPUS" -ge 1 ] || NUM_GPUS=1
+if [ "$LAUNCHER" = auto ]; then
+  if [ "$NUM_GPUS" -gt 1 ]; then LAUNCHER=torchrun; else LAUNCHER=python; fi
+fi
+case "$LAUNCHER" in
+  torchrun) launch=(torchrun --standalone --nproc_per_node="$NUM_GPUS") ;;
+  launch) launch=("$PYTHON" -m torch.distributed.launch --nproc_per_node="$NUM_GPUS") ;;
+  python) [ "$NUM_GPUS" -le 1 ] || die "--launcher python runs one process; use torchrun for $NUM_GPUS GPUs"
+          launch=("$PYTHON") ;;
+  *) die "--launcher must be auto, torchrun, launch or python" ;;
+esac
+
 # Paths given relative to where the user stands keep working after the cd into NLG/ below.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 [ -z "$INIT_CHECKPOINT" ] || [ "$INIT_CHECKPOINT" = random ] || INIT_CHECKPOINT=$(abspath "$INIT_CHECKPOINT")
@@ -95,23 +112,6 @@ done
 for f in encoder.json vocab.bpe; do
   [ -f "$VOCAB/$f" ] || die "$VOCAB/$f not found (--vocab DIR)"
 done
-
-if [ -z "$NUM_GPUS" ]; then
-  NUM_GPUS=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
-  [ "$NUM_GPUS" -ge 1 ] 2>/dev/null || NUM_GPUS=1
-fi
-case "$NUM_GPUS" in ''|*[!0-9]*) die "num_gpus must be a whole number, got '$NUM_GPUS'" ;; esac
-[ "$NUM_GPUS" -ge 1 ] || NUM_GPUS=1
-if [ "$LAUNCHER" = auto ]; then
-  if [ "$NUM_GPUS" -gt 1 ]; then LAUNCHER=torchrun; else LAUNCHER=python; fi
-fi
-case "$LAUNCHER" in
-  torchrun) launch=(torchrun --standalone --nproc_per_node="$NUM_GPUS") ;;
-  launch) launch=("$PYTHON" -m torch.distributed.launch --nproc_per_node="$NUM_GPUS") ;;
-  python) [ "$NUM_GPUS" -le 1 ] || die "--launcher python runs one process; use torchrun for $NUM_GPUS GPUs"
-          launch=("$PYTHON") ;;
-  *) die "--launcher must be auto, torchrun, launch or python" ;;
-esac
 
 # "\n\n" ends a generation in GPT-2's vocabulary (id 628, as in the reference scripts); a vocabulary
 # without that token stops at <|endoftext|> only.
@@ -226,6 +226,7 @@ else
       --output_pred_file "$out/hypothesis" \
       --tokenize --lower \
       --filter "$split"
+    if [ ! -s "$out/hypothesis" ]; then say "no $split examples in this test set: not scored"; continue; fi
     "$PYTHON" eval/score.py --task "$TASK" --ref "$out/references/reference" --hyp "$out/hypothesis" \
       --nr "${REF_NUM:-6}" --json "$out/scores.json"
   done

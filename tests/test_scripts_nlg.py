@@ -1,0 +1,172 @@
+"""NLG/scripts: the generated <task>_<method>.sh files and the pipeline they call (run_task.sh).
+
+The end-to-end runs use the shared dev data (../shared), prepared by create_datasets.sh's
+local-folder mode, a random tiny GPT-2 (gpt2.tiny, GPT-2's vocabulary) and a few steps: they check
+the plumbing and the files between the steps, not the quality.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "NLG" / "scripts"
+TASKS = ("e2e", "webnlg", "dart")
+METHODS = ("lora", "lorma_plus", "lorma_pi", "mtlora_shim", "mtlora_icfm", "mtlora_ctcm", "mtlora_dtsm",
+           "nola", "qnola", "ft")
+SMOKE = {  # a few steps of a toy model: overrides of the papers' settings the scripts hold
+    "MAX_STEP": "3", "WARMUP_STEP": "1", "TRAIN_BATCH_SIZE": "4", "VALID_BATCH_SIZE": "4", "SEQ_LEN": "128",
+    "BEAM": "2", "EVAL_LEN": "8", "BEAM_BATCH_SIZE": "16", "SAVE_INTERVAL": "3",
+    "EXTRA_FT_ARGS": "--no_progress --eval_interval 1000 --log_interval 1",
+}
+
+
+def bash(script, *args, env=None, cwd=ROOT):
+    full = {**os.environ, **(env or {}), "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(script), *map(str, args)], capture_output=True, text=True, env=full,
+                          cwd=cwd)
+
+
+def test_every_task_and_method_has_a_current_script():
+    r = subprocess.run([sys.executable, str(SCRIPTS / "make_scripts.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for task in TASKS:
+        for method in METHODS:
+            path = SCRIPTS / f"{task}_{method}.sh"
+            assert path.is_file() and os.access(path, os.X_OK), path
+            assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+def test_make_scripts_check_notices_an_edited_script(tmp_path):
+    make = [sys.executable, str(SCRIPTS / "make_scripts.py"), "--out_dir", str(tmp_path)]
+    assert subprocess.run(make, capture_output=True).returncode == 0
+    assert len(list(tmp_path.glob("*.sh"))) == len(TASKS) * len(METHODS)
+    (tmp_path / "dart_nola.sh").write_text((tmp_path / "dart_nola.sh").read_text().replace("0.1", "0.2"))
+    r = subprocess.run(make + ["--check"], capture_output=True, text=True)
+    assert r.returncode != 0 and "dart_nola.sh" in r.stderr
+
+
+def _settings(script, env=None):
+    """The environment a generated script hands to run_task.sh (run_task.sh replaced by `env`)."""
+    fake = Path(script).parent
+    text = Path(script).read_text().replace('exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"', "env")
+    r = subprocess.run(["bash", "-c", text], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                       cwd=fake)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+
+
+def test_scripts_hand_their_settings_and_env_overrides_to_the_pipeline():
+    s = _settings(SCRIPTS / "webnlg_lorma_pi.sh")
+    assert s["TASK"] == "webnlg" and s["METHOD_NAME"] == "lorma_pi"
+    assert s["METHOD_ARGS"].split() == ["--method", "lorma", "--lorma_type", "shift", "--lorma_mode", "pre",
+                                        "--lora_dim", "4", "--lora_alpha", "32", "--lora_dropout", s["DROPOUT"]]
+    over = _settings(SCRIPTS / "webnlg_lorma_pi.sh", env={"LR": "0.123", "DROPOUT": "0.3", "LORMA_MODE": "post"})
+    assert over["LR"] == "0.123" and over["METHOD_ARGS"].endswith("--lora_dropout 0.3")
+    assert "--lorma_mode post" in over["METHOD_ARGS"]
+    q = _settings(SCRIPTS / "e2e_qnola.sh")
+    assert "--qnola --qbits 3" in q["METHOD_ARGS"] and "--nola_qv" in q["METHOD_ARGS"]
+
+
+def test_pipeline_errors_name_what_is_missing(tmp_path):
+    r = bash(SCRIPTS / "e2e_lora.sh", "--bogus")
+    assert r.returncode != 0 and "--bogus" in r.stderr
+    r = bash(SCRIPTS / "e2e_lora.sh", "--init_checkpoint", tmp_path / "none.bin", "--data_dir", tmp_path)
+    assert r.returncode != 0 and "none.bin" in r.stderr
+    r = bash(SCRIPTS / "e2e_lora.sh", "--init_checkpoint", "random", "--model_card", "gpt2.tiny",
+             "--data_dir", tmp_path)
+    assert r.returncode != 0 and str(tmp_path / "train.jsonl") in r.stderr
+    r = bash(SCRIPTS / "dart_ft.sh", "--num_gpus", "two")
+    assert r.returncode != 0 and "num_gpus" in r.stderr
+
+
+def _subset(src_dir, out_dir, flip_cate=False):
+    """train / valid / test splits cut from a dev split (ids and formatted text stay aligned); the
+    test split takes at most 3 lines from each of 8 contexts, so it has several reference groups."""
+    ids = (src_dir / "valid.jsonl").read_text().splitlines()
+    fmt = (src_dir / "valid_formatted.jsonl").read_text().splitlines()
+    assert len(ids) == len(fmt)
+    per_context = {}
+    for i in range(len(fmt) - 1, 48, -1):  # from the end: contexts the training lines do not have
+        ctx = json.loads(fmt[i])["context"]
+        if len(per_context) < 8 or ctx in per_context:
+            per_context.setdefault(ctx, [])
+            if len(per_context[ctx]) < 3:
+                per_context[ctx].append(i)
+    test = sorted(i for lines in per_context.values() for i in lines)
+    out_dir.mkdir(parents=True)
+    written = {}
+    for name, lines in (("train", range(0, 40)), ("valid", range(40, 48)), ("test", test)):
+        (out_dir / f"{name}.jsonl").write_text("".join(ids[i] + "\n" for i in lines))
+        rows = [json.loads(fmt[i]) for i in lines]
+        if flip_cate:  # the dev split has seen categories only: mark some unseen to split the scores
+            for row in rows:
+                row["cate"] = sorted(per_context).index(row["context"]) % 3 != 0 if name == "test" else True
+        (out_dir / f"{name}_formatted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        written[name] = rows
+    return written["test"]
+
+
+@pytest.fixture(scope="module")
+def built_data(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("nlgdata")
+    r = bash(ROOT / "create_datasets.sh", "--from", shared_data, "--out", out / "built", "--tasks", "e2e,webnlg",
+             "--vocab", shared_data / "vocab")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_e2e_lora_script_end_to_end_on_cpu(built_data, shared_data, tmp_path):
+    rows = _subset(built_data / "built" / "e2e", tmp_path / "e2e")
+    contexts = [r["context"] for r in rows]
+    work = tmp_path / "work"
+    args = ["--data_dir", tmp_path / "e2e", "--vocab", shared_data / "vocab", "--model_card", "gpt2.tiny",
+            "--init_checkpoint", "random", "--work_dir", work, "--launcher", "python", "--seed", 7]
+    r = bash(SCRIPTS / "e2e_lora.sh", *args, env=SMOKE)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    info = json.loads((work / "run_info.json").read_text())
+    # LoRA r=4 on q and v of gpt2.tiny's 2 layers (n_embd 64): 2 * 2 * 4 * (64 + 64)
+    assert info["method"] == "lora" and info["trainable_params"] == 2048
+    assert Path(info["final_checkpoint"]).name == "model.3.pt"
+    preds = (work / "predict.3.b2p09r4.jsonl").read_text().splitlines()  # E2E: length penalty 0.9
+    assert len(preds) == len(contexts)
+    distinct = list(dict.fromkeys(contexts))
+    assert len(distinct) == 8
+    assert len((work / "e2e_pred.txt").read_text().splitlines()) == len(distinct)
+    blocks = [b for b in (work / "e2e_ref.txt").read_text().split("\n\n") if b.strip()]
+    assert len(blocks) == len(distinct)
+    scores = json.loads((work / "scores.json").read_text())
+    assert {"BLEU", "NIST", "ROUGE_L", "CIDEr"} <= set(scores)
+    # a second run reuses the trained model and the predictions
+    again = bash(SCRIPTS / "e2e_lora.sh", *args, env=SMOKE)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "train: reusing" in again.stdout and "beam: reusing" in again.stdout
+    assert json.loads((work / "scores.json").read_text()) == scores
+
+
+@pytest.mark.slow
+def test_webnlg_script_scores_seen_unseen_and_all_with_torchrun(built_data, shared_data, tmp_path):
+    rows = _subset(built_data / "built" / "webnlg_challenge_2017", tmp_path / "webnlg", flip_cate=True)
+    work = tmp_path / "work"
+    r = bash(SCRIPTS / "webnlg_nola.sh", "--data_dir", tmp_path / "webnlg", "--vocab", shared_data / "vocab",
+             "--model_card", "gpt2.tiny", "--init_checkpoint", "random", "--work_dir", work,
+             "--launcher", "torchrun", env={**SMOKE, "num_gpus": "1", "NOLA_NUM_BASIS": "16"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    info = json.loads((work / "run_info.json").read_text())
+    assert info["method"] == "nola" and info["trainable_params"] == 2 * 2 * (16 + 16)  # layers x (q, v) x (kA + kB)
+    n = {}
+    for split in ("all", "seen", "unseen"):
+        n[split] = len((work / f"eval_{split}" / "hypothesis").read_text().splitlines())
+        refs = sorted((work / f"eval_{split}" / "references").iterdir())
+        assert [p.name for p in refs] == [f"reference{i}" for i in range(6)]
+        assert all(len(p.read_text().splitlines()) == n[split] for p in refs)
+        assert "BLEU" in json.loads((work / f"eval_{split}" / "scores.json").read_text())
+    want = {"seen": len({r["context"] for r in rows if r["cate"]}),
+            "unseen": len({r["context"] for r in rows if not r["cate"]})}
+    assert n["seen"] == want["seen"] and n["unseen"] == want["unseen"]
+    assert n["all"] == n["seen"] + n["unseen"]
+    assert json.loads((work / "scores.json").read_text()) == json.loads((work / "eval_all" / "scores.json").read_text())
