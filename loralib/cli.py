@@ -13,7 +13,7 @@ from .registry import NO_ADAPTER, TARGETS, MethodConfig, available_methods
 _LORMA_FLAGS = ("lorma_type", "lorma_mode")
 _MTLORA_FLAGS = ("mtlora_structure", "mtlora_shared_t")
 _NOLA_FLAGS = ("nola_rank", "nola_c", "nola_num_basis", "nola_num_basis_A", "nola_num_basis_B",
-               "nola_seed", "qnola", "qbits")
+               "nola_seed", "qnola", "qbits", "nola_qv", "nola_mlp")
 
 
 def add_method_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -40,8 +40,10 @@ def add_method_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--nola_seed", type=int, default=None, help="seed of the NOLA bases (default 0)")
     g.add_argument("--qnola", action="store_true", default=None, help="quantized NOLA")
     g.add_argument("--qbits", type=int, default=None, help="bits of quantized NOLA (2..8)")
-    g.add_argument("--nola_qv", action="store_true", help="adapt q and v (the default targets)")
-    g.add_argument("--nola_mlp", action="store_true", help="also adapt the MLP (c_fc, c_proj)")
+    g.add_argument("--nola_qv", action="store_true", default=None,
+                   help="NOLA on q and v (the default targets)")
+    g.add_argument("--nola_mlp", action="store_true", default=None,
+                   help="NOLA also on the MLP (c_fc, c_proj)")
     g.add_argument("--adapt_targets", default="q,v",
                    help=f"comma-separated projections to adapt, from {','.join(TARGETS)}")
     return parser

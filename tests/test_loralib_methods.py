@@ -179,6 +179,8 @@ def test_cli_flags_from_the_seed_commands():
     c = parse("--method", "mtlora", "--lora_dim", "4", "--mtlora_structure", "ctcm")
     assert c.options["structure"] == "CTCM"
     assert parse().method == "full" and parse(default="none").method == "none"
+    assert parse("--nola_qv").method == "nola"          # a NOLA flag alone selects NOLA
+    assert parse("--nola_rank", "8", "--nola_mlp").targets == ("q", "v", "c_fc", "mlp_proj")
     c = parse("--lora_dim", "4", "--adapt_targets", "q,k,v,c_proj")
     assert c.targets == ("q", "k", "v", "c_proj")
 
@@ -192,6 +194,7 @@ def test_cli_flags_from_the_seed_commands():
     (["--method", "nola", "--qbits", "3"], "without --qnola"),
     (["--method", "full", "--lora_dim", "4"], "the method is 'full'"),
     (["--nola_rank", "8", "--qnola", "--qbits", "12"], "qbits"),
+    (["--method", "lora", "--lora_dim", "4", "--nola_qv"], "not 'nola'"),
 ])
 def test_cli_nonsense_combinations_are_errors(argv, match):
     with pytest.raises(ValueError, match=match):
