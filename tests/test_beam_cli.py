@@ -79,11 +79,18 @@ def common_args(tiny, out, name, eval_len=10):
             "--eos_token_id", str(EOT), "--work_dir", str(out), "--output_file", name]
 
 
-def test_final_checkpoint_and_backbone_plus_adapter_match_the_reference(tiny, tmp_path):
+def test_final_checkpoint_and_backbone_plus_adapter_match_the_reference(tiny, tmp_path, capsys, monkeypatch):
+    import beam_search
     from beam_search import BeamSettings
+    decoded = []
+    real = beam_search.beam_search
+    monkeypatch.setattr(beam_search, "beam_search",
+                        lambda model, contexts, *a, **k: decoded.extend(map(tuple, contexts)) or real(model, contexts, *a, **k))
     lora_flags = ["--lora_dim", "2", "--lora_alpha", "4"]
     run_beam("gpt2_beam.py", common_args(tiny, tmp_path, "final.jsonl")
              + ["--init_checkpoint", tiny["dir"] / "model.final.pt"] + lora_flags)
+    assert "13 lines, 5 distinct contexts" in capsys.readouterr().out
+    assert sorted(decoded) == sorted(set(map(tuple, tiny["lines"])))  # each distinct context once
     run_beam("gpt2_beam_lora.py", common_args(tiny, tmp_path, "split.jsonl")
              + ["--init_checkpoint", tiny["dir"] / "backbone.bin",
                 "--adapter_checkpoint", tiny["dir"] / "adapter.pt", "--decode_batch", "2"] + lora_flags)

@@ -201,6 +201,9 @@ def test_truncate_and_unique():
     assert uniq == [[1, 2], [3], [4]] and inv == [0, 1, 0, 1, 2]
     plan = batches_by_length([3, 1, 5, 2, 5], 2)
     assert plan == [[2, 4], [0, 3], [1]]
+    # a KV-cache budget: examples x beam x (longest + eval_len - 1) positions at most
+    assert batches_by_length([3, 1, 5, 2, 5], 3, cache_rows=30, beam=2, eval_len=3) == [[2, 4], [0, 3, 1]]
+    assert batches_by_length([3, 1, 5], 3, cache_rows=5, beam=2, eval_len=3) == [[2], [0], [1]]
 
 
 def test_settings_validation_and_eos_filter():

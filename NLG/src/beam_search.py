@@ -290,19 +290,36 @@ def _unsettled(best, active, beam_scores, step, s) -> Optional[torch.Tensor]:
 
 # ---------------------------------------------------------------------------- many contexts
 
-def batches_by_length(lengths: Sequence[int], examples_per_batch: int) -> List[List[int]]:
-    """Index batches over contexts sorted by length (longest first), so padding stays small."""
+def batches_by_length(lengths: Sequence[int], examples_per_batch: int,
+                      cache_rows: Optional[int] = None, beam: int = 1, eval_len: int = 0,
+                      pad_to: int = 0) -> List[List[int]]:
+    """Index batches over contexts sorted by length (longest first), so padding stays small.
+
+    At most `examples_per_batch` contexts per batch and, when cache_rows is given, at most that
+    many KV-cache positions in all (examples x beam x (longest context + eval_len - 1)); a
+    context alone over the budget still gets a batch of its own."""
     order = sorted(range(len(lengths)), key=lambda j: (-lengths[j], j))
-    step = max(1, int(examples_per_batch))
-    return [order[a:a + step] for a in range(0, len(order), step)]
+    cap = max(1, int(examples_per_batch))
+    plan: List[List[int]] = []
+    a = 0
+    while a < len(order):
+        n = cap
+        if cache_rows is not None:
+            per_example = beam * (max(lengths[order[a]], pad_to) + eval_len - 1)
+            n = max(1, min(cap, cache_rows // max(per_example, 1)))
+        plan.append(order[a:a + n])
+        a += n
+    return plan
 
 
 def decode_contexts(model, contexts: Sequence[Sequence[int]], s: BeamSettings,
                     examples_per_batch: int, pad_to: int = 0, early_exit: bool = True,
-                    progress=None) -> List[List[int]]:
-    """Predictions (eval_len ids each) for every context, in input order."""
+                    progress=None, cache_rows: Optional[int] = None) -> List[List[int]]:
+    """Predictions (eval_len ids each) for every context, in input order (batches as in
+    batches_by_length)."""
     results: List[Optional[List[int]]] = [None] * len(contexts)
-    plan = batches_by_length([len(c) for c in contexts], examples_per_batch)
+    plan = batches_by_length([len(c) for c in contexts], examples_per_batch, cache_rows,
+                             s.beam, s.eval_len, pad_to)
     for n, idx in enumerate(plan):
         seqs, _ = beam_search(model, [contexts[j] for j in idx], s, pad_to=pad_to, early_exit=early_exit)
         for j, row in zip(idx, seqs.tolist()):

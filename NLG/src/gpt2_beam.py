@@ -36,6 +36,9 @@ from model import GPT2LMModel, config_from_card, lora
 
 DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
 ROWS_PER_BATCH = {"cpu": 160, "cuda": 1024}  # hypotheses (contexts x beam) decoded together
+# KV-cache memory a batch may use: a fixed share on CPU, a fraction of the GPU's memory.
+CACHE_BYTES_CPU = 3 << 30
+CACHE_FRACTION_GPU = 0.3
 
 
 def build_parser(defaults=None, description="Beam-search decoding of a fine-tuned GPT-2"):
@@ -115,11 +118,19 @@ def read_contexts(path, seq_len, eval_len, vocab_size):
     return out
 
 
-def contexts_per_batch(args, device):
+def batch_limits(args, model, device):
+    """(contexts per batch, KV-cache positions per batch or None): --decode_batch as given, else
+    about ROWS_PER_BATCH hypotheses, fewer when long contexts would overrun the cache budget."""
     if args.decode_batch > 0:
-        return args.decode_batch
+        return args.decode_batch, None
     rows = ROWS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
-    return max(args.batch_size, rows // args.beam, 1)
+    c = model.config
+    per_position = 2 * c.n_layer * c.n_embd * next(model.parameters()).element_size()
+    if device.type == "cuda":
+        budget = CACHE_FRACTION_GPU * torch.cuda.get_device_properties(device).total_memory
+    else:
+        budget = CACHE_BYTES_CPU
+    return max(args.batch_size, rows // args.beam, 1), int(budget // per_position)
 
 
 def load_model(args, method):
@@ -150,7 +161,7 @@ def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=pri
     # Deal contexts out by length so every rank gets a similar share of long and short ones.
     order = sorted(range(len(uniq)), key=lambda j: (-len(uniq[j]), j))
     mine = order[rank::world_size]
-    per_batch = contexts_per_batch(args, device)
+    per_batch, cache_rows = batch_limits(args, model, device)
     t0 = time.time()
 
     def progress(done, total):
@@ -159,12 +170,13 @@ def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=pri
 
     if rank == 0:
         log(f"{len(contexts)} lines, {len(uniq)} distinct contexts; {len(mine)} on rank 0, "
-            f"{per_batch} per batch, beam {s.beam}, eval_len {s.eval_len}")
+            f"up to {per_batch} per batch, beam {s.beam}, eval_len {s.eval_len}")
     autocast = _autocast(args, device)
     with autocast:
         preds = decode_contexts(model, [uniq[j] for j in mine], s, per_batch,
                                 pad_to=(args.seq_len - args.eval_len) if args.pad_to_seq_len else 0,
-                                early_exit=not args.no_early_exit, progress=progress)
+                                early_exit=not args.no_early_exit, progress=progress,
+                                cache_rows=cache_rows)
     gathered = {}
     for part in all_gather_object(list(zip(mine, preds)), args):
         gathered.update(part)
