@@ -19,6 +19,10 @@
 # output behind and is reused on the next run (the log says so); --force starts over.
 set -euo pipefail
 
+# The whole script is one function, read completely before it runs: editing this file while a
+# demo runs cannot change the running one.
+main() {
+
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nlg=$(cd "$here/.." && pwd)
 root=$(cd "$nlg/.." && pwd)
@@ -47,11 +51,11 @@ done
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif command -v python3 >/dev/null 2>&1; then PY=python3
 else PY=python; fi
-command -v "$PY" >/dev/null 2>&1 || die "Python 3 not found (looked for '$PY'); install Python >= 3.8"
+command -v "$PY" >/dev/null 2>&1 || die "Python 3 not found (looked for '$PY'); install Python >= 3.9"
 pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
-  || die "'$PY' does not run; install Python >= 3.8 or set PYTHON=/path/to/python3"
+  || die "'$PY' does not run; install Python >= 3.9 or set PYTHON=/path/to/python3"
 case "$pyver" in
-  2.*|3.[0-7]) die "Python $pyver is too old ('$PY'); the project needs Python >= 3.8 (set PYTHON=/path/to/python3)" ;;
+  2.*|3.[0-8]) die "Python $pyver is too old ('$PY'); the project needs Python >= 3.9 (set PYTHON=/path/to/python3)" ;;
 esac
 missing=$("$PY" - <<'PYEOF' 2>/dev/null
 import importlib.util
@@ -100,6 +104,26 @@ stage() {
   log "$name ..."
   "$@"
   log "$name: done in $((SECONDS - t0)) s"
+}
+
+# run_watched LABEL WORK_DIR TOTAL_STEPS LOG CMD...: run CMD (output to LOG) and, while it runs,
+# print the training progress it writes to WORK_DIR/train_log.jsonl every ~15 s.
+run_watched() {
+  local label=$1 work=$2 total=$3 logf=$4 pid last="" line step loss
+  shift 4
+  "$@" > "$logf" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do kill -0 "$pid" 2>/dev/null && sleep 1; done
+    line=$(tail -n 1 "$work/train_log.jsonl" 2>/dev/null || true)
+    step=$(echo "$line" | sed -n 's/.*"step": *\([0-9]*\).*/\1/p')
+    loss=$(echo "$line" | sed -n 's/.*"loss": *\([0-9.]*\).*/\1/p')
+    if [ -n "$step" ] && [ "$step" != "$last" ] && kill -0 "$pid" 2>/dev/null; then
+      log "$label: step $step/$total, loss ${loss:0:6}"
+      last=$step
+    fi
+  done
+  wait "$pid"
 }
 
 # --- 1. data ---------------------------------------------------------------------------------------
@@ -151,7 +175,7 @@ JSON
 mv "$CARD.tmp" "$CARD"
 BASE_DIR=$OUT/base
 pretrain() {
-  "$PY" src/gpt2_ft.py \
+  run_watched pretraining "$BASE_DIR" "$PRE_STEPS" "$OUT/logs/pretrain.log" "$PY" src/gpt2_ft.py \
     --train_data "$PRE/train.jsonl" --valid_data "$PRE/valid.jsonl" \
     --train_batch_size "$PRE_BATCH" --grad_acc 1 --valid_batch_size "$PRE_BATCH" --seq_len "$SEQ" \
     --model_card "$CARD" --random_init --platform local \
@@ -159,7 +183,7 @@ pretrain() {
     --scheduler linear --warmup_step $((PRE_STEPS / 10)) --max_epoch 1000 --max_step "$PRE_STEPS" \
     --save_interval "$PRE_STEPS" --eval_interval "$PRE_STEPS" --log_interval $((PRE_STEPS / 20 + 1)) \
     --label_smooth 0.0 --work_dir "$BASE_DIR" --random_seed "$SEED" --no_progress \
-    > "$OUT/logs/pretrain.log" 2>&1 || { tail -n 30 "$OUT/logs/pretrain.log" >&2; die "pretraining failed (log: $OUT/logs/pretrain.log)"; }
+    || { tail -n 30 "$OUT/logs/pretrain.log" >&2; die "pretraining failed (log: $OUT/logs/pretrain.log)"; }
   # The published layout (what download_pretrained_checkpoints.sh gives for real GPT-2).
   "$PY" "$nlg/demo/export_base.py" "$BASE_DIR/model.$PRE_STEPS.pt" "$BASE_DIR/pytorch_model.bin"
 }
@@ -179,13 +203,12 @@ run_method() {
   local m=$1 work=$OUT/runs/$1 t0=$SECONDS
   mkdir -p "$work"
   if (( JOBS > 1 )); then export OMP_NUM_THREADS=1; fi  # one core per parallel run
-  if LR=${DEMO_LR[$m]} WARMUP_STEP=$WARMUP MAX_EPOCH=1000 MAX_STEP=$FT_STEPS TRAIN_BATCH_SIZE=$FT_BATCH \
+  if run_watched "${LABEL[$m]}" "$work" "$FT_STEPS" "$OUT/logs/$m.log" env LR=${DEMO_LR[$m]} WARMUP_STEP=$WARMUP MAX_EPOCH=1000 MAX_STEP=$FT_STEPS TRAIN_BATCH_SIZE=$FT_BATCH \
      VALID_BATCH_SIZE=$FT_BATCH SEQ_LEN=$SEQ SAVE_INTERVAL=$FT_STEPS BEAM=$BEAM EVAL_LEN=$EVAL_LEN \
      BEAM_BATCH_SIZE=16 NOLA_NUM_BASIS=$NOLA_BASIS EOS_TOKEN_ID=$EOT PYTHON=$PY \
-     EXTRA_FT_ARGS="--log_interval $((FT_STEPS / 30 + 1)) --eval_interval $FT_STEPS" \
+     EXTRA_FT_ARGS="--log_interval $((FT_STEPS / 30 + 1)) --eval_interval $FT_STEPS --no_progress" \
      bash "$here/e2e_$m.sh" --data_dir "$DATA" --vocab "$VOCAB" --model_card "$CARD" \
-       --init_checkpoint "$BASE" --work_dir "$work" --launcher python --num_gpus 1 --seed "$SEED" \
-     > "$OUT/logs/$m.log" 2>&1; then
+       --init_checkpoint "$BASE" --work_dir "$work" --launcher python --num_gpus 1 --seed "$SEED"; then
     log "${LABEL[$m]}: finished in $((SECONDS - t0)) s ($(grep -c 'reusing' "$OUT/logs/$m.log" || true) step(s) reused)"
   else
     log "${LABEL[$m]}: FAILED; last lines of $OUT/logs/$m.log:"
@@ -238,3 +261,6 @@ echo
 log "table: $OUT/results.md"
 log "TensorBoard: tensorboard --logdir $OUT/runs"
 log "total wall time: $((SECONDS - t_start)) s"
+}
+
+main "$@"
