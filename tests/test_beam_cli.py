@@ -109,6 +109,40 @@ def test_final_checkpoint_and_backbone_plus_adapter_match_the_reference(tiny, tm
         assert row["predict"] == cache[key]
 
 
+METHODS = [
+    ("gpt2_beam_lorma_plus.py", ["--lora_dim", "2", "--lora_alpha", "4"]),
+    ("gpt2_beam_lorma_pi.py", ["--lora_dim", "2", "--lora_alpha", "4", "--lorma_mode", "post"]),
+    ("gpt2_beam_mtlora.py", ["--lora_dim", "2", "--lora_alpha", "4", "--mtlora_structure", "CTCM"]),
+    ("gpt2_beam_nola.py", ["--nola_rank", "2", "--nola_c", "1.0", "--nola_num_basis", "16"]),
+    ("gpt2_beam.py", ["--nola_rank", "2", "--nola_c", "1.0", "--nola_num_basis", "16", "--qnola", "--qbits", "3"]),
+]
+
+
+@pytest.mark.parametrize("script,flags", METHODS, ids=[f"{s}{' q' if '--qnola' in f else ''}" for s, f in METHODS])
+def test_every_method_decodes_merged_as_the_unmerged_model(tiny, tmp_path, script, flags):
+    """The CLI merges each method's adapter before decoding; the result is the reference search
+    on the unmerged model loaded from the same final checkpoint."""
+    import loralib as lora
+    from beam_search import BeamSettings
+    from checkpoint import load_model_weights, training_state_dict
+    from gpt2_beam import build_parser
+    from model import GPT2LMModel, config_from_card
+    args = build_parser(_preset(script)).parse_args(["--data", "x"] + flags)
+    method = lora.method_config_from_args(args, default="none")
+    ckpt = tmp_path / "model.final.pt"
+    model = random_adapted_model(tiny["card"], method, seed=4, std=0.3)
+    torch.save({"model_state_dict": training_state_dict(model)}, ckpt)
+    run_beam(script, common_args(tiny, tmp_path, "p.jsonl") + ["--init_checkpoint", ckpt] + flags)
+    unmerged = GPT2LMModel(config_from_card(tiny["card"], method=method))
+    load_model_weights(unmerged, ckpt, require_adapter=True)
+    unmerged.eval()
+    s = BeamSettings(beam=4, eval_len=10, length_penalty=0.8, no_repeat_ngram_size=3,
+                     repetition_penalty=1.2, eos_token_ids=(50256, EOT))
+    want = {key: reference_beam(unmerged, list(key), s) for key in set(map(tuple, tiny["lines"]))}
+    got = read_predictions(tmp_path / "p.jsonl")
+    assert [r["predict"] for r in got] == [want[tuple(c)] for c in tiny["lines"]]
+
+
 def test_errors_are_clear(tiny, tmp_path):
     lora_flags = ["--lora_dim", "2", "--lora_alpha", "4"]
     base = common_args(tiny, tmp_path, "x.jsonl")
