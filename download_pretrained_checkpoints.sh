@@ -1,36 +1,52 @@
 #!/usr/bin/env bash
-# Fetch the pretrained GPT-2 checkpoints and the GPT-2 vocabulary:
+# Fetch the pretrained checkpoints and vocabularies:
 #   NLG/pretrained_checkpoints/gpt2{,-medium,-large}-pytorch_model.bin   (names as in Microsoft's LoRA repo)
 #   NLG/vocab/encoder.json, NLG/vocab/vocab.bpe
+#   NLU/pretrained_checkpoints/roberta-{base,large}/{pytorch_model.bin,vocab.json,merges.txt,config.json}
+#                      (Hugging Face's FacebookAI/roberta-{base,large}; only when asked for, see --models)
 #
 #   bash download_pretrained_checkpoints.sh [options]
+#   bash download_pretrained_checkpoints.sh --models nlu          RoBERTa only (it has its own vocabulary)
+#   bash download_pretrained_checkpoints.sh --models all          everything
 #
 # Options:
-#   --models LIST      comma-separated subset of gpt2,gpt2-medium,gpt2-large (default: all three)
-#   --no-vocab         skip the vocabulary
-#   --vocab-only       only the vocabulary
+#   --models LIST      comma-separated subset of gpt2,gpt2-medium,gpt2-large,roberta-base,roberta-large,
+#                      or the groups nlg (the three GPT-2), nlu (the two RoBERTa), all
+#                      (default: nlg, the three GPT-2 checkpoints)
+#   --no-vocab         skip the GPT-2 vocabulary (fetched when a GPT-2 model is, or with --vocab-only)
+#   --vocab-only       only the GPT-2 vocabulary
 #   --vocab-from DIR   copy encoder.json and vocab.bpe from a local folder instead of downloading
-#   --out DIR          checkpoint folder (default NLG/pretrained_checkpoints)
+#   --roberta-from DIR copy the RoBERTa files from a local folder instead of downloading: DIR/<model>/
+#                      (e.g. DIR/roberta-base/pytorch_model.bin), or DIR itself for a single model;
+#                      config.json may be absent there
+#   --out DIR          GPT-2 checkpoint folder (default NLG/pretrained_checkpoints)
 #   --vocab-out DIR    vocabulary folder (default NLG/vocab)
+#   --nlu-out DIR      RoBERTa folder, one subfolder per model (default NLU/pretrained_checkpoints)
 #
 # Downloads resume where they stopped (curl -C - / wget -c on a .part file kept between runs) and are
 # checked against a sha256 before they take their final name. Hashes: pinned below where known;
 # otherwise, for Hugging Face URLs, the sha256 Hugging Face publishes for the file (its X-Linked-Etag
 # header, the git-lfs object id; every mirror's file must then match it); otherwise the first
 # download's hash is recorded in <out>/checksums.sha256 and later downloads must match it.
-# Files already in place are checked too.
-# LORA_CKPT_URL_BASE / LORA_VOCAB_URL_BASE replace the download bases (a folder holding
-# <model>-pytorch_model.bin / encoder.json + vocab.bpe; any curl/wget URL, file:// included).
+# Files already in place are checked too. RoBERTa's hashes are recorded per model, in
+# <nlu-out>/<model>/checksums.sha256. Local copies (--vocab-from, --roberta-from) must match the
+# pinned hash where there is one; otherwise their hash is recorded (or checked) the same way.
+# LORA_CKPT_URL_BASE / LORA_VOCAB_URL_BASE / LORA_ROBERTA_URL_BASE replace the download bases (a folder
+# holding <model>-pytorch_model.bin / encoder.json + vocab.bpe / <model>/<file>; any curl/wget URL,
+# file:// included).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NLG="$ROOT/NLG"
-MODELS="gpt2,gpt2-medium,gpt2-large"
+MODELS="nlg"
 DO_VOCAB=1
 DO_MODELS=1
 VOCAB_FROM=""
+ROBERTA_FROM=""
 OUT="$NLG/pretrained_checkpoints"
 VOCAB_OUT="$NLG/vocab"
+NLU_OUT="$ROOT/NLU/pretrained_checkpoints"
+ROBERTA_FILES="pytorch_model.bin vocab.json merges.txt config.json"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
@@ -40,8 +56,10 @@ while [ $# -gt 0 ]; do
         --no-vocab) DO_VOCAB=0; shift ;;
         --vocab-only) DO_MODELS=0; shift ;;
         --vocab-from) VOCAB_FROM="${2:?--vocab-from needs a folder}"; shift 2 ;;
+        --roberta-from) ROBERTA_FROM="${2:?--roberta-from needs a folder}"; shift 2 ;;
         --out) OUT="${2:?--out needs a folder}"; shift 2 ;;
         --vocab-out) VOCAB_OUT="${2:?--vocab-out needs a folder}"; shift 2 ;;
+        --nlu-out) NLU_OUT="${2:?--nlu-out needs a folder}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "download_pretrained_checkpoints.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -52,9 +70,16 @@ known_sha256() {
     case "$1" in
         # Hugging Face's gpt2 pytorch_model.bin (548,118,077 bytes), the file the LoRA repo's S3 link served
         gpt2-pytorch_model.bin) echo 7c5d3f4b8b76583b422fcb9189ad6c89d5d97a094541ce8932dce3ecabde1421 ;;
-        # OpenAI's GPT-2 vocabulary (the same bytes as Hugging Face's vocab.json / merges.txt)
+        # OpenAI's GPT-2 vocabulary (the same bytes as Hugging Face's vocab.json / merges.txt);
+        # RoBERTa's merges.txt is GPT-2's merge list, byte for byte
         encoder.json) echo 196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783 ;;
-        vocab.bpe) echo 1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5 ;;
+        vocab.bpe|roberta-base/merges.txt) echo 1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5 ;;
+        # FacebookAI/roberta-base: the git-lfs object id of pytorch_model.bin (its cdn-lfs address) and the
+        # hashes of the small files, as several independent projects pin them
+        roberta-base/pytorch_model.bin) echo 278b7a95739c4392fae9b818bb5343dde20be1b89318f37a6d939e1e1b9e461b ;;
+        roberta-base/vocab.json) echo 9e7f63c2d15d666b52e21d250d2e513b87c9b713cfa6987a82ed89e5e6e50655 ;;
+        roberta-base/config.json) echo ef0185e2aae6e06c5f105a285006952c340e20c7dbf43c86ec82601b13fc45e9 ;;
+        # roberta-large: none known here (pytorch_model.bin: Hugging Face's X-Linked-Etag; others recorded)
         *) echo "" ;;
     esac
 }
@@ -65,6 +90,12 @@ model_urls() {  # mirrors for <model>-pytorch_model.bin, best first
     echo "https://huggingface.co/openai-community/$m/resolve/main/pytorch_model.bin"
     echo "https://huggingface.co/$m/resolve/main/pytorch_model.bin"
     echo "https://s3.amazonaws.com/models.huggingface.co/bert/$m-pytorch_model.bin"  # the LoRA repo's link
+}
+
+roberta_urls() {  # roberta_urls MODEL FILE
+    if [ -n "${LORA_ROBERTA_URL_BASE:-}" ]; then echo "$LORA_ROBERTA_URL_BASE/$1/$2"; return; fi
+    echo "https://huggingface.co/FacebookAI/$1/resolve/main/$2"
+    echo "https://huggingface.co/$1/resolve/main/$2"
 }
 
 vocab_urls() {
@@ -120,12 +151,15 @@ OK=()
 FAILED=()
 LAST_ERR=""
 
-# get NAME DEST_DIR URL...: bring DEST_DIR/NAME in place, verified
+# get NAME DEST_DIR URL...: bring DEST_DIR/NAME in place, verified. PIN_PREFIX (e.g. "roberta-base/")
+# names the file for known_sha256 and in messages.
+PIN_PREFIX=""
 get() {
     local name="$1" dir="$2"; shift 2
     local dest="$dir/$name" part="$dir/$name.part" want got url
+    local label="$PIN_PREFIX$name"
     mkdir -p "$dir"
-    want="$(known_sha256 "$name")"
+    want="$(known_sha256 "$label")"
     [ -n "$want" ] || want="$(recorded_sha256 "$dir" "$name")"
     if [ -z "$want" ]; then
         # a hash published by one mirror holds for all of them: the others must not bypass it
@@ -133,17 +167,17 @@ get() {
     fi
     if [ -f "$dest" ]; then
         if [ -z "$want" ]; then
-            echo "$name: present (no sha256 known to check it against)"; OK+=("$dest"); return 0
+            echo "$label: present (no sha256 known to check it against)"; OK+=("$dest"); return 0
         fi
         if [ "$(sha256_of "$dest")" = "$want" ]; then
-            echo "$name: present, sha256 ok"; OK+=("$dest"); return 0
+            echo "$label: present, sha256 ok"; OK+=("$dest"); return 0
         fi
-        echo "$name: present but its sha256 is not $want: downloading it again" >&2
+        echo "$label: present but its sha256 is not $want: downloading it again" >&2
     fi
     LAST_ERR="no source"
     for url in "$@"; do
         local expect="$want"
-        echo "$name: downloading $url"
+        echo "$label: downloading $url"
         if ! fetch "$url" "$part"; then
             # a finished .part makes a resumed request fail (nothing left to fetch): check it below
             if [ ! -s "$part" ] || [ -z "$expect" ] || [ "$(sha256_of "$part")" != "$expect" ]; then
@@ -160,7 +194,7 @@ get() {
         fi
         if [ -z "$expect" ]; then
             echo "$got  $name" >> "$dir/checksums.sha256"
-            echo "  no published sha256 for $name: recorded $got in $dir/checksums.sha256"
+            echo "  no published sha256 for $label: recorded $got in $dir/checksums.sha256"
         else
             echo "  sha256 ok"
         fi
@@ -168,11 +202,62 @@ get() {
         OK+=("$dest")
         return 0
     done
-    FAILED+=("$name: $LAST_ERR")
+    FAILED+=("$label: $LAST_ERR")
     return 1
 }
 
-if [ "$DO_VOCAB" = 1 ]; then
+# copy_local NAME SRC DEST_DIR: a local file into DEST_DIR, checked as a download would be
+copy_local() {
+    local name="$1" src="$2" dir="$3" want got
+    local label="$PIN_PREFIX$name"
+    if [ ! -f "$src" ]; then FAILED+=("$label: not found ($src)"); return 1; fi
+    want="$(known_sha256 "$label")"
+    [ -n "$want" ] || want="$(recorded_sha256 "$dir" "$name")"
+    got="$(sha256_of "$src")"
+    if [ -n "$want" ] && [ "$got" != "$want" ]; then
+        FAILED+=("$label: $src has sha256 $got, expected $want (not the published file); not copied")
+        return 1
+    fi
+    if [ "$name" = vocab.json ] && ! "$PY" -c 'import json,sys
+v=json.load(open(sys.argv[1],encoding="utf-8"))
+sys.exit(0 if isinstance(v,dict) and [v.get(t) for t in ("<s>","<pad>","</s>")]==[0,1,2] else 1)' "$src" 2>/dev/null; then
+        # GPT-2's encoder.json has the same format but other ids: RoBERTa's would then read wrong tokens
+        FAILED+=("$label: $src is not RoBERTa's vocabulary (<s>, <pad>, </s> are not ids 0, 1, 2); not copied")
+        return 1
+    fi
+    mkdir -p "$dir"
+    if [ "$src" -ef "$dir/$name" ]; then :
+    elif ! { cp "$src" "$dir/$name.part" && mv "$dir/$name.part" "$dir/$name"; }; then
+        rm -f "$dir/$name.part"; FAILED+=("$label: could not copy $src to $dir"); return 1
+    fi
+    if [ -z "$want" ]; then
+        echo "$got  $name" >> "$dir/checksums.sha256"
+        echo "$label: copied from $src (no published sha256: recorded $got in $dir/checksums.sha256)"
+    else
+        echo "$label: copied from $src, sha256 ok"
+    fi
+    OK+=("$dir/$name")
+}
+
+# space-separated, in the order asked, each once (plain strings: bash 3.2 on macOS has no namerefs)
+GPT_MODELS=""
+ROBERTA_MODELS=""
+add_gpt() { case " $GPT_MODELS " in *" $1 "*) ;; *) GPT_MODELS="${GPT_MODELS:+$GPT_MODELS }$1" ;; esac; }
+add_roberta() { case " $ROBERTA_MODELS " in *" $1 "*) ;; *) ROBERTA_MODELS="${ROBERTA_MODELS:+$ROBERTA_MODELS }$1" ;; esac; }
+for m in ${MODELS//,/ }; do
+    case "$m" in
+        nlg) for x in gpt2 gpt2-medium gpt2-large; do add_gpt "$x"; done ;;
+        nlu) for x in roberta-base roberta-large; do add_roberta "$x"; done ;;
+        all) for x in gpt2 gpt2-medium gpt2-large; do add_gpt "$x"; done
+             for x in roberta-base roberta-large; do add_roberta "$x"; done ;;
+        gpt2|gpt2-medium|gpt2-large) add_gpt "$m" ;;
+        roberta-base|roberta-large) add_roberta "$m" ;;
+        *) FAILED+=("$m: unknown model (gpt2, gpt2-medium, gpt2-large, roberta-base, roberta-large; nlg, nlu, all)") ;;
+    esac
+done
+
+# RoBERTa brings its own vocabulary: GPT-2's is fetched with GPT-2 models, or alone (--vocab-only)
+if [ "$DO_VOCAB" = 1 ] && { [ "$DO_MODELS" = 0 ] || [ -n "$GPT_MODELS" ]; }; then
     echo "GPT-2 vocabulary -> $VOCAB_OUT"
     for f in encoder.json vocab.bpe; do
         if [ -n "$VOCAB_FROM" ]; then
@@ -193,16 +278,43 @@ if [ "$DO_VOCAB" = 1 ]; then
     done
 fi
 
-if [ "$DO_MODELS" = 1 ]; then
+if [ "$DO_MODELS" = 1 ] && [ -n "$GPT_MODELS" ]; then
     echo "downloading pretrained model checkpoints -> $OUT"
-    for m in ${MODELS//,/ }; do
-        case "$m" in
-            gpt2|gpt2-medium|gpt2-large) ;;
-            *) FAILED+=("$m: unknown model (gpt2, gpt2-medium, gpt2-large)"); continue ;;
-        esac
+    for m in $GPT_MODELS; do
         IFS=$'\n' read -r -d '' -a urls < <(model_urls "$m"; printf '\0')
         get "$m-pytorch_model.bin" "$OUT" "${urls[@]}"
     done
+fi
+
+if [ "$DO_MODELS" = 1 ] && [ -n "$ROBERTA_MODELS" ]; then
+    for m in $ROBERTA_MODELS; do
+        echo "RoBERTa $m -> $NLU_OUT/$m"
+        PIN_PREFIX="$m/"
+        if [ -n "$ROBERTA_FROM" ]; then
+            src="$ROBERTA_FROM/$m"
+            if [ ! -d "$src" ]; then
+                # a folder holding one model's files directly is unambiguous only for one model
+                if [ "$ROBERTA_MODELS" = "$m" ] && [ -f "$ROBERTA_FROM/pytorch_model.bin" ]; then
+                    src="$ROBERTA_FROM"
+                else
+                    FAILED+=("$m: no folder $ROBERTA_FROM/$m (--roberta-from)"); continue
+                fi
+            fi
+            for f in $ROBERTA_FILES; do
+                if [ "$f" = config.json ] && [ ! -f "$src/$f" ]; then
+                    # the NLU code builds the model from --model_card; config.json is for reference
+                    echo "$m/config.json: not in $src (optional, skipped)"; continue
+                fi
+                copy_local "$f" "$src/$f" "$NLU_OUT/$m"
+            done
+        else
+            for f in $ROBERTA_FILES; do
+                IFS=$'\n' read -r -d '' -a urls < <(roberta_urls "$m" "$f"; printf '\0')
+                get "$f" "$NLU_OUT/$m" "${urls[@]}"
+            done
+        fi
+    done
+    PIN_PREFIX=""
 fi
 
 echo

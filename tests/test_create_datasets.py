@@ -2,7 +2,9 @@
 folder, and in download mode against file:// mirrors (so checksum checks, recording and resuming
 really run)."""
 import hashlib
+import json
 import os
+import random
 import shutil
 import subprocess
 
@@ -10,6 +12,7 @@ import pytest
 
 import encoder
 import format_converting_dart
+import glue_data
 import format_converting_e2e
 import format_converting_webnlg
 import gpt2_encode
@@ -29,7 +32,8 @@ ABSENT = ["e2e/train.txt", "e2e/test.txt", "webnlg_challenge_2017/train.json",
 
 def run(repo_root, script, *args, env=None, cwd=None):
     full_env = dict(os.environ)
-    for k in ("LORA_DATA_FROM", "LORA_DATA_OUT", "LORA_DATA_URL_BASE", "LORA_CKPT_URL_BASE", "LORA_VOCAB_URL_BASE"):
+    for k in ("LORA_DATA_FROM", "LORA_DATA_OUT", "LORA_DATA_URL_BASE", "LORA_CKPT_URL_BASE", "LORA_VOCAB_URL_BASE",
+              "LORA_ROBERTA_URL_BASE", "LORA_GLUE_OUT", "LORA_GLUE_URL_BASE"):
         full_env.pop(k, None)
     full_env.update(env or {})
     return subprocess.run([BASH, str(repo_root / script), *map(str, args)], cwd=cwd or repo_root,
@@ -194,3 +198,92 @@ def test_checkpoint_checked_against_hugging_face_published_sha256(repo_root, tmp
         assert r.returncode == 1
         assert f"expected {'0' * 64}" in r.stderr  # every mirror's file was refused
         assert not (ckpt / "gpt2-large-pytorch_model.bin").exists()
+
+
+ROBERTA_FILES = ("pytorch_model.bin", "vocab.json", "merges.txt", "config.json")
+
+
+def _roberta_files(folder, shared_data, seed):
+    """A stand-in for a Hugging Face RoBERTa folder: random weights, a small vocabulary with
+    RoBERTa's special ids, GPT-2's merge list (which RoBERTa's merges.txt is)."""
+    folder.mkdir(parents=True)
+    (folder / "pytorch_model.bin").write_bytes(random.Random(seed).randbytes(5000))
+    (folder / "vocab.json").write_text(json.dumps({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, f"w{seed}": 4}))
+    shutil.copy(shared_data / "vocab" / "vocab.bpe", folder / "merges.txt")
+    (folder / "config.json").write_text(json.dumps({"model_type": "roberta", "seed": seed}))
+
+
+def test_roberta_from_local_folder(repo_root, shared_data, tmp_path):
+    src, out = tmp_path / "src", tmp_path / "nlu"
+    _roberta_files(src / "roberta-base", shared_data, 1)
+    _roberta_files(src / "roberta-large", shared_data, 2)
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "nlu", "--roberta-from", src,
+            "--nlu-out", out)
+    assert r.returncode == 1
+    assert "GPT-2 vocabulary" not in r.stdout  # RoBERTa has its own
+    failed = r.stderr.split("FAILED:")[1]
+    # roberta-base's files are pinned: the stand-ins are refused, GPT-2's merge list is accepted
+    for f, want in (("pytorch_model.bin", "278b7a95"), ("vocab.json", "9e7f63c2"), ("config.json", "ef0185e2")):
+        assert f"roberta-base/{f}: {src / 'roberta-base' / f} has sha256 " in failed and f"expected {want}" in failed
+    assert sorted(p.name for p in (out / "roberta-base").iterdir()) == ["merges.txt"]
+    # roberta-large: none pinned here, so copied and recorded, then enforced
+    large = out / "roberta-large"
+    for f in ROBERTA_FILES:
+        assert (large / f).read_bytes() == (src / "roberta-large" / f).read_bytes()
+    assert (large / "checksums.sha256").read_text() == "".join(
+        f"{sha256(src / 'roberta-large' / f)}  {f}\n" for f in ROBERTA_FILES)
+    tok = glue_data.RobertaTokenizer(str(large))
+    assert (tok.bos_id, tok.pad_id, tok.eos_id) == (0, 1, 2)
+    (src / "roberta-large" / "pytorch_model.bin").write_bytes(b"other weights")
+    (src / "roberta-large" / "config.json").unlink()  # optional
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-large",
+            "--roberta-from", src / "roberta-large", "--nlu-out", out)  # one model: its own folder will do
+    assert r.returncode == 1
+    assert f"expected {sha256(large / 'pytorch_model.bin')}" in r.stderr.split("FAILED:")[1]
+    assert "roberta-large/config.json: not in" in r.stdout and "roberta-large/vocab.json: copied" in r.stdout
+    # GPT-2's encoder.json in RoBERTa's place would give wrong ids: refused
+    other = tmp_path / "other"
+    _roberta_files(other / "roberta-large", shared_data, 3)
+    shutil.copy(shared_data / "vocab" / "encoder.json", other / "roberta-large" / "vocab.json")
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-large", "--roberta-from", other,
+            "--nlu-out", tmp_path / "nlu2")
+    assert r.returncode == 1 and "roberta-large/vocab.json: " in r.stderr and "is not RoBERTa's vocabulary" in r.stderr
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-medium", "--nlu-out", out)
+    assert r.returncode == 1 and "roberta-medium: unknown model" in r.stderr
+
+
+@needs_curl
+def test_roberta_download_checks_resumes_and_reports(repo_root, shared_data, tmp_path):
+    mirror, out = tmp_path / "mirror", tmp_path / "nlu"
+    _roberta_files(mirror / "roberta-base", shared_data, 1)
+    _roberta_files(mirror / "roberta-large", shared_data, 2)
+    (mirror / "roberta-large" / "config.json").unlink()
+    weights = (mirror / "roberta-large" / "pytorch_model.bin").read_bytes()
+    (out / "roberta-large").mkdir(parents=True)
+    (out / "roberta-large" / "pytorch_model.bin.part").write_bytes(weights[:1200])  # an interrupted download
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-base,roberta-large",
+            "--nlu-out", out, env={"LORA_ROBERTA_URL_BASE": mirror.as_uri()})
+    assert r.returncode == 1
+    failed = r.stderr.split("FAILED:")[1]
+    assert "roberta-base/pytorch_model.bin: sha256 mismatch" in failed and "expected 278b7a95" in failed
+    assert "roberta-large/config.json: download failed" in failed
+    assert "merges.txt" not in failed and "roberta-large/pytorch_model.bin" not in failed
+    assert (out / "roberta-base" / "merges.txt").read_bytes() == (shared_data / "vocab" / "vocab.bpe").read_bytes()
+    assert (out / "roberta-large" / "pytorch_model.bin").read_bytes() == weights  # resumed to the full file
+    assert (out / "roberta-large" / "checksums.sha256").read_text() == "".join(
+        f"{sha256(mirror / 'roberta-large' / f)}  {f}\n" for f in ("pytorch_model.bin", "vocab.json", "merges.txt"))
+    assert not (out / "roberta-base" / "checksums.sha256").exists()  # pinned files are not recorded
+
+
+def test_roberta_checked_against_hugging_face_published_sha256(repo_root, tmp_path):
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(10_000))
+    _fake_curl(tmp_path / "bin", blob, sha256(blob))
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "nlu"
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-large", "--nlu-out", out, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "huggingface.co/FacebookAI/roberta-large/resolve/main/pytorch_model.bin" in r.stdout
+    for f in ROBERTA_FILES:  # the stub serves the blob for every file and publishes its hash
+        assert (out / "roberta-large" / f).read_bytes() == blob.read_bytes()
+    assert not (out / "roberta-large" / "checksums.sha256").exists()
