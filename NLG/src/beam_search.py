@@ -159,8 +159,9 @@ def reorder_positions_(past, src: torch.Tensor, start: int, stop: int) -> None:
 
 
 def step_logits(model, tokens: torch.Tensor, past, len_past: torch.Tensor):
-    logits, past = model(tokens, past=past, len_past=len_past)[:2]
-    return logits[:, -1], past
+    """Logits (rows, vocab) for one new token per row; the model writes its keys / values into
+    `past` (views of the batch's buffers) in place at len_past."""
+    return model(tokens, past=past, len_past=len_past)[0][:, -1]
 
 
 def _score_dtype(logits):
@@ -250,7 +251,10 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
                 beam_scores, active = beam_scores[keep], active[keep]
                 active_len = [active_len[j] for j in keep.tolist()]
         n = active.numel()
-        logits, past = step_logits(model, history[:, -1:], past, row_len + (i - 1))
+        # Only positions a row can reach yet: attention reads the cache up to `used`, not to its end.
+        used = max(active_len) + i
+        logits = step_logits(model, history[:, -1:], [layer[:, :, :, :used] for layer in past],
+                             row_len + (i - 1))
         logits = _score_dtype(logits)
         process_scores_(logits, history, i, s, eos)
         logp = torch.log(torch.softmax(logits, dim=-1))
