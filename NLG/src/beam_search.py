@@ -18,10 +18,11 @@ The results are those of the beam search in Microsoft's LoRA `gpt2_beam.py`, ste
 
 What is done differently, for speed only: many contexts per batch (right-padded to the
 longest), one prefill per context then expanded to beams, a fixed-size KV cache written in place
-whose generated positions are reordered by index, repetition penalty / n-gram ban / candidates as tensor ops, and an
-example leaves the batch once no hypothesis can still beat its best candidate (scores only
-fall, so sum / len^lp is bounded by the best running sum over the largest len^lp still
-reachable): the result is the same as running all steps.
+(attention reads only the positions reached so far; a reorder moves only the generated ones),
+repetition penalty / n-gram ban / candidates as tensor ops, and an example leaves the batch once
+no hypothesis can still beat its best candidate (scores only fall, so sum / len^lp is bounded by
+the best running sum over the largest len^lp still reachable): the result is the same as
+running all steps.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
