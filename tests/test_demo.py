@@ -64,7 +64,6 @@ def test_small_demo_end_to_end_then_reuse(tmp_path):
         info = json.loads((out / "runs" / key / "run_info.json").read_text())
         assert rows[label][1] == f"{info['trainable_params']:,}"
         assert (out / "runs" / key / "scores.json").is_file()
-        assert any((out / "runs" / key / "tensorboard").iterdir())
         if key != "ft":  # an adapter is a small fraction of the model it adapts
             assert 0 < info["trainable_params"] < info["total_params"] / 10
             assert (out / "runs" / key / "adapter.pt").stat().st_size < Path(info["final_checkpoint"]).stat().st_size

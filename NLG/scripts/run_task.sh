@@ -200,7 +200,9 @@ else
 fi
 
 # 3. Decode and 4. score. WebNLG is scored on the seen / unseen categories and on all of them.
-if [ "$TASK" = e2e ]; then
+if [ "$FORCE" != 1 ] && [ "$WORK_DIR/scores.json" -nt "$WORK_DIR/$predict" ]; then
+  say "decode + score: reusing $WORK_DIR/scores.json (newer than $predict)"
+elif [ "$TASK" = e2e ]; then
   say "decode + score"
   "$PYTHON" src/gpt2_decode.py \
     --vocab "$VOCAB" \
