@@ -88,3 +88,6 @@ def test_small_demo_end_to_end_then_reuse(tmp_path):
         log = (out / "logs" / f"{key}.log").read_text()
         assert "train: reusing" in log and "beam: reusing" in log
     assert (out / "results.md").read_text() == first_table
+    # a folder built with other settings is refused rather than mixed into
+    other = demo(out, "--seed", "1")
+    assert other.returncode != 0 and "other settings" in other.stderr and "--force" in other.stderr

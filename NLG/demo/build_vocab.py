@@ -79,11 +79,16 @@ def write_vocab(out_dir, merges):
         if a + b not in encoder:  # two merge paths can spell the same token; keep one id
             encoder[a + b] = len(encoder)
     encoder[EOT] = len(encoder)
-    with open(os.path.join(out_dir, "encoder.json"), "w", encoding="utf-8") as f:
+    # Written under temporary names and renamed, vocab.bpe last: a present vocab.bpe means a
+    # complete vocabulary (the demo reuses it on the next run).
+    enc_path, bpe_path = os.path.join(out_dir, "encoder.json"), os.path.join(out_dir, "vocab.bpe")
+    with open(enc_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(encoder, f, ensure_ascii=False)
-    with open(os.path.join(out_dir, "vocab.bpe"), "w", encoding="utf-8") as f:
+    with open(bpe_path + ".tmp", "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n")
         f.writelines(f"{a} {b}\n" for a, b in merges)
+    os.replace(enc_path + ".tmp", enc_path)
+    os.replace(bpe_path + ".tmp", bpe_path)
     return encoder
 
 
