@@ -16,8 +16,9 @@ is an error. The adapter is merged into the weights before decoding.
 The search gives the reference's results (see beam_search.py), computed faster: each distinct
 context is decoded once, many contexts per batch (sorted by length, padded per batch instead of to
 --seq_len), one prefill per context. --seq_len only bounds the context: its last
-seq_len - eval_len tokens are kept. --batch_size is the least number of distinct contexts per
-batch; --decode_batch sets it outright. With N processes (torchrun / torch.distributed.launch)
+seq_len - eval_len tokens are kept. A batch holds about 160 hypotheses on CPU, 1024 on GPU
+(distinct contexts x beam, at least --batch_size contexts), fewer where long contexts would
+overrun the KV-cache budget; --decode_batch sets the number of contexts outright. With N processes (torchrun / torch.distributed.launch)
 the distinct contexts are split across ranks and rank 0 writes the file.
 """
 import argparse
@@ -235,7 +236,10 @@ def run(args, method, s):
         print(f"method: {method.method}; loaded {info}; merged {merged} adapted layer(s)")
         print(f"end ids: {s.eos_within(model.config.vocab_size)}")
     t0 = time.time()
-    preds = decode(model, contexts, s, args, rank, args.world_size if args.distributed else 1)
+    try:
+        preds = decode(model, contexts, s, args, rank, args.world_size if args.distributed else 1)
+    except ValueError as e:  # settings the model cannot serve (e.g. a beam wider than the vocabulary)
+        raise SystemExit(f"gpt2_beam: {e}")
     if rank == 0:
         path = os.path.join(args.work_dir, args.output_file)
         write_predictions(path, preds)
