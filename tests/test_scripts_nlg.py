@@ -21,6 +21,7 @@ SMOKE = {  # a few steps of a toy model: overrides of the papers' settings the s
     "MAX_STEP": "3", "WARMUP_STEP": "1", "TRAIN_BATCH_SIZE": "4", "VALID_BATCH_SIZE": "4", "SEQ_LEN": "128",
     "BEAM": "2", "EVAL_LEN": "8", "BEAM_BATCH_SIZE": "16", "SAVE_INTERVAL": "3",
     "EXTRA_FT_ARGS": "--no_progress --eval_interval 1000 --log_interval 1",
+    "OMP_NUM_THREADS": "1",  # toy matrices: threads only wait on each other, worse on a shared CPU
 }
 
 

@@ -16,7 +16,8 @@
 # Environment: DEMO_OUT (output folder, default NLG/demo_out/<size>), DEMO_SIZE (full = the
 # documented demo, small = the test-suite configuration), DEMO_JOBS (runs in parallel, default:
 # one per CPU core, at most 2), DEMO_VOCAB_DIR, DEMO_SEED, PYTHON. Every finished stage leaves its
-# output behind and is reused on the next run (the log says so); --force starts over.
+# output behind and is reused on the next run with the same settings (the log says so); --force
+# starts over.
 set -euo pipefail
 
 # The whole script is one function, read completely before it runs: editing this file while a
@@ -25,7 +26,6 @@ main() {
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nlg=$(cd "$here/.." && pwd)
-root=$(cd "$nlg/.." && pwd)
 
 die() { echo "demo.sh: error: $*" >&2; exit 1; }
 log() { printf '[demo %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
@@ -76,7 +76,7 @@ case "$SIZE" in
   full)  # the documented demo: < 10 min on 2 CPU cores
     N_TRAIN=600 N_VALID=40 N_TEST=60 TRAIN_REFS=3 TEST_REFS=5 N_PRETRAIN=4000 VOCAB_SIZE=1024
     N_LAYER=3 N_EMBD=96 N_HEAD=4 N_POS=128 SEQ=96
-    PRE_STEPS=400 PRE_BATCH=32 PRE_LR=0.003 FT_STEPS=300 FT_BATCH=16 WARMUP=30
+    PRE_STEPS=300 PRE_BATCH=32 PRE_LR=0.003 FT_STEPS=600 FT_BATCH=16 WARMUP=60
     BEAM=5 EVAL_LEN=48 NOLA_BASIS=256 TB_ARGS="" ;;
   small)  # the test-suite configuration: same stages, everything tiny
     N_TRAIN=80 N_VALID=8 N_TEST=10 TRAIN_REFS=2 TEST_REFS=3 N_PRETRAIN=400 VOCAB_SIZE=400
@@ -91,8 +91,18 @@ if [ -z "$JOBS" ]; then
   cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
   JOBS=$(( cores >= 2 ? 2 : 1 ))
 fi
+# One thread per process: these matrices are too small for intra-op threads to pay, and threads
+# that wait on each other lose much more when other work shares the cores; the cores go to
+# parallel runs instead.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 [ "$FORCE" = 1 ] && [ -d "$OUT" ] && { log "--force: removing $OUT"; rm -rf "$OUT"; }
+# Reuse is only sound for the same settings: a folder built with others is refused, not mixed.
+config="size=$SIZE seed=$SEED vocab=${DEMO_VOCAB_DIR:-built}"
+if [ -f "$OUT/demo_config.txt" ] && [ "$(cat "$OUT/demo_config.txt")" != "$config" ]; then
+  die "$OUT holds a demo built with other settings ($(cat "$OUT/demo_config.txt")); use --force to rebuild it, or --out DIR"
+fi
 mkdir -p "$OUT/logs"
+echo "$config" > "$OUT/demo_config.txt"
 cd "$nlg"
 t_start=$SECONDS
 log "size=$SIZE out=$OUT jobs=$JOBS python=$PY ($pyver)"
@@ -205,7 +215,6 @@ declare -A DEMO_ENV=([qnola]="NOLA_C=1.0")
 run_method() {
   local m=$1 work=$OUT/runs/$1 t0=$SECONDS
   mkdir -p "$work"
-  if (( JOBS > 1 )); then export OMP_NUM_THREADS=1; fi  # one core per parallel run
   if run_watched "${LABEL[$m]}" "$work" "$FT_STEPS" "$OUT/logs/$m.log" env ${DEMO_ENV[$m]:-} LR=${DEMO_LR[$m]} WARMUP_STEP=$WARMUP MAX_EPOCH=1000 MAX_STEP=$FT_STEPS TRAIN_BATCH_SIZE=$FT_BATCH \
      VALID_BATCH_SIZE=$FT_BATCH SEQ_LEN=$SEQ SAVE_INTERVAL=$FT_STEPS BEAM=$BEAM EVAL_LEN=$EVAL_LEN \
      BEAM_BATCH_SIZE=16 NOLA_NUM_BASIS=$NOLA_BASIS EOS_TOKEN_ID=$EOT PYTHON=$PY \
@@ -266,7 +275,7 @@ echo
   --title "Demo ($SIZE): tiny GPT-2 ($N_LAYER x $N_EMBD, vocab $V) on $N_TEST test MRs, $FT_STEPS fine-tuning steps"
 echo
 log "table: $OUT/results.md"
-log "TensorBoard: tensorboard --logdir $OUT/runs"
+[ -n "$TB_ARGS" ] || log "TensorBoard: tensorboard --logdir $OUT/runs"
 log "total wall time: $((SECONDS - t_start)) s"
 }
 
