@@ -15,9 +15,9 @@
 #
 # Environment: DEMO_OUT (output folder, default NLG/demo_out/<size>), DEMO_SIZE (full = the
 # documented demo, small = the test-suite configuration), DEMO_JOBS (runs in parallel, default:
-# one per CPU core, at most 2), DEMO_VOCAB_DIR, DEMO_SEED, PYTHON. Every finished stage leaves its
-# output behind and is reused on the next run with the same settings (the log says so); --force
-# starts over.
+# one per CPU core, at most 2), DEMO_LAUNCHER (python or torchrun for the task scripts' steps),
+# DEMO_VOCAB_DIR, DEMO_SEED, PYTHON. Every finished stage leaves its output behind and is reused
+# on the next run with the same settings (the log says so); --force starts over.
 set -euo pipefail
 
 # The whole script is one function, read completely before it runs: editing this file while a
@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
@@ -220,7 +220,7 @@ run_method() {
      BEAM_BATCH_SIZE=16 NOLA_NUM_BASIS=$NOLA_BASIS EOS_TOKEN_ID=$EOT PYTHON=$PY \
      EXTRA_FT_ARGS="--log_interval $((FT_STEPS / 30 + 1)) --eval_interval $FT_STEPS --no_progress $TB_ARGS" \
      bash "$here/e2e_$m.sh" --data_dir "$DATA" --vocab "$VOCAB" --model_card "$CARD" \
-       --init_checkpoint "$BASE" --work_dir "$work" --launcher python --num_gpus 1 --seed "$SEED"; then
+       --init_checkpoint "$BASE" --work_dir "$work" --launcher "${DEMO_LAUNCHER:-python}" --num_gpus 1 --seed "$SEED"; then
     log "${LABEL[$m]}: finished in $((SECONDS - t0)) s ($(grep -c 'reusing' "$OUT/logs/$m.log" || true) step(s) reused)"
   else
     log "${LABEL[$m]}: FAILED; last lines of $OUT/logs/$m.log:"
