@@ -9,17 +9,19 @@
 #
 # --init_checkpoint random trains from a random backbone (gpt2_ft.py --random_init; smoke tests).
 # Every option also reads from the environment (num_gpus / NUM_GPUS, SEED, MODEL_CARD, ...), and
-# every hyperparameter the calling script sets can be overridden there too (LR=1e-4 bash ...).
+# every hyperparameter the calling script sets can be overridden there too (LR=1e-4 bash ...);
+# EXTRA_FT_ARGS / EXTRA_BEAM_ARGS append flags to gpt2_ft.py / gpt2_beam.py, BEAM_BATCH_SIZE sets
+# the beam search's --batch_size (the reference's 1 by default), EOS_TOKEN_ID its extra end id.
 # Run from the repository root or from NLG/. A step whose output exists is reused (the log says
 # so); --force (or FORCE=1) redoes them all.
 set -euo pipefail
 
+# One function, read completely before it runs: editing this file cannot change a running job.
+main() {
+
 die() { echo "run_task.sh: error: $*" >&2; exit 2; }
 say() { echo "== [${TASK:-?}/${METHOD_NAME:-?}] $*"; }
 
-: "${TASK:?run_task.sh is called by a <task>_<method>.sh script that sets TASK}"
-: "${METHOD_NAME:?set by the calling script}"
-: "${METHOD_ARGS:=}"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nlg=$(cd "$here/.." && pwd)
@@ -48,10 +50,14 @@ while [ $# -gt 0 ]; do
     --max_step) MAX_STEP=$2; shift 2 ;;
     --launcher) LAUNCHER=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
+
+: "${TASK:?run_task.sh is called by a <task>_<method>.sh script that sets TASK}"
+: "${METHOD_NAME:?set by the calling script}"
+: "${METHOD_ARGS:=}"
 
 if [ -z "$NUM_GPUS" ]; then
   NUM_GPUS=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
@@ -235,3 +241,6 @@ else
   cp "$WORK_DIR/eval_all/scores.json" "$WORK_DIR/scores.json"
 fi
 say "done: scores in $WORK_DIR/scores.json"
+}
+
+main "$@"
