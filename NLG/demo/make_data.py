@@ -129,10 +129,10 @@ def article(word):
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def noun_phrase(mr, rng, with_price=True):
+def noun_phrase(mr, rng):
     """'a cheap Italian pub' style phrase from eatType, food and priceRange."""
     words = []
-    adj = price_adj(mr["priceRange"], rng) if with_price and "priceRange" in mr else None
+    adj = price_adj(mr["priceRange"], rng) if "priceRange" in mr else None
     if adj:
         words.append(adj)
     if "food" in mr:
