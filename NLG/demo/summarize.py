@@ -90,13 +90,6 @@ def adapter_file_bytes(ckpt, method, run_dir):
     return os.path.getsize(path)
 
 
-def first(d, *keys):
-    for k in keys:
-        if isinstance(d, dict) and d.get(k) is not None:
-            return d[k]
-    return None
-
-
 def collect(label, run_dir):
     row = {"label": label, "dir": run_dir}
     row["scores"] = load_json(os.path.join(run_dir, "scores.json"), f"scores of row {label!r}")
@@ -104,12 +97,13 @@ def collect(label, run_dir):
     info = load_json(info_path, "run_info.json") if os.path.isfile(info_path) else None
     row["info"] = info
     if info is not None:
-        row["trainable"] = first(info, "trainable_params", "trainable")
-        row["total"] = first(info, "total_params", "total")
-        row["train_time"] = first(info, "train_time_s", "train_time", "elapsed_s")
-        ckpt = first(info, "adapter_checkpoint", "final_checkpoint", "checkpoint")
-        if ckpt is not None and not os.path.isabs(ckpt):
-            ckpt = ckpt if os.path.isfile(ckpt) else os.path.join(run_dir, ckpt)
+        try:
+            row["trainable"], row["train_time"] = info["trainable_params"], info["train_time_s"]
+            ckpt = info["final_checkpoint"]
+        except KeyError as e:
+            sys.exit(f"summarize.py: {info_path}: no {e.args[0]!r} (not written by gpt2_ft.py?)")
+        if ckpt and not os.path.isabs(ckpt) and not os.path.isfile(ckpt):
+            ckpt = os.path.join(run_dir, ckpt)
         if not ckpt or not os.path.isfile(ckpt):
             sys.exit(f"summarize.py: final checkpoint of row {label!r} not found: {ckpt} (from {info_path})")
         row["ckpt_bytes"] = adapter_file_bytes(ckpt, info.get("method"), run_dir)
@@ -129,8 +123,8 @@ def human_bytes(n):
 def fmt_metric(v, label):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    # BLEU/METEOR/ROUGE-L in [0, 1] from some scorers; the table shows them as percentages.
-    if label in ("BLEU", "METEOR", "ROUGE-L") and v <= 1.0:
+    # The E2E scorers give BLEU, METEOR and ROUGE-L as fractions; papers print them x 100.
+    if label in ("BLEU", "METEOR", "ROUGE-L"):
         v *= 100.0
     return f"{v:.2f}" if label not in ("NIST", "CIDEr") else f"{v:.3f}"
 
@@ -145,7 +139,7 @@ def table(rows):
             cells = [r["label"], "0", "-", "-"]
         else:
             tr = r.get("trainable")
-            cells = [r["label"], f"{tr:,}" if isinstance(tr, int) else str(tr),
+            cells = [r["label"], f"{tr:,}",
                      human_bytes(r.get("ckpt_bytes")),
                      f"{r['train_time']:.1f} s" if isinstance(r.get("train_time"), (int, float)) else "-"]
         cells += [fmt_metric(find_metric(r["scores"], keys), lab) for lab, keys in present]
