@@ -44,22 +44,20 @@ def build(spec, d, device):
     return layer.to(device)
 
 
-def time_step(layer, x, reps, device):
-    times = []
-    for i in range(reps + 2):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        y = layer(x)
-        y.backward(torch.ones_like(y))
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:                      # two warm-up steps (NOLA bases get cached there)
-            times.append(time.perf_counter() - t0)
-        x.grad = None
-        for p in layer.parameters():
-            p.grad = None
-    return statistics.median(times)
+def step(layer, x, device):
+    """One forward+backward; returns its wall time in seconds."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    y = layer(x)
+    y.backward(torch.ones_like(y))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    x.grad = None
+    for p in layer.parameters():
+        p.grad = None
+    return dt
 
 
 def main():
@@ -73,9 +71,15 @@ def main():
     x = torch.randn(args.tokens, args.d, device=args.device, requires_grad=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"x = {args.tokens} x {args.d}, fused 1024->3072 with q,v adapted")
-    results = {}
-    for name, spec in METHODS:
-        results[name] = time_step(build(spec, args.d, args.device), x, args.reps, args.device)
+    layers = {name: build(spec, args.d, args.device) for name, spec in METHODS}
+    for layer in layers.values():          # warm-up (NOLA bases get cached here)
+        step(layer, x, args.device)
+    # Methods take turns within each repetition, so a machine whose load drifts slows them alike.
+    times = {name: [] for name in layers}
+    for _ in range(args.reps):
+        for name, layer in layers.items():
+            times[name].append(step(layer, x, args.device))
+    results = {name: statistics.median(t) for name, t in times.items()}
     floor, lora_t = results["frozen layer"], results["LoRA r=4"]
     print(f"{'method':<22}{'ms/step':>10}{'x frozen':>10}{'x LoRA':>9}")
     for name, t in results.items():

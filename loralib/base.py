@@ -191,12 +191,13 @@ class LowRankAdapter(AdaptedLinear):
         A, B = self.factors(w)
         x2 = x.reshape(-1, x.shape[-1])
         # The scale goes on the rank-sized activation, the cheapest place for it. The update is
-        # then one thin matmul over all output columns, and the frozen product accumulates onto
-        # it in the same GEMM (addmm): no dense delta-W, and no in-place writes into column
-        # slices, whose backward would copy the full-size gradient once per slice.
+        # one thin GEMM over all output columns accumulated in place onto the frozen product
+        # (addmm_): no dense delta-W, no second full-size tensor, and no in-place writes into
+        # column slices, whose backward would copy the full-size gradient once per slice.
+        # In place is safe: the frozen product is not saved for backward.
         after_a = F.linear(self.lora_dropout(x2), A) * self.scaling
-        update = F.linear(after_a, self.full_b(B, A.shape[0]), self.bias)
-        out = torch.addmm(update, x2, w.t())
+        out = F.linear(x2, w, self.bias)
+        out.addmm_(after_a, self.full_b(B, A.shape[0]).t())
         return out.view(*x.shape[:-1], self.out_features)
 
     def merged_weight(self, w: torch.Tensor) -> torch.Tensor:
