@@ -7,7 +7,8 @@
 #    text of the same domain for pretraining;
 # 2. builds a small byte-level BPE vocabulary in GPT-2's file format (NLG/demo/build_vocab.py),
 #    or uses DEMO_VOCAB_DIR (e.g. NLG/vocab, GPT-2's own) when set;
-# 3. pretrains a tiny GPT-2 with the project's own trainer (gpt2_ft.py, full fine-tuning);
+# 3. pretrains a tiny GPT-2 with the project's own trainer (gpt2_ft.py, full fine-tuning) and
+#    saves it in the published GPT-2 layout (gpt2_ft.py --export_published);
 # 4. fine-tunes it with every method through the task scripts a real run uses
 #    (scripts/e2e_<method>.sh: gpt2_ft -> gpt2_beam -> gpt2_decode -> eval/score.py), and decodes
 #    the un-adapted base model as a baseline;
@@ -68,7 +69,7 @@ if [ -n "$missing" ]; then
 fi
 "$PY" -c 'import torch' 2>/dev/null || die "'import torch' fails for $PY: reinstall PyTorch (pip install -r requirement.txt)"
 for f in src/gpt2_ft.py src/gpt2_beam.py src/gpt2_decode.py src/gpt2_encode.py src/format_converting_e2e.py \
-         eval/score.py demo/make_data.py demo/build_vocab.py demo/export_base.py demo/summarize.py; do
+         eval/score.py demo/make_data.py demo/build_vocab.py demo/summarize.py; do
   [ -f "$nlg/$f" ] || die "NLG/$f is missing: this checkout is incomplete"
 done
 
@@ -193,9 +194,8 @@ pretrain() {
     --scheduler linear --warmup_step $((PRE_STEPS / 10)) --max_epoch 1000 --max_step "$PRE_STEPS" \
     --save_interval "$PRE_STEPS" --eval_interval "$PRE_STEPS" --log_interval $((PRE_STEPS / 20 + 1)) \
     --label_smooth 0.0 --work_dir "$BASE_DIR" --random_seed "$SEED" --no_progress $TB_ARGS \
+    --export_published "$BASE_DIR/pytorch_model.bin" \
     || { tail -n 30 "$OUT/logs/pretrain.log" >&2; die "pretraining failed (log: $OUT/logs/pretrain.log)"; }
-  # The published layout (what download_pretrained_checkpoints.sh gives for real GPT-2).
-  "$PY" "$nlg/demo/export_base.py" "$BASE_DIR/model.$PRE_STEPS.pt" "$BASE_DIR/pytorch_model.bin"
 }
 stage "pretrain the tiny GPT-2 base ($N_LAYER layers, n_embd $N_EMBD, vocab $V, $PRE_STEPS steps)" \
   "$BASE_DIR/pytorch_model.bin" pretrain
