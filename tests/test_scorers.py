@@ -143,3 +143,20 @@ def test_bleu_formulas_on_a_tiny_corpus():
     assert got == pytest.approx(100 * math.exp(1 - 6 / 5) * math.exp(sum(logs) / 4))
     got = multi_bleu_detok([["a b c d"]], ["a b c d"])
     assert got == pytest.approx(100.0)
+
+
+def test_score_step_no_meteor_uses_builtin_and_skips_meteor(tmp_path, shared_fixtures, capsys):
+    """--no-meteor: no Java start-up; METEOR reported as skipped, the other scores as usual."""
+    import json as _json
+    import score as score_step
+    d = shared_fixtures / "metrics" / "e2e_valid"
+    out = tmp_path / "s.json"
+    assert score_step.main(["--task", "e2e", "--ref", str(d / "refs.txt"), "--hyp", str(d / "hyps.txt"),
+                            "--no-meteor", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "scorer: built-in" in printed and "METEOR: unavailable (--no-meteor given)" in printed
+    got = _json.loads(out.read_text())
+    official = _json.loads((d / "official_scores.json").read_text())
+    assert got["METEOR"] is None and got["scorer"] == "builtin"
+    for k in ("BLEU", "NIST", "ROUGE_L", "CIDEr"):
+        assert abs(got[k] - official[k]) < 1e-4

@@ -95,9 +95,16 @@ def main(argv=None):
     ap.add_argument("--nr", type=int, default=None, help="WebNLG/DART: number of references")
     ap.add_argument("--json", default=None, help="also write the scores to this JSON file")
     ap.add_argument("--official", choices=["auto", "yes", "no"], default="auto")
+    ap.add_argument("--no-meteor", action="store_true",
+                    help="skip METEOR (no Java start-up); implies the built-in scorers, since the "
+                         "official ones always run it")
     args = ap.parse_args(argv)
     if args.task != "e2e" and args.nr is None:
         ap.error(f"--task {args.task} needs --nr")
+    if args.no_meteor:
+        if args.official == "yes":
+            ap.error("--no-meteor needs the built-in scorers; the official ones always run METEOR")
+        args.official = "no"
 
     official = E2E_OFFICIAL if args.task == "e2e" else GEN_OFFICIAL
     scores = notes = None
@@ -137,11 +144,17 @@ def main(argv=None):
         print(f"scorer: official ({official})")
     else:
         if args.task == "e2e":
-            scores, notes = score_e2e(refs, hyps)
+            scores, notes = score_e2e(refs, hyps, meteor=not args.no_meteor)
             where = HERE / "score_e2e.py"
         else:
             try:
-                scores, notes = score_gen(refs, hyps, args.nr)
+                if args.no_meteor:
+                    scores, notes = score_gen(refs, hyps, args.nr, metrics=["bleu", "ter", "chrf++"])
+                    scores = {"BLEU": scores["BLEU"], "METEOR": None, "TER": scores["TER"],
+                              "chrF++": scores["chrF++"]}
+                    notes["METEOR"] = "--no-meteor given"
+                else:
+                    scores, notes = score_gen(refs, hyps, args.nr)
             except ValueError as e:
                 print(f"error: {args.hyp}: {e}", file=sys.stderr)
                 return 2

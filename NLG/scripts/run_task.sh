@@ -217,7 +217,7 @@ elif [ "$TASK" = e2e ]; then
     --output_ref_file "$WORK_DIR/e2e_ref.txt" \
     --output_pred_file "$WORK_DIR/e2e_pred.txt"
   "$PYTHON" eval/score.py --task e2e --ref "$WORK_DIR/e2e_ref.txt" --hyp "$WORK_DIR/e2e_pred.txt" \
-    --json "$WORK_DIR/scores.json"
+    --json "$WORK_DIR/scores.json" ${NO_METEOR:+--no-meteor}
 else
   if [ "$TASK" = webnlg ]; then splits="all seen unseen"; else splits="all"; fi
   for split in $splits; do
@@ -236,7 +236,7 @@ else
       --filter "$split"
     if [ ! -s "$out/hypothesis" ]; then say "no $split examples in this test set: not scored"; continue; fi
     "$PYTHON" eval/score.py --task "$TASK" --ref "$out/references/reference" --hyp "$out/hypothesis" \
-      --nr "${REF_NUM:-6}" --json "$out/scores.json"
+      --nr "${REF_NUM:-6}" --json "$out/scores.json" ${NO_METEOR:+--no-meteor}
   done
   cp "$WORK_DIR/eval_all/scores.json" "$WORK_DIR/scores.json"
 fi
