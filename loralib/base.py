@@ -20,7 +20,13 @@ import torch.nn.functional as F
 
 
 class LoRALayer:
-    """Microsoft's mixin: hyper-parameters, dropout and merge state of an adapted layer."""
+    """Microsoft's mixin: hyper-parameters, dropout and merge state of an adapted layer.
+
+    It also carries merging for every layer, which folds its adapter into one frozen weight:
+    a layer names that weight (`_merge_target`), says whether it has an adapter to fold
+    (`_mergeable`) and computes the adapted value in the weight's own layout (`_merged_value`).
+    It comes first among a layer's bases so that its `train` wraps nn.Module's.
+    """
 
     def __init__(self, r: int, lora_alpha: float, lora_dropout: float, merge_weights: bool):
         self.r = r
@@ -29,6 +35,42 @@ class LoRALayer:
         self.lora_dropout = nn.Dropout(p=lora_dropout) if lora_dropout > 0.0 else nn.Identity()
         self.merged = False
         self.merge_weights = merge_weights
+        # Non-persistent: the frozen weight saved by merge(); moves with .to() and never
+        # reaches a state dict.
+        self.register_buffer("_merge_backup", None, persistent=False)
+
+    def _merge_target(self) -> nn.Parameter:
+        return self.weight
+
+    def _mergeable(self) -> bool:
+        return self.r > 0
+
+    def _merged_value(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged or not self._mergeable():
+            return
+        target = self._merge_target()
+        new = self._merged_value().to(target.dtype)
+        self._merge_backup = target.data.clone()
+        target.data.copy_(new)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        self._merge_target().data.copy_(self._merge_backup)
+        self._merge_backup = None
+        self.merged = False
+
+    def train(self, mode: bool = True):
+        nn.Module.train(self, mode)
+        if self.merge_weights:
+            self.unmerge() if mode else self.merge()
+        return self
 
 
 def check_rank(r, what: str = "rank") -> int:
@@ -47,7 +89,7 @@ def check_enable(enable: Optional[Sequence[bool]], out_features: int) -> List[bo
     return enable
 
 
-class AdaptedLinear(nn.Linear, LoRALayer):
+class AdaptedLinear(LoRALayer, nn.Linear):
     """A frozen projection plus an optional adapter on some of its output slices.
 
     Subclasses register their parameters in `build_adapter()` and initialize them in
@@ -70,9 +112,6 @@ class AdaptedLinear(nn.Linear, LoRALayer):
         self.enabled_slices = [i for i, e in enumerate(self.enable_lora) if e]
         self.has_adapter = r > 0 and len(self.enabled_slices) > 0
         self.scaling = self.lora_alpha / r if r > 0 else 0.0
-        # Non-persistent: the frozen weight saved by merge(); moves with .to() and never
-        # reaches a state dict.
-        self.register_buffer("_merge_backup", None, persistent=False)
         if self.has_adapter:
             self.weight.requires_grad = False
             self.build_adapter()
@@ -125,28 +164,12 @@ class AdaptedLinear(nn.Linear, LoRALayer):
             return F.linear(x, w, self.bias)
         return self.adapted_forward(x, w)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        if self.merged or not self.has_adapter:
-            return
-        new = self.merged_weight(self.frozen_weight()).to(self.weight.dtype)
-        self._merge_backup = self.weight.data.clone()
-        self.weight.data.copy_(new.transpose(0, 1) if self.fan_in_fan_out else new)
-        self.merged = True
+    def _mergeable(self) -> bool:
+        return self.has_adapter
 
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if not self.merged:
-            return
-        self.weight.data.copy_(self._merge_backup)
-        self._merge_backup = None
-        self.merged = False
-
-    def train(self, mode: bool = True):
-        nn.Linear.train(self, mode)
-        if self.merge_weights:
-            self.unmerge() if mode else self.merge()
-        return self
+    def _merged_value(self) -> torch.Tensor:
+        new = self.merged_weight(self.frozen_weight())
+        return new.transpose(0, 1) if self.fan_in_fan_out else new
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

@@ -52,7 +52,7 @@ class Linear(MergedLinear):
                          fan_in_fan_out=fan_in_fan_out, merge_weights=merge_weights, **kwargs)
 
 
-class Embedding(nn.Embedding, LoRALayer):
+class Embedding(LoRALayer, nn.Embedding):
     """LoRA on an embedding: lora_A (r, num_embeddings) zeros, lora_B (dim, r) normal."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, r: int = 0,
@@ -61,7 +61,6 @@ class Embedding(nn.Embedding, LoRALayer):
         nn.Embedding.__init__(self, num_embeddings, embedding_dim, **kwargs)
         LoRALayer.__init__(self, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,
                            merge_weights=merge_weights)
-        self.register_buffer("_merge_backup", None, persistent=False)
         if r > 0:
             self.lora_A = nn.Parameter(self.weight.new_zeros((r, num_embeddings)))
             self.lora_B = nn.Parameter(self.weight.new_zeros((embedding_dim, r)))
@@ -76,27 +75,8 @@ class Embedding(nn.Embedding, LoRALayer):
             nn.init.zeros_(self.lora_A)
             nn.init.normal_(self.lora_B)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        if self.merged or self.r == 0:
-            return
-        self._merge_backup = self.weight.data.clone()
-        self.weight.data += (self.lora_B @ self.lora_A).transpose(0, 1) * self.scaling
-        self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if not self.merged:
-            return
-        self.weight.data.copy_(self._merge_backup)
-        self._merge_backup = None
-        self.merged = False
-
-    def train(self, mode: bool = True):
-        nn.Embedding.train(self, mode)
-        if self.merge_weights:
-            self.unmerge() if mode else self.merge()
-        return self
+    def _merged_value(self) -> torch.Tensor:
+        return self.weight + (self.lora_B @ self.lora_A).transpose(0, 1) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = nn.Embedding.forward(self, x)
@@ -108,7 +88,7 @@ class Embedding(nn.Embedding, LoRALayer):
         return result
 
 
-class ConvLoRA(nn.Module, LoRALayer):
+class ConvLoRA(LoRALayer, nn.Module):
     """LoRA on a convolution, wrapping it as `self.conv` (Microsoft 0.1.2 names and shapes).
 
     lora_A: (r * k, in * k); lora_B: (out // groups * k^(d-1), r * k) for a d-dimensional kernel
@@ -119,13 +99,12 @@ class ConvLoRA(nn.Module, LoRALayer):
     def __init__(self, conv_module, in_channels: int, out_channels: int, kernel_size: int,
                  r: int = 0, lora_alpha: float = 1, lora_dropout: float = 0.0,
                  merge_weights: bool = True, **kwargs):
-        super().__init__()
+        nn.Module.__init__(self)
         self.conv = conv_module(in_channels, out_channels, kernel_size, **kwargs)
         LoRALayer.__init__(self, r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                            merge_weights=merge_weights)
         if not isinstance(kernel_size, int):
             raise ValueError(f"kernel_size must be an int, got {kernel_size!r}")
-        self.register_buffer("_merge_backup", None, persistent=False)
         if r > 0:
             dims = self.conv.weight.dim() - 2
             k = kernel_size
@@ -145,27 +124,11 @@ class ConvLoRA(nn.Module, LoRALayer):
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A).view(self.conv.weight.shape) * self.scaling
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        if self.merged or self.r == 0:
-            return
-        self._merge_backup = self.conv.weight.data.clone()
-        self.conv.weight.data += self.delta_weight()
-        self.merged = True
+    def _merge_target(self) -> nn.Parameter:
+        return self.conv.weight
 
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if not self.merged:
-            return
-        self.conv.weight.data.copy_(self._merge_backup)
-        self._merge_backup = None
-        self.merged = False
-
-    def train(self, mode: bool = True):
-        nn.Module.train(self, mode)
-        if self.merge_weights:
-            self.unmerge() if mode else self.merge()
-        return self
+    def _merged_value(self) -> torch.Tensor:
+        return self.conv.weight + self.delta_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.r > 0 and not self.merged:
