@@ -5,8 +5,7 @@
 Output is the same as Microsoft's LoRA script: the line is stripped of surrounding whitespace,
 then split at '||'. A line without exactly one '||' stops the run with the file and line number.
 """
-import json
-import sys
+from format_io import cli, read_json, write_jsonl
 
 
 def convert_line(line, path, lineno):
@@ -18,25 +17,13 @@ def convert_line(line, path, lineno):
 
 def convert(in_path, out_path):
     """Convert one file; returns the number of examples written."""
-    n = 0
     with open(in_path, "r", encoding="utf8") as reader:
-        # Convert everything before opening the output so a bad line leaves no half-written file.
         records = [convert_line(line, in_path, i) for i, line in enumerate(reader, 1)]
-    with open(out_path, "w", encoding="utf8") as writer:
-        for x in records:
-            writer.write(json.dumps(x) + "\n")
-            n += 1
-    return n
+    return write_jsonl(out_path, records)
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        sys.exit("usage: python src/format_converting_e2e.py INPUT.txt OUTPUT_formatted.jsonl")
-    try:
-        convert(argv[0], argv[1])
-    except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+    cli(convert, "format_converting_e2e.py", "INPUT.txt", argv)
 
 
 if __name__ == "__main__":

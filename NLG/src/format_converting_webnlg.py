@@ -9,8 +9,7 @@ Output is the same as Microsoft's LoRA script: one line per lexicalisation whose
 training, which gpt2_decode.py --filter seen|unseen uses. Prints each category's entry count.
 A malformed entry stops the run with the file and the entry's index.
 """
-import json
-import sys
+from format_io import cli, read_json, write_jsonl
 
 SEEN_CATEGORIES = (
     "Airport", "Astronaut", "Building", "City", "ComicsCharacter",
@@ -58,28 +57,14 @@ def convert_entries(data, path):
 
 
 def convert(in_path, out_path):
-    with open(in_path, "r", encoding="utf8") as reader:
-        try:
-            data = json.load(reader)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{in_path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    records, counts = convert_entries(data, in_path)
+    records, counts = convert_entries(read_json(in_path), in_path)
     for cate, n in counts.items():
         print("cate", cate, n)
-    with open(out_path, "w", encoding="utf8") as writer:
-        for x in records:
-            writer.write(json.dumps(x) + "\n")
-    return len(records)
+    return write_jsonl(out_path, records)
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        sys.exit("usage: python src/format_converting_webnlg.py INPUT.json OUTPUT_formatted.jsonl")
-    try:
-        convert(argv[0], argv[1])
-    except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+    cli(convert, "format_converting_webnlg.py", "INPUT.json", argv)
 
 
 if __name__ == "__main__":
