@@ -39,6 +39,12 @@ class LoRALayer:
         # reaches a state dict.
         self.register_buffer("_merge_backup", None, persistent=False)
 
+    def init_like_backbone(self, std: float) -> None:
+        """Re-draw the adapter tensors that the official GPT-2 code's `_init_weights` re-draws
+        (it runs normal_(0, std) over every nn.Linear after building the model). That touches
+        no adapter factor of LoRA, LoRMA or MTLoRA, but it does re-draw NOLA's frozen offsets,
+        which the official code keeps in nn.Linear modules; NOLA overrides this."""
+
     def _merge_target(self) -> nn.Parameter:
         return self.weight
 
@@ -211,6 +217,11 @@ class LowRankAdapter(AdaptedLinear):
         return torch.cat(rows, dim=0)
 
     def adapted_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.low_rank_forward(x, self.lora_dropout(x), w)
+
+    def low_rank_forward(self, x: torch.Tensor, x_adapter: torch.Tensor,
+                         w: torch.Tensor) -> torch.Tensor:
+        """W0 x + b + s B_eff A_eff x_adapter (x_adapter: x, or x after the adapter's dropout)."""
         A, B = self.factors(w)
         x2 = x.reshape(-1, x.shape[-1])
         # The scale goes on the rank-sized activation, the cheapest place for it. The update is
@@ -218,7 +229,8 @@ class LowRankAdapter(AdaptedLinear):
         # (addmm_): no dense delta-W, no second full-size tensor, and no in-place writes into
         # column slices, whose backward would copy the full-size gradient once per slice.
         # In place is safe: the frozen product is not saved for backward.
-        after_a = F.linear(self.lora_dropout(x2), A) * self.scaling
+        xa = x2 if x_adapter is x else x_adapter.reshape(-1, x.shape[-1])
+        after_a = F.linear(xa, A) * self.scaling
         out = F.linear(x2, w, self.bias)
         out.addmm_(after_a, self.full_b(B, A.shape[0]).t())
         return out.view(*x.shape[:-1], self.out_features)

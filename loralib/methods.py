@@ -1,9 +1,13 @@
-"""The method table: every name `MethodConfig(method=...)` and `--method` accept."""
-from . import quant
+"""The method table: every name `MethodConfig(method=...)` and `--method` accept.
+
+Per-pipeline defaults are what that pipeline's official code computes (file:line in README,
+"Fidelity"); everything else is a named option.
+"""
+from . import lorma, nola, quant
 from .layers import MergedLinear
-from .lorma import KINDS, MODES, LoRMALinear
+from .lorma import DROPOUT_SITES, INITS, KINDS, MODES, LoRMALinear
 from .mtlora import STRUCTURES, MTLoRALinear
-from .nola import NOLALinear
+from .nola import OFFSETS, NOLALinear
 from .registry import register, register_preset
 
 
@@ -17,12 +21,24 @@ def _check_nola(opts):
 
 
 register("lora", MergedLinear, defaults={})
-register("lorma", LoRMALinear, defaults={"kind": "rri", "mode": "pre"},
-         choices={"kind": KINDS, "mode": MODES})
+
+register("lorma", LoRMALinear,
+         defaults={"kind": "rri", "mode": "pre", "init": "b_zero", "dropout_site": "input"},
+         choices={"kind": KINDS, "mode": MODES, "init": INITS, "dropout_site": DROPOUT_SITES},
+         pipeline_defaults={"gpt2": {"init": "a_zero", "dropout_site": "none"}},
+         notes=lorma.notes)
 register_preset("lorma_plus", "lorma", kind="rri")
 register_preset("lorma_pi", "lorma", kind="shift")
-register("mtlora", MTLoRALinear, defaults={"structure": "SHIM", "shared_t": False},
-         choices={"structure": STRUCTURES, "shared_t": (False, True)})
+
+register("mtlora", MTLoRALinear, defaults={"structure": "ICFM", "shared_t": False},
+         choices={"structure": STRUCTURES, "shared_t": (False, True)},
+         pipeline_defaults={"gpt2": {"shared_t": True}},
+         pipeline_targets={"gpt2": ("q", "k", "v", "c_fc"),
+                           "roberta": ("q", "v", "c_fc", "mlp_proj")})
+
 register("nola", NOLALinear,
-         defaults={"num_basis_A": 1000, "num_basis_B": 1000, "qbits": None, "seed": 0},
-         check=_check_nola)
+         defaults={"num_basis_A": 1024, "num_basis_B": 1024, "qbits": None, "seed": None,
+                   "offsets": "kaiming", "offset_std": 0.02},
+         choices={"offsets": OFFSETS},
+         pipeline_defaults={"gpt2": {"offsets": "normal"}},
+         check=_check_nola, notes=nola.notes)

@@ -1,12 +1,17 @@
 """MTLoRA: a transformation matrix in the rank space (Liang, Wang, Zeng, arXiv 2403.07440).
 
-Delta W = s B T A with T (r x r) built from trainable C (and D) by one of four structures:
-SHIM T = C; ICFM T = C C^T; CTCM T = C D; DTSM T = C + D. A, C, D kaiming-uniform, B zeros.
-It is LoRA with B_eff = B T, so it runs in activation space: s ((x A^T) T^T) B^T.
+Delta W = s B T A with T built from trainable C (and D) by one of four structures:
+SHIM T = C; ICFM T = C C^T; CTCM T = C D; DTSM T = C + D. A, C, D kaiming-uniform (C and D with
+the fan-in of T's size), B zeros; dropout on the adapter input only. It is LoRA with
+B_eff = B T, so it runs in activation space: s ((x A^T) T^T) B^T.
 
-Per-projection T (one per enabled slice) is the paper's description and the default. The
-official GPT-2 code instead shares one (r*n, r*n) T across the fused q/k/v projections:
-`shared_t=True` gives that variant, where every slice reads all n*r ranks.
+The official code (YaoLiang2023/MTLoRA, xtuninglib/xtuning_layers.py) ships ICFM (the other
+structures are files one copies over it), so ICFM is the default structure. Its fused GPT-2
+layer (MergedLinear) has ONE (r*n) x (r*n) T shared by the n enabled slices, so each slice's
+update reads the ranks of every slice: `shared_t=True`, the GPT-2 pipeline's default. One r x r
+T per projection (the paper's prose) is `shared_t=False`. On a plain linear (n = 1) both are
+the same. Not copied from the official code: `Linear4Module.train` never switching dropout off
+in eval, and its merge adding an (out, in) delta to an (in, out) weight (both plain bugs).
 """
 import torch
 import torch.nn as nn
@@ -34,7 +39,7 @@ def transformation(structure: str, C: torch.Tensor, D: torch.Tensor = None) -> t
 class MTLoRALinear(MergedLinear):
     def __init__(self, in_features: int, out_features: int, r: int = 0, lora_alpha: float = 1,
                  lora_dropout: float = 0.0, enable_lora=None, fan_in_fan_out: bool = False,
-                 merge_weights: bool = False, structure: str = "SHIM", shared_t: bool = False,
+                 merge_weights: bool = False, structure: str = "ICFM", shared_t: bool = False,
                  **kwargs):
         structure = str(structure).upper()
         if structure not in STRUCTURES:

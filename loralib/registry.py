@@ -1,8 +1,15 @@
 """Choosing a method by name: one registration per method, one config type for all.
 
 A method is a layer class plus the options it accepts (with defaults and, where the set is
-closed, the allowed values). Adding a fifth method means one new file with its layer class and
-one `register(...)` line in `methods.py`.
+closed, the allowed values). Adding a method means one new file with its layer class and one
+`register(...)` line in `methods.py`.
+
+Defaults may differ by pipeline. The fidelity rule: a method's default in a pipeline computes
+what that pipeline's official code computes (LoRMA's GPT-2 code starts A = 0, its NLU and math
+code start B = 0; MTLoRA's GPT-2 code shares one T over q/k/v and adapts c_fc too). A pipeline is
+named by the code that builds the model: "gpt2" (NLG/), "roberta" (NLU/), "llm" (Hugging Face
+causal LMs through loralib.inject). Without a pipeline, the "llm" defaults apply: that is the
+setting closest to PEFT's, where a user of loralib in their own model comes from.
 """
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -14,6 +21,9 @@ from .base import check_rank
 # Methods that build no adapter layer: full fine-tuning (the papers' FT row) and a plain model.
 NO_ADAPTER = ("full", "none")
 TARGETS = ("q", "k", "v", "c_proj", "c_fc", "mlp_proj")
+PIPELINES = ("gpt2", "roberta", "llm")
+DEFAULT_PIPELINE = "llm"
+DEFAULT_TARGETS = ("q", "v")
 
 
 @dataclass(frozen=True)
@@ -24,20 +34,45 @@ class MethodSpec:
     choices: Dict[str, Tuple] = field(default_factory=dict)
     check: Optional[Callable[[Dict[str, Any]], None]] = None
     fixed: Dict[str, Any] = field(default_factory=dict)   # options a preset pins
+    # pipeline -> option defaults / adapted projections of that pipeline's official code
+    pipeline_defaults: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    pipeline_targets: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    # config -> lines a run log should carry (e.g. a flag the official code ignores)
+    notes: Optional[Callable[["MethodConfig"], Sequence[str]]] = None
+
+    def defaults_for(self, pipeline: Optional[str]) -> Dict[str, Any]:
+        out = dict(self.defaults)
+        out.update(self.pipeline_defaults.get(pipeline or DEFAULT_PIPELINE, {}))
+        out.update(self.fixed)
+        return out
+
+    def targets_for(self, pipeline: Optional[str]) -> Tuple[str, ...]:
+        return tuple(self.pipeline_targets.get(pipeline or DEFAULT_PIPELINE, DEFAULT_TARGETS))
 
 
 _REGISTRY: Dict[str, MethodSpec] = {}
 
 
-def register(name: str, layer: type, defaults: Dict[str, Any], choices=None, check=None) -> None:
-    _REGISTRY[name] = MethodSpec(name, layer, dict(defaults), dict(choices or {}), check)
+def register(name: str, layer: type, defaults: Dict[str, Any], choices=None, check=None,
+             pipeline_defaults=None, pipeline_targets=None, notes=None) -> None:
+    for p in list(pipeline_defaults or {}) + list(pipeline_targets or {}):
+        if p not in PIPELINES:
+            raise ValueError(f"register({name!r}): unknown pipeline {p!r} (known: {PIPELINES})")
+    _REGISTRY[name] = MethodSpec(name, layer, dict(defaults), dict(choices or {}), check,
+                                 pipeline_defaults={k: dict(v) for k, v in
+                                                    (pipeline_defaults or {}).items()},
+                                 pipeline_targets={k: tuple(v) for k, v in
+                                                   (pipeline_targets or {}).items()},
+                                 notes=notes)
 
 
 def register_preset(name: str, of: str, **fixed) -> None:
     """A named variant: e.g. `lorma_plus` is `lorma` with kind='rri'."""
     base = _REGISTRY[of]
     _REGISTRY[name] = MethodSpec(name, base.layer, {**base.defaults, **fixed}, base.choices,
-                                 base.check, fixed=dict(fixed))
+                                 base.check, fixed=dict(fixed),
+                                 pipeline_defaults=base.pipeline_defaults,
+                                 pipeline_targets=base.pipeline_targets, notes=base.notes)
 
 
 def available_methods() -> Tuple[str, ...]:
@@ -55,37 +90,46 @@ def get_spec(name: str) -> MethodSpec:
 class MethodConfig:
     """A method and its options, validated on construction.
 
-    r / alpha / dropout mean rank, scale numerator (s = alpha / r) and dropout on the adapter
-    input for every method (for NOLA: nola_rank and nola_c).
+    r / alpha / dropout mean rank, scale numerator (s = alpha / r) and dropout for every method
+    (for NOLA: nola_rank and nola_c). Options not given take the defaults of `pipeline` (see the
+    module docstring); after construction `options` holds every option explicitly, so a saved
+    config rebuilds the same layers whatever the defaults of a later version. `targets` None
+    means the pipeline's official targets.
     """
     method: str = "lora"
     r: int = 4
     alpha: float = 32.0
     dropout: float = 0.0
     options: Dict[str, Any] = field(default_factory=dict)
-    targets: Tuple[str, ...] = ("q", "v")
+    targets: Optional[Tuple[str, ...]] = None
+    pipeline: Optional[str] = None
 
     def __post_init__(self):
-        self.targets = tuple(self.targets)
-        bad = [t for t in self.targets if t not in TARGETS]
-        if bad:
-            raise ValueError(f"unknown adapter target(s) {bad} (choose from {TARGETS})")
+        if self.pipeline is not None and self.pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline {self.pipeline!r} (choose from {PIPELINES})")
         if self.method in NO_ADAPTER:
             if self.options:
                 raise ValueError(f"method {self.method!r} takes no options, got {self.options}")
+            self.targets = tuple(self.targets) if self.targets is not None else DEFAULT_TARGETS
+            self._check_targets()
             return
         spec = get_spec(self.method)
+        if self.targets is None:
+            self.targets = spec.targets_for(self.pipeline)
+        self.targets = tuple(self.targets)
+        self._check_targets()
         check_rank(self.r, f"rank for method {self.method!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        unknown = sorted(set(self.options) - set(spec.defaults))
+        defaults = spec.defaults_for(self.pipeline)
+        unknown = sorted(set(self.options) - set(defaults))
         if unknown:
             raise ValueError(f"unknown option(s) {unknown} for method {self.method!r} "
-                             f"(valid: {sorted(spec.defaults)})")
+                             f"(valid: {sorted(defaults)})")
         clash = {k: v for k, v in self.options.items() if k in spec.fixed and v != spec.fixed[k]}
         if clash:
             raise ValueError(f"method {self.method!r} fixes {spec.fixed}; got {clash}")
-        merged = {**spec.defaults, **self.options}
+        merged = {**defaults, **self.options}
         for key, allowed in spec.choices.items():
             if merged[key] not in allowed:
                 raise ValueError(f"method {self.method!r}: option {key}={merged[key]!r} "
@@ -94,17 +138,33 @@ class MethodConfig:
             spec.check(merged)
         self.options = merged
 
+    def _check_targets(self):
+        bad = [t for t in self.targets if t not in TARGETS]
+        if bad:
+            raise ValueError(f"unknown adapter target(s) {bad} (choose from {TARGETS})")
+
     @property
     def is_adapter(self) -> bool:
         return self.method not in NO_ADAPTER
 
+    def notes(self) -> Tuple[str, ...]:
+        """What a run log should say about this configuration (e.g. an ignored flag)."""
+        if not self.is_adapter:
+            return ()
+        spec = get_spec(self.method)
+        return tuple(spec.notes(self)) if spec.notes else ()
+
     def to_dict(self) -> Dict[str, Any]:
         return {"method": self.method, "r": self.r, "alpha": self.alpha, "dropout": self.dropout,
-                "options": dict(self.options), "targets": list(self.targets)}
+                "options": dict(self.options), "targets": list(self.targets),
+                "pipeline": self.pipeline}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "MethodConfig":
-        return cls(**{**d, "targets": tuple(d.get("targets", ("q", "v")))})
+        d = dict(d)
+        if d.get("targets") is not None:
+            d["targets"] = tuple(d["targets"])
+        return cls(**d)
 
 
 def adapt_linear(in_features: int, out_features: int, config: Optional[MethodConfig], *,

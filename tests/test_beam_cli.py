@@ -128,7 +128,7 @@ def test_every_method_decodes_merged_as_the_unmerged_model(tiny, tmp_path, scrip
     from gpt2_beam import build_parser
     from model import GPT2LMModel, config_from_card
     args = build_parser(_preset(script)).parse_args(["--data", "x"] + flags)
-    method = lora.method_config_from_args(args, default="none")
+    method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
     ckpt = tmp_path / "model.final.pt"
     model = random_adapted_model(tiny["card"], method, seed=4, std=0.3)
     torch.save({"model_state_dict": training_state_dict(model)}, ckpt)
@@ -232,7 +232,7 @@ def test_seed_beam_commands_run(shared_data, tmp_path):
                 if k + 1 < len(argv) and not argv[k + 1].startswith("--"):
                     kept.append(argv[k + 1])
         args = build_parser(_preset(script)).parse_args(["--data", "x"] + kept)
-        method = lora.method_config_from_args(args, default="none")
+        method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
         if script in EXPECTED_METHOD:
             assert method.method == EXPECTED_METHOD[script][0]
         if "--nola_rank" in kept:  # NOLA's README: the generic script picks NOLA from its flags

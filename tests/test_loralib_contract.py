@@ -8,8 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import loralib as lora
-from loralib_cases import (LAYOUTS, VARIANT_IDS, VARIANTS, adapter_params, frozen_w, make_layer,
-                           perturb, reference_weight)
+from loralib_cases import (LAYOUTS, VARIANT_IDS, VARIANTS, adapter_params, frozen_w,
+                           identity_at_init, make_layer, perturb, reference_weight)
 
 matrix = pytest.mark.parametrize("layout", list(LAYOUTS))
 methods = pytest.mark.parametrize("method,options", VARIANTS, ids=VARIANT_IDS)
@@ -29,10 +29,15 @@ def rel_err(a, b):
 
 @methods
 @matrix
-def test_identity_at_init(method, options, layout):
+def test_identity_at_init_where_the_official_method_has_it(method, options, layout):
     layer = make_layer(method, options, layout)
     x = inputs(layer)
-    torch.testing.assert_close(layer(x), base_output(layer, x), rtol=1e-6, atol=1e-6)
+    if identity_at_init(method, options):
+        torch.testing.assert_close(layer(x), base_output(layer, x), rtol=1e-6, atol=1e-6)
+    else:   # the official init moves the model: check that it does here too
+        assert (layer(x) - base_output(layer, x)).abs().max() > 1e-6
+    # and the init matches the weight-space formula either way
+    assert rel_err(layer(x), F.linear(x, reference_weight(layer), layer.bias)) < 1e-5
 
 
 @methods

@@ -11,6 +11,7 @@ import torch.nn as nn
 import loralib as lora
 from loralib import quant
 from loralib.nola import basis, clear_basis_cache
+from loralib_cases import official_nola_generate
 
 
 def gpt2_stack(n_layer, d, cfg):
@@ -55,36 +56,63 @@ def test_exact_trainable_parameter_counts(stack, n_layer, d, method, options, r,
 
 def _basis_bytes_in_fresh_process():
     code = ("import torch; from loralib.nola import basis;"
-            "import sys; sys.stdout.buffer.write(basis('A', 7, 5, 3, 4, 'cpu', torch.float32)"
+            "import sys; sys.stdout.buffer.write(basis(1234567, 5, 3, 4, 'cpu', torch.float32)"
             ".numpy().tobytes())")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
 
 
-def test_nola_bases_are_deterministic_shared_and_cached():
+def test_nola_bases_are_the_official_ones_deterministic_and_cached():
     clear_basis_cache()
-    a = basis("A", 7, 5, 3, 4, "cpu", torch.float32)
+    a = basis(1234567, 5, 3, 4, "cpu", torch.float32)
+    # NOLA's GenerateParams: torch.manual_seed(seed); uniform_(-1, 1) on (k, out, in); * 1/sqrt(k)
+    coef = torch.randn(5)
+    torch.testing.assert_close(torch.einsum("b,boi->oi", coef, a),
+                               official_nola_generate(coef, 3, 4, 1234567), rtol=0, atol=0)
     assert _basis_bytes_in_fresh_process() == a.numpy().tobytes()
     assert a.abs().max() <= 1 / 5 ** 0.5 and a.std() > 0
-    assert basis("A", 7, 5, 3, 4, "cpu", torch.float32) is a           # cached
-    assert not torch.equal(basis("A", 8, 5, 3, 4, "cpu", torch.float32), a)   # seed matters
-    cfg = lora.MethodConfig(method="nola", r=2, alpha=1.0, options={"num_basis_A": 6, "num_basis_B": 5})
+    assert basis(1234567, 5, 3, 4, "cpu", torch.float32) is a           # cached
+    assert not torch.equal(basis(1234568, 5, 3, 4, "cpu", torch.float32), a)   # seed matters
+
+
+def test_nola_seeds_are_per_module_drawn_from_torch_and_saved():
+    cfg = lora.MethodConfig(method="nola", r=2, alpha=1.0,
+                            options={"num_basis_A": 6, "num_basis_B": 5})
+    torch.manual_seed(0)
     l1, l2 = (lora.adapt_linear(8, 24, cfg, enable=[True, False, True], fan_in_fan_out=True)
               for _ in range(2))
-    A1, _ = l1.factors(l1.frozen_weight())
-    # every layer of the same role and shape reads the one cached basis
-    key_count = len([k for k in lora.nola._BASES if k[0] == "A" and k[2:5] == (6, 2, 8)])
-    A2, _ = l2.factors(l2.frozen_weight())
-    assert key_count == len([k for k in lora.nola._BASES if k[0] == "A" and k[2:5] == (6, 2, 8)])
+    torch.manual_seed(0)
+    l3 = lora.adapt_linear(8, 24, cfg, enable=[True, False, True], fan_in_fan_out=True)
+    seeds = l1.nola_seed.flatten().tolist()
+    assert len(set(seeds)) == 4 and all(0 <= v < 10 ** 10 for v in seeds)   # qA qB vA vB
+    assert not torch.equal(l1.nola_seed, l2.nola_seed)     # each module draws its own
+    assert torch.equal(l1.nola_seed, l3.nola_seed)          # from torch's seeded generator
     sd = lora.lora_state_dict(l1)
-    assert set(sd) == {"nola_alpha", "nola_beta", "nola_config"}
+    assert set(sd) == {"nola_alpha", "nola_beta", "nola_seed", "nola_config", "nola_A0",
+                       "nola_B0"}
     assert tuple(sd["nola_alpha"].shape) == (2, 6) and tuple(sd["nola_beta"].shape) == (2, 5)
+    with torch.no_grad():
+        l1.nola_alpha.normal_()
+        l1.nola_beta.normal_()
+    with torch.no_grad():
+        l2.weight.copy_(l1.weight)
+        l2.bias.copy_(l1.bias)
+    lora.load_lora_state_dict(l2, lora.lora_state_dict(l1))   # the seeds travel with the file
+    x = torch.randn(3, 8)
+    assert torch.equal(l2(x), l1(x))
 
 
 def test_nola_config_mismatch_on_load_is_an_error():
-    mk = lambda seed: lora.adapt_linear(8, 8, lora.MethodConfig(
-        method="nola", r=2, options={"num_basis_A": 4, "num_basis_B": 4, "seed": seed}))
-    with pytest.raises(ValueError, match="nola_config.*seed 1"):
-        lora.load_lora_state_dict(mk(2), lora.lora_state_dict(mk(1)))
+    mk = lambda k: lora.adapt_linear(8, 8, lora.MethodConfig(
+        method="nola", r=2, options={"num_basis_A": k, "num_basis_B": 4}))
+    with pytest.raises(ValueError, match="nola_alpha.*shape"):
+        lora.load_lora_state_dict(mk(4), lora.lora_state_dict(mk(5)))
+    # same shapes, other settings: nola_config names the difference
+    layer = mk(4)
+    sd = lora.lora_state_dict(layer)
+    sd["nola_config"] = sd["nola_config"].clone()
+    sd["nola_config"][3] = 3
+    with pytest.raises(ValueError, match="nola_config.*qbits 3 \\(model has 0\\)"):
+        lora.load_lora_state_dict(mk(4), sd)
 
 
 def _file_size(sd):
@@ -94,9 +122,10 @@ def _file_size(sd):
 
 
 def test_quantized_nola_file_is_several_times_smaller():
+    # Without offsets (the project's variant) the file holds coefficients alone.
     def model(qbits):
         cfg = lora.MethodConfig(method="nola", r=8, alpha=1.0,
-                                options={**NOLA, "qbits": qbits})
+                                options={**NOLA, "qbits": qbits, "offsets": "none"})
         m = nn.ModuleList(lora.adapt_linear(32, 96, cfg, enable=[True, False, True],
                                             fan_in_fan_out=True) for _ in range(24))
         with torch.no_grad():
@@ -171,11 +200,11 @@ def test_cli_flags_from_the_seed_commands():
     assert (c.method, c.r, c.alpha, c.dropout, c.targets) == ("lora", 4, 32.0, 0.1, ("q", "v"))
     c = parse("--nola_rank", "8", "--nola_c", "1.0", "--nola_qv")
     assert (c.method, c.r, c.alpha, c.options["qbits"]) == ("nola", 8, 1.0, None)
-    assert c.options["num_basis_A"] == c.options["num_basis_B"] == 1000
+    assert c.options["num_basis_A"] == c.options["num_basis_B"] == 1024   # NOLA's gpt2_ft.py
     c = parse("--nola_rank", "8", "--nola_c", "0.01", "--qnola", "--qbits", "3", "--nola_qv")
     assert (c.method, c.options["qbits"]) == ("nola", 3)
     c = parse("--method", "lorma_pi", "--lora_dim", "4", "--lorma_mode", "post")
-    assert (c.method, c.options) == ("lorma_pi", {"kind": "shift", "mode": "post"})
+    assert (c.method, c.options["kind"], c.options["mode"]) == ("lorma_pi", "shift", "post")
     c = parse("--method", "mtlora", "--lora_dim", "4", "--mtlora_structure", "ctcm")
     assert c.options["structure"] == "CTCM"
     assert parse().method == "full" and parse(default="none").method == "none"
@@ -190,7 +219,7 @@ def test_cli_flags_from_the_seed_commands():
     (["--method", "lora", "--lora_dim", "4", "--qnola"], "not 'nola'"),
     (["--lora_dim", "4", "--mtlora_structure", "SHIM"], "not 'mtlora'"),
     (["--method", "mtlora", "--lora_dim", "4", "--lorma_mode", "pre"], "not 'lorma'"),
-    (["--nola_rank", "8", "--lora_dim", "4"], "--nola_rank, not --lora_dim"),
+    (["--nola_rank", "8", "--lora_dim", "4"], "not --lora_dim"),
     (["--method", "nola", "--qbits", "3"], "without --qnola"),
     (["--method", "full", "--lora_dim", "4"], "the method is 'full'"),
     (["--nola_rank", "8", "--qnola", "--qbits", "12"], "qbits"),

@@ -42,7 +42,10 @@ def test_lorma_seed_command(shared_data, tmp_path):
     res = json.loads((out / "eval_results.json").read_text())
     assert res["task"] == "cola" and -1.0 <= res["mcc"] <= 1.0
     cfg = json.loads((out / "run_config.json").read_text())
-    assert cfg["method"]["options"] == {"kind": "shift", "mode": "pre"}     # DO_PI True
+    # DO_PI True has no effect, as in LoRMA's official plus scripts (rri always), and says so
+    assert cfg["method"]["options"] == {"kind": "rri", "mode": "pre", "init": "b_zero",
+                                        "dropout_site": "input"}
+    assert "DO_PI=True has no effect" in r.stderr
     assert cfg["method"]["r"] == 8 and cfg["method"]["alpha"] == 4.0       # alpha = r / 2
     assert cfg["args"]["seed"] == 42 and cfg["args"]["learning_rate"] == 3e-4
     sd = torch.load(out / "pytorch_model.bin", weights_only=True)
@@ -57,8 +60,10 @@ def test_lorma_seed_command(shared_data, tmp_path):
 
 @pytest.mark.slow
 def test_mtlora_mrpc_starts_from_mnli_adapter(shared_data, tmp_path):
-    """MTLoRA's roberta_base_mrpc.sh: SHIM adapter from an MNLI run, new 2-way head."""
-    method = lora.MethodConfig(method="mtlora", r=8, alpha=16, options={"structure": "SHIM"})
+    """MTLoRA's roberta_base_mrpc.sh: an adapter from an MNLI run (the official targets: q, v,
+    intermediate, output), new 2-way head."""
+    method = lora.MethodConfig(method="mtlora", r=8, alpha=16, options={"structure": "SHIM"},
+                               pipeline="roberta")
     torch.manual_seed(0)
     mnli = RobertaForSequenceClassification(config_from_card("roberta-tiny", num_labels=3,
                                                              method=method))
@@ -66,6 +71,7 @@ def test_mtlora_mrpc_starts_from_mnli_adapter(shared_data, tmp_path):
     torch.save(trainable_state_dict(mnli), mnli_file)
     out = tmp_path / "mrpc"
     env = _env(shared_data, out, MNLI_ADAPTER=str(mnli_file))
+    env["MTLORA_STRUCTURE"] = "SHIM"
     r = _run(["bash", "roberta_base_mrpc.sh"], env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     n_adapter = sum(1 for k in trainable_state_dict(mnli) if "lora_" in k)
@@ -180,7 +186,7 @@ def test_generated_scripts_are_current_and_their_flags_parse(tmp_path):
         flags = flags.replace("${LORMA_MODE:-pre}", "pre").replace("${MTLORA_STRUCTURE}", "ICFM")
         args = run_glue.build_parser().parse_args(
             ["--task_name", "rte", "--output_dir", "x", *flags.split()])
-        cfg = lora.method_config_from_args(args, default="full")
+        cfg = lora.method_config_from_args(args, default="full", pipeline="roberta")
         parts = name[:-3].split("_")
         method = "_".join(parts[2:-1]) or "mtlora_icfm"     # roberta_base_<task>.sh: MTLoRA
         if method.startswith("mtlora"):

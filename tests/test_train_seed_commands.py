@@ -106,7 +106,7 @@ def test_seed_training_commands_run(setup, shared_data, tmp_path):
             args.method = EXPECTED[script][0]
             for k, v in EXPECTED[script][1].items():
                 setattr(args, {"kind": "lorma_type", "structure": "mtlora_structure"}[k], v)
-        cfg = lora.method_config_from_args(args)
+        cfg = lora.method_config_from_args(args, pipeline="gpt2")
         m = GPT2LMModel(config_from_card("gpt2.tiny", method=cfg))
         got = load_model_weights(m, init_checkpoint=work / "model.2.pt", require_adapter=True)
         assert got["adapter_loaded"] > 0 and got["backbone_missing"] == 0

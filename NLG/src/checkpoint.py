@@ -272,7 +272,7 @@ def main(argv=None):
     lora.add_method_args(ex)
     args = ap.parse_args(argv)
     from model import GPT2LMModel, config_from_card
-    method = lora.method_config_from_args(args, default="full")
+    method = lora.method_config_from_args(args, default="full", pipeline="gpt2")
     model = GPT2LMModel(config_from_card(args.model_card, method=method))
     load_model_weights(model, args.init_checkpoint, backbone_checkpoint=args.backbone_checkpoint,
                        require_adapter=args.merge)

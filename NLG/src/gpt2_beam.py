@@ -207,7 +207,7 @@ def main(argv=None, defaults=None, description=None):
     if args.fp16 and args.bf16:
         raise SystemExit("--fp16 and --bf16 are exclusive")
     try:
-        method = lora.method_config_from_args(args, default="none")
+        method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
         s = settings_from_args(args)
     except (ValueError, KeyError) as e:
         raise SystemExit(f"gpt2_beam: {e}")

@@ -91,6 +91,9 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
                              "weights) as a published GPT-2 pytorch_model.bin / .safetensors")
     parser.add_argument("--no_tensorboard", action="store_true", help="skip TensorBoard files")
     parser.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--independent_layer_init", action="store_true",
+                        help="draw each layer's adapter on its own (the official code deep-copies "
+                             "one block, so all layers start from the same adapter values)")
     lora.add_method_args(parser)
     if defaults:
         parser.set_defaults(**defaults)
@@ -230,7 +233,7 @@ def main(argv=None, defaults=None, description=None):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name} must be positive, got {getattr(args, name)}")
     try:
-        method = lora.method_config_from_args(args, default="full")
+        method = lora.method_config_from_args(args, default="full", pipeline="gpt2")
     except (ValueError, KeyError) as e:
         raise SystemExit(f"method flags: {e}")
     parse_gpu(args)
@@ -250,7 +253,8 @@ def train(args, method):
             print(f"    - {k} : {v}")
         print("=" * 80)
 
-    config = config_from_card(args.model_card, method=method)
+    config = config_from_card(args.model_card, method=method,
+                              independent_layer_init=args.independent_layer_init)
     if args.seq_len > config.n_positions:
         raise SystemExit(f"--seq_len {args.seq_len} exceeds the model's n_positions "
                          f"{config.n_positions}")
@@ -264,6 +268,8 @@ def train(args, method):
     info = load_model_weights(model, args.init_checkpoint, random_init=args.random_init)
     if rank == 0:
         print(f"method: {method.method}{' ' + str(method) if config.adapter else ''}")
+        for note in method.notes():
+            print(f"note: {note}")
         print(f"loaded: {info}")
     full = config.adapter is None
     if not full:
@@ -402,7 +408,7 @@ def train(args, method):
                 print(f"exported the merged model in the published layout: {exported}")
     log.close()
     if rank == 0:
-        run_info = {"method": method.method, "method_config": str(method),
+        run_info = {"method": method.method, "method_config": str(method), "notes": list(method.notes()),
                     "model_card": args.model_card, "trainable_params": trainable,
                     "total_params": total, "final_checkpoint": final_path,
                     "last_step": step, "max_step": max_step, "world_size": world,

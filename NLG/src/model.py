@@ -12,6 +12,7 @@ beam search reorders a cache with `p.index_select(1, idx)`. `attention_mask` (B,
 real tokens, 0 for padding (left-padded prompts); positions then count from each row's first real
 token unless `position_ids` is given.
 """
+import copy
 import dataclasses
 import json
 import os
@@ -54,6 +55,10 @@ class GPT2Config:
     lora_dropout: float = 0.0
     lora_r_dropout: float = 0.0
     fix_dropout: float = 0.0
+    # The official GPT-2 code of every method (Microsoft's model.py and its forks) builds one
+    # Block and deep-copies it, so every layer's adapter starts from the same values (NOLA:
+    # the same basis seeds). True draws each layer's adapter on its own (a named deviation).
+    independent_layer_init: bool = False
     method: Any = None
     # Microsoft's first positional argument: an int vocabulary size or a JSON file of kwargs.
     vocab_size_or_config_json_file: dataclasses.InitVar[Any] = None
@@ -68,7 +73,8 @@ class GPT2Config:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.method is None and self.lora_attn_dim > 0:
             self.method = lora.MethodConfig(method="lora", r=self.lora_attn_dim,
-                                            alpha=self.lora_attn_alpha, dropout=self.lora_dropout)
+                                            alpha=self.lora_attn_alpha, dropout=self.lora_dropout,
+                                            pipeline="gpt2")
 
     @property
     def adapter(self):
@@ -205,7 +211,11 @@ class GPT2Model(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
-        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        if config.independent_layer_init:
+            self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        else:
+            block = Block(config)
+            self.h = nn.ModuleList([copy.deepcopy(block) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
     def forward(self, input_ids, position_ids=None, past=None, len_past=None,
@@ -260,7 +270,12 @@ class GPT2LMModel(nn.Module):
 
     @torch.no_grad()
     def _init_backbone(self, std):
-        # Only backbone tensors: adapter parameters keep the initialisation their method defines.
+        # Backbone tensors, as the official `_init_weights`. Adapter parameters keep the
+        # initialisation their method defines, except what `_init_weights` re-draws in the
+        # official code too (NOLA's frozen offsets: `init_like_backbone`).
+        for m in self.transformer.modules():
+            if isinstance(m, lora.LoRALayer):
+                m.init_like_backbone(std)
         for name, p in self.transformer.named_parameters():
             if lora.is_adapter_key(name):
                 continue

@@ -144,12 +144,12 @@ def main(out_dir=None):
 
     # MTLoRA README: roberta_base_<task>.sh (its repo swaps structures by copying files).
     for task in TASKS:
-        s, _ = settings("mtlora_shim", "base", task)
+        s, _ = settings("mtlora_icfm", "base", task)
         name = f"roberta_base_{task}.sh"
         title = (f"MTLoRA's roberta_base_{task}.sh: RoBERTa-base, MTLoRA (MTLORA_STRUCTURE="
-                 f"SHIM|ICFM|CTCM|DTSM, default SHIM), GLUE {task}.")
+                 f"SHIM|ICFM|CTCM|DTSM, default ICFM: the file the official code ships), GLUE {task}.")
         text = HEADER.format(title=title, name=name)
-        text += ': "${MTLORA_STRUCTURE:=SHIM}"\n'
+        text += ': "${MTLORA_STRUCTURE:=ICFM}"\n'
         text += 'struct_lc=$(printf %s "$MTLORA_STRUCTURE" | tr "[:upper:]" "[:lower:]")\n'
         margs = (f"--method mtlora --mtlora_structure ${{MTLORA_STRUCTURE}} --lora_dim {RANK} "
                  f"--lora_alpha 16")
@@ -159,16 +159,20 @@ def main(out_dir=None):
     # LoRMA README: ./roberta_large_plus_cola.sh MODE R DO_PI SEED
     name = "roberta_large_plus_cola.sh"
     text = HEADER.format(title="LoRMA's roberta_large_plus_cola.sh MODE R DO_PI SEED: RoBERTa-large,"
-                         " CoLA; DO_PI True = LoRMA_pi, else LoRMA_+.", name=name + " pre 8 True 42")
+                         " CoLA, LoRMA_+.\n# As in the official plus scripts, DO_PI has no effect"
+                         " (they pass --do_rri $do_rri with do_rri unset, so rank inflation is"
+                         " always on); LoRMA_pi: roberta_large_lorma_pi_cola.sh.", name=name + " pre 8 True 42")
     text += """if [ $# -lt 4 ]; then
   echo "usage: $0 MODE(pre|post) R DO_PI(True|False) SEED [extra run_glue.py flags]" >&2; exit 2
 fi
 lorma_mode=$1; lorma_r=$2; do_pi=$3; seed=$4; shift 4
 case "$lorma_mode" in pre|post) ;; *) echo "$0: MODE must be pre or post, got '$lorma_mode'" >&2; exit 2;; esac
 case "$lorma_r" in ''|*[!0-9]*) echo "$0: R must be a positive integer, got '$lorma_r'" >&2; exit 2;; esac
-case "$do_pi" in True|true|1) kind=shift; variant=lorma_pi;; False|false|0) kind=rri; variant=lorma_plus;;
+case "$do_pi" in True|true|1|False|false|0) ;;
   *) echo "$0: DO_PI must be True or False, got '$do_pi'" >&2; exit 2;; esac
-alpha=$(awk -v r="$lorma_r" 'BEGIN { print r / 2 }')
+echo "note: DO_PI=$do_pi has no effect, as in LoRMA's official roberta_large_plus_cola.sh (LoRMA_+ always); for LoRMA_pi run roberta_large_lorma_pi_cola.sh" >&2
+kind=rri; variant=lorma_plus
+alpha=$((lorma_r / 2))   # the official script's integer arithmetic
 export MODEL_SIZE=large TASK=cola METHOD_NAME="${variant}_${lorma_mode}_r${lorma_r}"
 : "${BATCH_SIZE:=8}"; export BATCH_SIZE
 : "${EPOCHS:=20}"; export EPOCHS

@@ -286,7 +286,7 @@ def main(argv=None, defaults=None):
     torch.manual_seed(args.seed)
     spec = task_spec(args.task_name)
     regression = spec.labels is None
-    method = lora.method_config_from_args(args, default="full")
+    method = lora.method_config_from_args(args, default="full", pipeline="roberta")
 
     tok = RobertaTokenizer(args.tokenizer_dir)
     cfg = config_from_card(args.model_card, num_labels=num_labels(args.task_name),
@@ -330,6 +330,8 @@ def main(argv=None, defaults=None):
         for p in model.classifier.parameters():
             p.requires_grad = True
     log(f"method: {method.to_dict()}")
+    for note in method.notes():
+        log(f"note: {note}")
     log(lora.parameter_report(model))
     model.to(device)
     os.makedirs(args.output_dir, exist_ok=True)
