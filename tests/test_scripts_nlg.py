@@ -25,6 +25,9 @@ SMOKE = {  # a few steps of a toy model: overrides of the papers' settings the s
 }
 
 
+OFFICIAL_NOLA = ("finetune_gpt2m_e2e_qv_nola.sh", "finetune_gpt2l_e2e_qv_nola.sh")
+
+
 def bash(script, *args, env=None, cwd=ROOT):
     full = {**os.environ, **(env or {}), "PYTHON": sys.executable}
     return subprocess.run(["bash", str(script), *map(str, args)], capture_output=True, text=True, env=full,
@@ -44,8 +47,8 @@ def test_every_task_and_method_has_a_current_script():
 def test_make_scripts_check_notices_an_edited_script(tmp_path):
     make = [sys.executable, str(SCRIPTS / "make_scripts.py"), "--out_dir", str(tmp_path)]
     assert subprocess.run(make, capture_output=True).returncode == 0
-    assert len(list(tmp_path.glob("*.sh"))) == len(TASKS) * len(METHODS)
-    (tmp_path / "dart_nola.sh").write_text((tmp_path / "dart_nola.sh").read_text().replace("0.1", "0.2"))
+    assert len(list(tmp_path.glob("*.sh"))) == len(TASKS) * len(METHODS) + len(OFFICIAL_NOLA)
+    (tmp_path / "dart_nola.sh").write_text((tmp_path / "dart_nola.sh").read_text().replace("0.005", "0.006"))
     r = subprocess.run(make + ["--check"], capture_output=True, text=True)
     assert r.returncode != 0 and "dart_nola.sh" in r.stderr
 
@@ -171,3 +174,31 @@ def test_webnlg_script_scores_seen_unseen_and_all_with_torchrun(built_data, shar
     assert n["seen"] == want["seen"] and n["unseen"] == want["unseen"]
     assert n["all"] == n["seen"] + n["unseen"]
     assert json.loads((work / "scores.json").read_text()) == json.loads((work / "eval_all" / "scores.json").read_text())
+
+
+def test_nola_official_scripts_hand_over_their_own_values():
+    m = _settings(SCRIPTS / OFFICIAL_NOLA[0])
+    assert m["METHOD_ARGS"].split() == ["--lora_qv", "--use_nola", "--nola_num_basis", "512",
+                                        "--lora_rank", "8", "--lora_alpha", "8"]
+    assert (m["LR"], m["TRAIN_BATCH_SIZE"], m["GRAD_ACC"], m["MODEL_CARD"]) == \
+        ("0.005", "8", "1", "gpt2.md")
+    big = _settings(SCRIPTS / OFFICIAL_NOLA[1])
+    assert "--nola_num_basis 256" in big["METHOD_ARGS"] and "--lora_alpha 2" in big["METHOD_ARGS"]
+    assert (big["LR"], big["TRAIN_BATCH_SIZE"], big["GRAD_ACC"], big["MODEL_CARD"]) == \
+        ("0.01", "4", "4", "gpt2.lg")
+
+
+@pytest.mark.slow
+def test_nola_official_script_runs_as_its_users_call_it(built_data, shared_data, tmp_path):
+    """`bash scripts/finetune_gpt2m_e2e_qv_nola.sh` from NLG/, with NOLA's own flag spellings."""
+    _subset(built_data / "built" / "e2e", tmp_path / "e2e")
+    work = tmp_path / "work"
+    r = bash("scripts/" + OFFICIAL_NOLA[0], "--data_dir", tmp_path / "e2e", "--vocab",
+             shared_data / "vocab", "--model_card", "gpt2.tiny", "--init_checkpoint", "random",
+             "--work_dir", work, "--launcher", "python", env=SMOKE, cwd=ROOT / "NLG")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    info = json.loads((work / "run_info.json").read_text())
+    # 2 layers x (q, v) x (512 + 512) coefficients: the official script's 512 bases
+    assert info["method"] == "nola" and info["trainable_params"] == 2 * 2 * 1024
+    assert "'offsets': 'normal'" in info["method_config"]    # GPT-2's official N(0, 0.02) offsets
+    assert "BLEU" in json.loads((work / "scores.json").read_text())

@@ -17,7 +17,7 @@ export TASK=e2e METHOD_NAME=lorma_plus
 : "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE
 : "${LORMA_MODE:=pre}"; export LORMA_MODE
 : "${BEAM:=10}"; export BEAM
-: "${LENGTH_PENALTY:=0.9}"; export LENGTH_PENALTY
+: "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY
 : "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE
 export METHOD_ARGS="--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE} --lora_dim 4 --lora_alpha 32 --lora_dropout ${DROPOUT}"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

@@ -8,14 +8,14 @@
 #    from the environment, e.g. LR=1e-4 bash scripts/e2e_nola.sh)
 set -euo pipefail
 export TASK=e2e METHOD_NAME=nola
-: "${LR:=0.1}"; export LR
+: "${LR:=0.005}"; export LR
 : "${WEIGHT_DECAY:=0.0}"; export WEIGHT_DECAY
 : "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH
 : "${WARMUP_STEP:=500}"; export WARMUP_STEP
 : "${MAX_EPOCH:=5}"; export MAX_EPOCH
 : "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE
-: "${NOLA_C:=1.0}"; export NOLA_C
-: "${NOLA_NUM_BASIS:=1000}"; export NOLA_NUM_BASIS
+: "${NOLA_C:=8}"; export NOLA_C
+: "${NOLA_NUM_BASIS:=512}"; export NOLA_NUM_BASIS
 : "${BEAM:=10}"; export BEAM
 : "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY
 : "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE

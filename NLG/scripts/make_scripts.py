@@ -11,10 +11,18 @@ run_task.sh, which holds the pipeline. Sources:
   dropout 0.1 / 0.1 / 0.0, label smoothing 0.1 / 0.1 / 0.0; beam 10, no-repeat n-gram 4,
   length penalty 0.9 / 0.8 / 0.8. The LoRMA and MTLoRA papers train GPT-2 with LoRA's setup
   (their READMEs' commands are LoRA's), so they take the same numbers.
-- NOLA (Koohpayegani et al., ICLR 2024) README and repo scripts for GPT-2 on E2E: lr 0.1,
-  weight decay 0.0, nola_rank 8, nola_c 1.0 (0.01 with --qnola --qbits 3), q and v adapted,
-  beam length penalty 0.8 (NOLA's own E2E beam command). NOLA reports no WebNLG/DART runs; those
-  scripts keep NOLA's optimiser settings and LoRA's task settings (label smoothing, beam).
+- LoRMA README (Exploration-Lab/LoRMA, README.md lines 48-95; its repo has no GPT-2 launch scripts):
+  LoRA's training command and an E2E beam with length penalty 0.8 (not LoRA's 0.9).
+- MTLoRA README (YaoLiang2023/MTLoRA, README.md lines 172-222; no NLG launch scripts): LoRA's
+  training command (r 4, alpha 32, dropout 0.1) and an E2E beam with length penalty 0.9.
+- NOLA (UCDvision/NOLA) gpt/examples/NLG/scripts/finetune_gpt2m_e2e_qv_nola.sh, lines 1-58: lr
+  0.005, weight decay 0.0, rank 8, alpha 8 (here --nola_c 8: s = 8 / 8), 512 bases, q and v,
+  label smoothing 0.1, beam length penalty 0.8. Its README gives other values (lr 0.1, nola_c 1.0,
+  0.01 when quantized) for flags its scripts do not have; the paper does not settle it here, so
+  the official script wins and the README's values are noted. The official code has no quantizer
+  (--qnola is parsed and unused): qnola takes the float settings plus the README's --qbits 3.
+  NOLA reports no WebNLG/DART runs; those keep NOLA's optimiser settings and LoRA's task settings.
+  finetune_gpt2{m,l}_e2e_qv_nola.sh, the official entry points, are written here too.
 - Full fine-tuning: the LoRA paper quotes the fine-tuning baseline of Li & Liang (2021), trained
   with lr 5e-5; the rest as LoRA's Table 11.
 """
@@ -39,18 +47,18 @@ METHODS = {
     "lora": ("LoRA", "--method lora " + LORA_R, {}),
     "lorma_plus": ("LoRMA_+ (rank-inflated multiplicative, code name rri)",
                    "--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE} " + LORA_R,
-                   {"LORMA_MODE": "pre"}),
+                   {"LORMA_MODE": "pre", "E2E_LENGTH_PENALTY": "0.8"}),
     "lorma_pi": ("LoRMA_pi (permutation-based multiplicative, code name shift)",
                  "--method lorma --lorma_type shift --lorma_mode ${LORMA_MODE} " + LORA_R,
-                 {"LORMA_MODE": "pre"}),
+                 {"LORMA_MODE": "pre", "E2E_LENGTH_PENALTY": "0.8"}),
     "nola": ("NOLA (float coefficients)",
              "--method nola --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv",
-             {"LR": "0.1", "WEIGHT_DECAY": "0.0", "NOLA_C": "1.0", "NOLA_NUM_BASIS": "1000",
+             {"LR": "0.005", "WEIGHT_DECAY": "0.0", "NOLA_C": "8", "NOLA_NUM_BASIS": "512",
               "LENGTH_PENALTY": "0.8"}),
-    "qnola": ("quantized NOLA (3-bit coefficients)",
+    "qnola": ("quantized NOLA (3-bit coefficients; the project's quantizer)",
               "--method nola --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv "
               "--qnola --qbits ${QBITS}",
-              {"LR": "0.1", "WEIGHT_DECAY": "0.0", "NOLA_C": "0.01", "NOLA_NUM_BASIS": "1000", "QBITS": "3",
+              {"LR": "0.005", "WEIGHT_DECAY": "0.0", "NOLA_C": "8", "NOLA_NUM_BASIS": "512", "QBITS": "3",
                "LENGTH_PENALTY": "0.8"}),
     "ft": ("full fine-tuning", "--method full", {"LR": "0.00005"}),
 }
@@ -65,6 +73,9 @@ TASK_TITLE = {"e2e": "E2E", "webnlg": "WebNLG 2017", "dart": "DART"}
 def render(task, method):
     title, flags, over = METHODS[method]
     settings = {**COMMON, **TASKS[task], **over}
+    e2e_lp = settings.pop("E2E_LENGTH_PENALTY", None)
+    if task == "e2e" and e2e_lp:
+        settings["LENGTH_PENALTY"] = e2e_lp
     if "${DROPOUT}" not in flags:  # NOLA and full fine-tuning have no adapter dropout
         settings.pop("DROPOUT")
     lines = [
@@ -87,27 +98,64 @@ def render(task, method):
     return "\n".join(lines) + "\n"
 
 
+# NOLA's official launch scripts, by the names its users run (bash scripts/<name>): their values,
+# their flag spellings (gpt/examples/NLG/scripts/finetune_gpt2{m,l}_e2e_qv_nola.sh, lines 1-58).
+OFFICIAL = {
+    "finetune_gpt2m_e2e_qv_nola.sh": dict(MODEL_CARD="gpt2.md", NUM_BASIS="512", RANK="8",
+                                          LORA_ALPHA="8", LR="0.005", TRAIN_BATCH_SIZE="8",
+                                          GRAD_ACC="1"),
+    "finetune_gpt2l_e2e_qv_nola.sh": dict(MODEL_CARD="gpt2.lg", NUM_BASIS="256", RANK="8",
+                                          LORA_ALPHA="2", LR="0.01", TRAIN_BATCH_SIZE="4",
+                                          GRAD_ACC="4"),
+}
+
+
+def render_official(name):
+    v = OFFICIAL[name]
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# NOLA's {name} (UCDvision/NOLA gpt/examples/NLG/scripts), with its values and flag",
+        "# spellings, run by this project's pipeline: train -> beam search -> decode -> score on E2E.",
+        "# Generated by scripts/make_scripts.py; run from NLG/ as in NOLA's repository:",
+        f"#   bash scripts/{name} [run_task.sh options, e.g. --num_gpus 2 --work_dir DIR]",
+        "# (the official L script's first argument, a master port, is accepted and not needed).",
+        "set -euo pipefail",
+        'case "${1:-}" in [0-9]*) shift ;; esac',
+        "export TASK=e2e METHOD_NAME=nola_official",
+    ]
+    settings = {"LR": v["LR"], "WEIGHT_DECAY": "0.0", "LABEL_SMOOTH": "0.1", "WARMUP_STEP": "500",
+                "MAX_EPOCH": "5", "TRAIN_BATCH_SIZE": v["TRAIN_BATCH_SIZE"], "GRAD_ACC": v["GRAD_ACC"],
+                "MODEL_CARD": v["MODEL_CARD"], "BEAM": "10", "LENGTH_PENALTY": "0.8",
+                "NO_REPEAT_NGRAM_SIZE": "4"}
+    for k, val in settings.items():
+        lines.append(f': "${{{k}:={val}}}"; export {k}')
+    lines.append(f'export METHOD_ARGS="--lora_qv --use_nola --nola_num_basis {v["NUM_BASIS"]} '
+                 f'--lora_rank {v["RANK"]} --lora_alpha {v["LORA_ALPHA"]}"')
+    lines.append('exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"')
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="only compare, write nothing")
     ap.add_argument("--out_dir", default=HERE)
     args = ap.parse_args(argv)
     stale = []
-    for task in TASKS:
-        for method in METHODS:
-            path = os.path.join(args.out_dir, f"{task}_{method}.sh")
-            text = render(task, method)
-            old = open(path, encoding="utf-8").read() if os.path.isfile(path) else None
-            if old == text:
-                continue
-            stale.append(path)
-            if not args.check:
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(text)
-                os.chmod(path, 0o755)
+    jobs = [(f"{task}_{method}.sh", render(task, method)) for task in TASKS for method in METHODS]
+    jobs += [(name, render_official(name)) for name in OFFICIAL]
+    for name, text in jobs:
+        path = os.path.join(args.out_dir, name)
+        old = open(path, encoding="utf-8").read() if os.path.isfile(path) else None
+        if old == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(path, 0o755)
     if args.check and stale:
         sys.exit("out of date (run python NLG/scripts/make_scripts.py): " + ", ".join(stale))
-    print(f"{len(TASKS) * len(METHODS)} scripts {'checked' if args.check else 'written'}"
+    print(f"{len(jobs)} scripts {'checked' if args.check else 'written'}"
           + (f", {len(stale)} changed" if stale and not args.check else ""))
 
 
