@@ -94,7 +94,8 @@ class NOLALinear(LowRankAdapter):
         self.nola_alpha = nn.Parameter(self.weight.new_zeros((n, self.num_basis_A)))
         self.nola_beta = nn.Parameter(self.weight.new_zeros((n, self.num_basis_B)))
         gen = None if self.seed is None else torch.Generator().manual_seed(int(self.seed))
-        seeds = torch.cat([torch.randint(SEED_RANGE, (1,), generator=gen) for _ in range(2 * n)])
+        seeds = torch.cat([torch.randint(SEED_RANGE, (1,), generator=gen, device="cpu")
+                           for _ in range(2 * n)])
         self._seeds = [tuple(p) for p in seeds.view(n, 2).tolist()]
         self.register_buffer("nola_seed", seeds.view(n, 2).to(self.weight.device))
         self.register_buffer("nola_config", torch.tensor(self.config_values(), dtype=torch.int64))
