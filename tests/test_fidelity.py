@@ -291,3 +291,58 @@ def test_official_flag_spellings_are_accepted():
 def test_official_flag_spellings_that_disagree_are_errors(argv, match):
     with pytest.raises(ValueError, match=match):
         parse(*argv)
+
+
+# ---------------------------------------------------------------------------- official files
+
+def _official_file(model, method):
+    """Our model's adapter written in the official code's key layout (its state_dict names)."""
+    sd = {}
+    for i, block in enumerate(model.transformer.h):
+        a = block.attn.c_attn
+        pre = f"module.transformer.h.{i}"
+        if method == "lorma":
+            r, D = a.r, a.slice_size
+            for j, p in enumerate("qv"):
+                sd[f"{pre}.attn.lora_A_{p}"] = a.lora_A[j * r:(j + 1) * r].detach().clone()
+                sd[f"{pre}.attn.lora_B_{p}"] = a.lora_B[j * D:(j + 1) * D].detach().clone()
+        elif method == "mtlora":
+            for name, m in (("attn.c_attn", a), ("mlp.c_fc", block.mlp.c_fc)):
+                for f in "ABC":
+                    sd[f"{pre}.{name}.xtuning_{f}"] = getattr(m, f"lora_{f}").detach().clone()
+        else:
+            r, d = a.r, a.slice_size
+            for j, p in enumerate(("nola_query", "nola_value")):
+                sd[f"{pre}.attn.{p}.lora_A.weight"] = a.nola_A0[j * r:(j + 1) * r].clone()
+                sd[f"{pre}.attn.{p}.lora_B.weight"] = a.nola_B0[j * d:(j + 1) * d].clone()
+                sd[f"{pre}.attn.{p}.lora_A.seed"] = a.nola_seed[j, :1].clone()
+                sd[f"{pre}.attn.{p}.lora_B.seed"] = a.nola_seed[j, 1:].clone()
+                sd[f"{pre}.attn.{p}.lora_A.coefficients"] = a.nola_alpha[j].detach().clone()
+                sd[f"{pre}.attn.{p}.lora_B.coefficients"] = a.nola_beta[j].detach().clone()
+    from checkpoint import backbone_state_dict
+    sd.update({f"module.transformer.{k}": v for k, v in backbone_state_dict(model).items()})
+    return {"model_state_dict": sd}
+
+
+@pytest.mark.parametrize("method,options", [
+    ("lorma", {"kind": "rri"}), ("lorma", {"kind": "shift"}), ("mtlora", {"structure": "ICFM"}),
+    ("nola", {"num_basis_A": 16, "num_basis_B": 16})])
+def test_checkpoints_of_the_official_gpt2_code_load_and_compute_the_same(method, options,
+                                                                       tmp_path):
+    from checkpoint import load_model_weights
+    c = lora.MethodConfig(method=method, r=2, alpha=4, options=options, pipeline="gpt2")
+    torch.manual_seed(0)
+    trained = GPT2LMModel(config_from_card("gpt2.tiny", method=c))
+    with torch.no_grad():
+        for n, p in trained.named_parameters():
+            if lora.is_adapter_key(n):
+                p.normal_(0, 0.1)
+    path = tmp_path / "official.pt"
+    torch.save(_official_file(trained, method), path)
+    torch.manual_seed(1)
+    fresh = GPT2LMModel(config_from_card("gpt2.tiny", method=c))
+    info = load_model_weights(fresh, path, require_adapter=True)
+    assert info["adapter_loaded"] > 0 and info["backbone_missing"] == 0
+    x = torch.randint(0, 100, (2, 7))
+    trained.eval(), fresh.eval()
+    torch.testing.assert_close(fresh(x)[0], trained(x)[0])

@@ -6,7 +6,8 @@ Files this reads (all through `load_state_file`):
   * `.safetensors` files of the same layout (when the `safetensors` package is installed);
   * fine-tuned checkpoints `{'model_state_dict': ...}` with `module.` / `module.transformer.` /
     `transformer.` prefixes (Microsoft's periodic adapter-only files and final full files);
-  * the files gpt2_ft.py writes (below).
+  * the files gpt2_ft.py writes (below);
+  * the files the LoRMA, MTLoRA and NOLA official GPT-2 code writes (official_keys.py).
 Keys come back in the published naming (no prefix); `lm_head.*` is dropped (tied to wte).
 
 Files gpt2_ft.py writes:
@@ -35,6 +36,7 @@ import tempfile
 import torch
 
 from model import lora
+from official_keys import translate as translate_official_keys
 
 _PREFIXES = ("module.", "transformer.")
 _SUFFIXES = {".g": ".weight", ".b": ".bias", ".w": ".weight"}  # TF-converted GPT-2 names
@@ -100,7 +102,7 @@ def normalize_state_dict(obj, source="<state dict>"):
         if k in out:
             raise ValueError(f"checkpoint {source}: keys {key!r} and another one both map to {k!r}")
         out[k] = value
-    return out
+    return translate_official_keys(out, source)
 
 
 def split_state(sd):
