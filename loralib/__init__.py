@@ -18,3 +18,5 @@ from .registry import (MethodConfig, adapt_linear, available_methods, get_spec, 
 from .utils import (count_parameters, is_adapter_key, load_lora_state_dict, lora_state_dict,
                     mark_only_lora_as_trainable, merge_all, parameter_report, unmerge_all)
 from .cli import add_method_args, method_config_from_args
+from .inject import inject, merge_and_unload
+from .adapter_io import load_adapter, read_adapter_config, save_adapter

@@ -97,7 +97,10 @@ class NOLALinear(LowRankAdapter):
         seeds = torch.cat([torch.randint(SEED_RANGE, (1,), generator=gen, device="cpu")
                            for _ in range(2 * n)])
         self._seeds = [tuple(p) for p in seeds.view(n, 2).tolist()]
-        self.register_buffer("nola_seed", seeds.view(n, 2).to(self.weight.device))
+        # On the meta device (a layer loralib.inject is about to fill) the seeds stay on the
+        # CPU: they are values, not storage to allocate later.
+        dev = self.weight.device
+        self.register_buffer("nola_seed", seeds.view(n, 2).to("cpu" if dev.type == "meta" else dev))
         self.register_buffer("nola_config", torch.tensor(self.config_values(), dtype=torch.int64))
         if self.offsets != "none":
             self.register_buffer("nola_A0", self.weight.new_zeros((n * r, k)))

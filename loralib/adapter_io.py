@@ -1,0 +1,189 @@
+"""Self-describing adapter folders: `save_adapter(model, dir)` / `load_adapter(model, dir)`.
+
+A folder holds `adapter_config.json` (method, options, rank, alpha, dropout, targets, base model,
+loralib version, under the key "loralib") and the adapter tensors, `adapter_model.safetensors`
+when the safetensors package is installed, else `adapter_model.bin` (loralib itself needs torch
+alone). LoRA on unfused projections is written in PEFT's layout (`base_model.model.<module>.
+lora_A.weight`, PEFT's LoraConfig keys), so `peft.PeftModel.from_pretrained` loads it; a folder
+PEFT saved (plain LoRA) loads here as well.
+"""
+import json
+import os
+import tempfile
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from .base import AdaptedLinear
+from .registry import MethodConfig
+from .utils import load_lora_state_dict, lora_state_dict
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+PEFT_PREFIX = "base_model.model."
+# LoraConfig settings that change what PEFT computes and that plain LoRA here does not have
+_PEFT_UNSUPPORTED = {"use_rslora": False, "use_dora": False, "rank_pattern": {},
+                     "alpha_pattern": {}, "lora_bias": False, "bias": "none"}
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _adapted(model: nn.Module):
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdaptedLinear)
+            and m.has_adapter]
+
+
+def _peft_compatible(model: nn.Module, config: MethodConfig) -> bool:
+    layers = _adapted(model)
+    return config.method == "lora" and bool(layers) and all(
+        len(m.enable_lora) == 1 and type(m).__name__ in ("MergedLinear", "Linear")
+        for _, m in layers)
+
+
+def _atomic_write(path: str, write) -> None:
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _save_tensors(tensors: Dict[str, torch.Tensor], folder: str) -> str:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    try:
+        from safetensors.torch import save
+    except ImportError:
+        path = os.path.join(folder, WEIGHTS[1])
+        _atomic_write(path, lambda f: torch.save(tensors, f))
+        return path
+    path = os.path.join(folder, WEIGHTS[0])
+    _atomic_write(path, lambda f: f.write(save(tensors)))
+    return path
+
+
+def save_adapter(model: nn.Module, folder: str, config: Optional[MethodConfig] = None,
+                 base_model: Optional[str] = None) -> str:
+    """Write the adapter of `model` (made by `inject`, or pass its `config`) into `folder`."""
+    info = getattr(model, "loralib_adapter", None)
+    if config is None:
+        if info is None:
+            raise ValueError("save_adapter: the model carries no loralib adapter config "
+                             "(loralib.inject it, or pass config=)")
+        config = info["config"]
+    if not _adapted(model):
+        raise ValueError("save_adapter: the model has no adapted layer")
+    os.makedirs(folder, exist_ok=True)
+    if base_model is None:
+        base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+    modules = info["modules"] if info else [n for n, _ in _adapted(model)]
+    meta = {"method": config.method, "options": config.options, "r": config.r,
+            "alpha": config.alpha, "dropout": config.dropout, "targets": list(config.targets),
+            "pipeline": config.pipeline, "target_modules": info["target_modules"] if info else None,
+            "enable": info["enable"] if info else None, "modules": modules,
+            "base_model": {"name_or_path": base_model, "class": type(model).__name__},
+            "loralib_version": _version()}
+    state = lora_state_dict(model)
+    if _peft_compatible(model, config):
+        layers = _adapted(model)
+        targets = sorted({n.rsplit(".", 1)[-1] for n, _ in layers})
+        out = {f"{PEFT_PREFIX}{k}.weight": v for k, v in state.items()}
+        cfg = {"peft_type": "LORA", "task_type": None, "r": config.r,
+               "lora_alpha": config.alpha, "lora_dropout": config.dropout,
+               "target_modules": targets,
+               "fan_in_fan_out": any(m.fan_in_fan_out for _, m in layers),
+               "bias": "none", "inference_mode": True, "init_lora_weights": True,
+               "modules_to_save": None, "base_model_name_or_path": base_model,
+               "loralib": {**meta, "format": "peft"}}
+    else:
+        out = state
+        cfg = {"peft_type": None, "loralib": {**meta, "format": "loralib"}}
+    _save_tensors(out, folder)
+    text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
+    _atomic_write(os.path.join(folder, CONFIG_NAME), lambda f: f.write(text.encode()))
+    return folder
+
+
+def read_adapter_config(folder: str) -> Dict:
+    path = os.path.join(folder, CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (an adapter folder holds "
+                                f"{CONFIG_NAME} and {WEIGHTS[0]} or {WEIGHTS[1]})")
+    with open(path, encoding="utf-8") as f:
+        try:
+            cfg = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return cfg
+
+
+def _config_from(cfg: Dict, path: str):
+    """(MethodConfig, target_modules, enable, format) from an adapter_config.json."""
+    meta = cfg.get("loralib")
+    if meta is not None:
+        try:
+            config = MethodConfig(method=meta["method"], r=meta["r"], alpha=meta["alpha"],
+                                  dropout=meta["dropout"], options=meta["options"],
+                                  targets=tuple(meta["targets"]), pipeline=meta.get("pipeline"))
+        except KeyError as e:
+            raise ValueError(f"{path}: key 'loralib' lacks {e}") from None
+        return config, meta.get("target_modules") or meta.get("modules"), meta.get("enable"), \
+            meta.get("format", "loralib")
+    if cfg.get("peft_type") != "LORA":
+        raise ValueError(f"{path}: peft_type {cfg.get('peft_type')!r}: loralib reads PEFT's "
+                         f"LORA adapters and its own")
+    for key, plain in _PEFT_UNSUPPORTED.items():
+        if cfg.get(key, plain) not in (plain, None):
+            raise ValueError(f"{path}: {key}={cfg[key]!r} is not plain LoRA; loralib loads "
+                             f"PEFT LoRA with {key}={plain!r}")
+    if cfg.get("modules_to_save"):
+        raise ValueError(f"{path}: modules_to_save={cfg['modules_to_save']!r} is not supported")
+    config = MethodConfig(method="lora", r=int(cfg["r"]), alpha=float(cfg["lora_alpha"]),
+                          dropout=float(cfg.get("lora_dropout") or 0.0))
+    return config, cfg["target_modules"], None, "peft"
+
+
+def _load_tensors(folder: str) -> Dict[str, torch.Tensor]:
+    st, pt = (os.path.join(folder, w) for w in WEIGHTS)
+    if os.path.isfile(st):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ImportError(f"{st}: reading it needs the safetensors package") from None
+        return load_file(st)
+    if os.path.isfile(pt):
+        return torch.load(pt, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder}: neither {WEIGHTS[0]} nor {WEIGHTS[1]}")
+
+
+def load_adapter(model: nn.Module, folder: str) -> MethodConfig:
+    """Load the adapter in `folder` into `model`, injecting it first unless the model already
+    has adapted layers; strict (every adapter tensor of the model, nothing else)."""
+    from .inject import inject
+    path = os.path.join(folder, CONFIG_NAME)
+    config, target_modules, enable, fmt = _config_from(read_adapter_config(folder), path)
+    if not _adapted(model):
+        inject(model, config, target_modules, enable=enable)
+    tensors = _load_tensors(folder)
+    if fmt == "peft":
+        renamed = {}
+        for k, v in tensors.items():
+            if not (k.startswith(PEFT_PREFIX) and k.endswith(".weight")):
+                raise KeyError(f"{folder}: tensor {k!r} is not a PEFT LoRA key "
+                               f"(base_model.model.<module>.lora_A|lora_B.weight)")
+            renamed[k[len(PEFT_PREFIX):-len(".weight")].replace(".default", "")] = v
+        tensors = renamed
+    load_lora_state_dict(model, tensors, source=folder)
+    return config
+
