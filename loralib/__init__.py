@@ -12,9 +12,8 @@ from .layers import Conv1d, Conv2d, Conv3d, ConvLoRA, Embedding, Linear, MergedL
 from .lorma import LoRMALinear
 from .mtlora import MTLoRALinear
 from .nola import NOLALinear
-from . import methods as _methods  # noqa: F401  (fills the registry)
-from .registry import (MethodConfig, adapt_linear, available_methods, get_spec, register,
-                       register_preset)
+from .registry import (MethodCLI, MethodConfig, adapt_linear, available_methods, families,
+                       get_spec, register, register_preset, unregister)
 from .utils import (count_parameters, is_adapter_key, load_lora_state_dict, lora_state_dict,
                     mark_only_lora_as_trainable, merge_all, parameter_report, unmerge_all)
 from .cli import add_method_args, method_config_from_args

@@ -45,6 +45,15 @@ class LoRALayer:
         no adapter factor of LoRA, LoRMA or MTLoRA, but it does re-draw NOLA's frozen offsets,
         which the official code keeps in nn.Linear modules; NOLA overrides this."""
 
+    def pack_adapter_state(self, state):
+        """How this layer's adapter tensors ({local name: tensor}) are written to an adapter
+        file; `unpack_adapter_state` reverses it on load. Identity unless a method stores
+        its state otherwise (quantized NOLA: packed codes)."""
+        return state
+
+    def unpack_adapter_state(self, state, where: str = ""):
+        return state
+
     def _merge_target(self) -> nn.Parameter:
         return self.weight
 

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AdaptedLinear, LoRALayer, LowRankAdapter
+from .registry import register
 
 
 class MergedLinear(LowRankAdapter):
@@ -152,3 +153,7 @@ class Conv2d(ConvLoRA):
 class Conv3d(ConvLoRA):
     def __init__(self, *args, **kwargs):
         super().__init__(nn.Conv3d, *args, **kwargs)
+
+
+# LoRA's flags are the shared --lora_dim / --lora_alpha / --lora_dropout of cli.py.
+register("lora", MergedLinear, defaults={})

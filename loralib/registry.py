@@ -27,6 +27,25 @@ DEFAULT_TARGETS = ("q", "v")
 
 
 @dataclass(frozen=True)
+class MethodCLI:
+    """What the shared command line (cli.py) asks of a method.
+
+    add_args(group): declare the method's own flags, default None (so that a flag given with
+    another method is an error); flags: their dests; aliases: the official scripts' spellings,
+    alias -> our dest (e.g. "xtuning_dim" -> "lora_dim"), each implying the method;
+    to_config(args): the MethodConfig keywords its flags give (r, alpha, options, targets; what
+    is left out comes from --lora_dim / --lora_alpha / --lora_dropout and the pipeline);
+    selects: its own flags alone pick the method (NOLA's README commands name no method).
+    """
+    add_args: Optional[Callable[[Any], None]] = None
+    flags: Tuple[str, ...] = ()
+    aliases: Dict[str, Tuple[str, type]] = field(default_factory=dict)
+    to_config: Optional[Callable[[Any], Dict[str, Any]]] = None
+    selects: bool = False
+    uses_lora_dim: bool = True
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     layer: type
@@ -39,6 +58,12 @@ class MethodSpec:
     pipeline_targets: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
     # config -> lines a run log should carry (e.g. a flag the official code ignores)
     notes: Optional[Callable[["MethodConfig"], Sequence[str]]] = None
+    # what marks a state-dict key as this method's adapter state ("lora_" in the key)
+    prefix: str = "lora_"
+    cli: MethodCLI = field(default_factory=MethodCLI)
+    family: str = ""          # the registered method a preset belongs to ("" : itself)
+    # options that only shape initialisation or training (a decoder may ignore a difference)
+    init_only: Tuple[str, ...] = ()
 
     def defaults_for(self, pipeline: Optional[str]) -> Dict[str, Any]:
         out = dict(self.defaults)
@@ -54,16 +79,28 @@ _REGISTRY: Dict[str, MethodSpec] = {}
 
 
 def register(name: str, layer: type, defaults: Dict[str, Any], choices=None, check=None,
-             pipeline_defaults=None, pipeline_targets=None, notes=None) -> None:
+             pipeline_defaults=None, pipeline_targets=None, notes=None, prefix: str = "lora_",
+             cli: Optional[MethodCLI] = None, init_only: Sequence[str] = ()) -> None:
+    """Make `name` a method: MethodConfig(method=name), --method name, the models, the scripts.
+
+    prefix: the substring that marks the method's parameter and buffer names (its tensors are
+    then trained, saved and loaded as adapter state). The rest: see MethodSpec.
+    """
+    if name in NO_ADAPTER or not name.isidentifier():
+        raise ValueError(f"register: {name!r} cannot be a method name")
     for p in list(pipeline_defaults or {}) + list(pipeline_targets or {}):
         if p not in PIPELINES:
             raise ValueError(f"register({name!r}): unknown pipeline {p!r} (known: {PIPELINES})")
+    if not prefix or not prefix.endswith("_"):
+        raise ValueError(f"register({name!r}): prefix {prefix!r} must be a name part ending "
+                         f"in '_' (e.g. 'lora_')")
     _REGISTRY[name] = MethodSpec(name, layer, dict(defaults), dict(choices or {}), check,
                                  pipeline_defaults={k: dict(v) for k, v in
                                                     (pipeline_defaults or {}).items()},
                                  pipeline_targets={k: tuple(v) for k, v in
                                                    (pipeline_targets or {}).items()},
-                                 notes=notes)
+                                 notes=notes, prefix=prefix, cli=cli or MethodCLI(),
+                                 family=name, init_only=tuple(init_only))
 
 
 def register_preset(name: str, of: str, **fixed) -> None:
@@ -72,11 +109,32 @@ def register_preset(name: str, of: str, **fixed) -> None:
     _REGISTRY[name] = MethodSpec(name, base.layer, {**base.defaults, **fixed}, base.choices,
                                  base.check, fixed=dict(fixed),
                                  pipeline_defaults=base.pipeline_defaults,
-                                 pipeline_targets=base.pipeline_targets, notes=base.notes)
+                                 pipeline_targets=base.pipeline_targets, notes=base.notes,
+                                 prefix=base.prefix, cli=base.cli, family=base.family,
+                                 init_only=base.init_only)
+
+
+def unregister(name: str) -> None:
+    """Remove a method and its presets (tests register toy methods)."""
+    for key in [k for k, s in _REGISTRY.items() if k == name or s.family == name]:
+        del _REGISTRY[key]
 
 
 def available_methods() -> Tuple[str, ...]:
     return NO_ADAPTER + tuple(sorted(_REGISTRY))
+
+
+def families() -> Tuple[str, ...]:
+    """The registered methods themselves, without presets."""
+    return tuple(sorted(k for k, s in _REGISTRY.items() if s.family == k))
+
+
+def presets() -> Dict[str, MethodSpec]:
+    return {k: s for k, s in _REGISTRY.items() if s.family != k}
+
+
+def adapter_prefixes() -> Tuple[str, ...]:
+    return tuple(sorted({"lora_"} | {s.prefix for s in _REGISTRY.values()}))
 
 
 def get_spec(name: str) -> MethodSpec:
@@ -153,6 +211,26 @@ class MethodConfig:
             return ()
         spec = get_spec(self.method)
         return tuple(spec.notes(self)) if spec.notes else ()
+
+    def _function_view(self) -> Dict[str, Any]:
+        """What decides the adapted model's function (not how it was initialised or trained)."""
+        if not self.is_adapter:
+            return {"method": "none"}
+        spec = get_spec(self.method)
+        return {"method": spec.family, "r": self.r, "alpha": self.alpha,
+                "targets": tuple(self.targets),
+                "options": {k: v for k, v in self.options.items() if k not in spec.init_only}}
+
+    def differences(self, stored: "MethodConfig") -> Tuple[str, ...]:
+        """Where this config computes something else than `stored` ("alpha 1000.0 (checkpoint:
+        32.0)"); empty when an adapter trained with `stored` means the same here."""
+        a, b = self._function_view(), stored._function_view()
+        out = [f"{k} {a.get(k)!r} (checkpoint: {b.get(k)!r})"
+               for k in ("method", "r", "alpha", "targets") if a.get(k) != b.get(k)]
+        oa, ob = a.get("options", {}), b.get("options", {})
+        out += [f"{k} {oa.get(k)!r} (checkpoint: {ob.get(k)!r})"
+                for k in sorted(set(oa) | set(ob)) if oa.get(k) != ob.get(k)]
+        return tuple(out)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"method": self.method, "r": self.r, "alpha": self.alpha, "dropout": self.dropout,

@@ -9,16 +9,14 @@ from typing import Dict, Iterable, List, Tuple
 import torch
 import torch.nn as nn
 
-from . import quant
 from .base import LoRALayer
-from .nola import NOLALinear
-
-QCODES, QSCALE = "_qcodes", "_qscale"
-_NOLA_COEFS = ("nola_alpha", "nola_beta")
+from .registry import adapter_prefixes
 
 
 def is_adapter_key(name: str) -> bool:
-    return "lora_" in name or "nola_" in name
+    """Adapter state is named by its method's registered prefix ('lora_' in Microsoft's loralib,
+    'nola_' for NOLA, whatever a new method registers)."""
+    return any(p in name for p in adapter_prefixes())
 
 
 def mark_only_lora_as_trainable(model: nn.Module, bias: str = "none") -> None:
@@ -45,57 +43,53 @@ def _bias_keys(state: Dict[str, torch.Tensor], adapter_keys: Iterable[str], bias
     if bias == "lora_only":
         out = []
         for k in adapter_keys:
-            b = k.split("lora_")[0].split("nola_")[0] + "bias"
+            b = k
+            for p in adapter_prefixes():
+                b = b.split(p)[0]
+            b += "bias"
             if b in state and b not in out:
                 out.append(b)
         return out
     raise ValueError(f"bias must be 'none', 'all' or 'lora_only', got {bias!r}")
 
 
-def _quantized_nola(model: nn.Module):
+def _layer_groups(model: nn.Module, keys):
+    """(module prefix, layer, {local name: full key}) for every LoRALayer owning some of `keys`."""
+    keys = set(keys)
     for name, m in model.named_modules():
-        if isinstance(m, NOLALinear) and m.has_adapter and m.qbits is not None:
-            yield (name + "." if name else ""), m
+        if not isinstance(m, LoRALayer):
+            continue
+        prefix = name + "." if name else ""
+        local = {k[len(prefix):]: k for k in keys
+                 if k.startswith(prefix) and "." not in k[len(prefix):]}
+        if local:
+            yield prefix, m, local
 
 
 def lora_state_dict(model: nn.Module, bias: str = "none", quantized: bool = True
                     ) -> Dict[str, torch.Tensor]:
     """The adapter alone (plus biases when asked), as Microsoft's `lora_state_dict`.
 
-    Quantized NOLA coefficients are stored as packed b-bit codes (`<key>_qcodes`, uint8) and
-    per-vector scales (`<key>_qscale`) unless `quantized=False` (a resumable training state
-    needs the float latents).
+    Each layer decides how its adapter is stored (`pack_adapter_state`): quantized NOLA keeps
+    packed b-bit codes (`<key>_qcodes`, uint8) and per-vector scales (`<key>_qscale`) unless
+    `quantized=False` (a resumable training state needs the float latents).
     """
     state = model.state_dict()
     keys = [k for k in state if is_adapter_key(k)]
     out = {k: state[k] for k in keys + _bias_keys(state, keys, bias)}
     if quantized:
-        for prefix, m in _quantized_nola(model):
-            for coef in _NOLA_COEFS:
-                key = prefix + coef
-                codes, scale = quant.quantize(out.pop(key), m.qbits)
-                out[key + QCODES] = quant.pack_codes(codes, m.qbits)
-                out[key + QSCALE] = scale
+        for prefix, m, local in _layer_groups(model, keys):
+            packed = m.pack_adapter_state({n: out.pop(k) for n, k in local.items()})
+            out.update({prefix + n: v for n, v in packed.items()})
     return out
 
 
-def _dequantize_incoming(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _unpack_incoming(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     sd = dict(sd)
-    modules = dict(_quantized_nola(model))
-    for key in [k for k in sd if k.endswith(QCODES)]:
-        base = key[: -len(QCODES)]
-        prefix, coef = base.rsplit(".", 1) if "." in base else ("", base)
-        prefix = prefix + "." if prefix else ""
-        m = modules.get(prefix)
-        if m is None or coef not in _NOLA_COEFS:
-            raise KeyError(f"unexpected key {key!r}: no quantized NOLA layer "
-                           f"{prefix.rstrip('.')!r} in the model")
-        if base + QSCALE not in sd:
-            raise KeyError(f"missing key {base + QSCALE!r} (the scales of {key!r})")
-        scale = sd.pop(base + QSCALE)
-        shape = getattr(m, coef).shape
-        codes = quant.unpack_codes(sd.pop(key), m.qbits, shape)
-        sd[base] = quant.stable_dequantize(codes, scale.to(torch.float32), m.qbits)
+    for prefix, m, local in list(_layer_groups(model, sd)):
+        unpacked = m.unpack_adapter_state({n: sd.pop(k) for n, k in local.items()},
+                                          where=prefix.rstrip("."))
+        sd.update({prefix + n: v for n, v in unpacked.items()})
     return sd
 
 
@@ -106,7 +100,7 @@ def load_lora_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
     Every adapter key of the model must be present; every key must exist in the model with
     the same shape. Anything else raises a KeyError / ValueError naming the keys and `source`.
     """
-    sd = _dequantize_incoming(model, state_dict)
+    sd = _unpack_incoming(model, state_dict)
     own = model.state_dict()
     expected = [k for k in own if is_adapter_key(k)]
     missing = [k for k in expected if k not in sd]
@@ -119,7 +113,7 @@ def load_lora_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
             parts.append(f"unexpected key(s) {unexpected[:10]}"
                          + (" ..." if len(unexpected) > 10 else ""))
         raise KeyError(f"{source}: " + "; ".join(parts))
-    for k, v in sd.items():
+    for k, v in sorted(sd.items()):
         if tuple(v.shape) != tuple(own[k].shape):
             raise ValueError(f"{source}: key {k!r} has shape {tuple(v.shape)}, "
                              f"the model expects {tuple(own[k].shape)}")

@@ -143,3 +143,12 @@ def test_adapter_holds_only_adapter_state(method, options):
     keys = set(lora.lora_state_dict(layer))
     assert "weight" not in keys and "bias" not in keys
     assert keys and all(lora.is_adapter_key(k) for k in keys)
+
+
+def test_every_registered_method_is_in_the_matrix():
+    from loralib_cases import EXTRA_REFERENCES
+    covered = {m for m, _ in VARIANTS} | {lora.get_spec(n).family for n in lora.available_methods()
+                                          if n not in ("full", "none")
+                                          and lora.get_spec(n).layer in EXTRA_REFERENCES}
+    missing = set(lora.families()) - covered
+    assert not missing, f"registered methods without a row in tests/loralib_cases.py: {missing}"

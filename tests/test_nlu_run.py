@@ -201,3 +201,20 @@ def test_generated_scripts_are_current_and_their_flags_parse(tmp_path):
             assert cfg.r == 8
         from_mnli = "export FROM_MNLI=1" in text
         assert from_mnli == (parts[-1] in ("mrpc", "rte", "stsb") and method != "ft"), name
+
+
+def test_adapter_record_rebuilds_the_method_and_refuses_contradicting_flags(shared_data,
+                                                                            tmp_path):
+    out = tmp_path / "pi"
+    flags = ["--method", "lorma_pi", "--lora_dim", "4", "--lora_alpha", "8"]
+    first = run_glue.main(_args(shared_data, out, "--max_steps", "2", *flags))
+    record = json.loads((out / "adapter_config.json").read_text())["loralib"]
+    assert record["method"] == "lorma_pi" and record["pipeline"] == "roberta"
+    adapter = str(out / "pytorch_model.bin")
+    again = run_glue.main(_args(shared_data, tmp_path / "e", "--do_eval",
+                                "--adapter_checkpoint", adapter))       # no method flag
+    assert again == pytest.approx(first, abs=1e-6)
+    with pytest.raises(ValueError, match="kind 'rri' \\(checkpoint: 'shift'\\)"):
+        run_glue.main(_args(shared_data, tmp_path / "x", "--do_eval", "--adapter_checkpoint",
+                            adapter, "--method", "lorma_plus", "--lora_dim", "4",
+                            "--lora_alpha", "8"))

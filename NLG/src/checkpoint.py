@@ -190,6 +190,40 @@ def load_model_weights(model, init_checkpoint=None, adapter_checkpoint=None, ran
     return info
 
 
+def method_record(method):
+    """What a checkpoint records of how it was trained, beside Microsoft's `model_state_dict`
+    (whose readers ignore other keys): the loralib MethodConfig and version."""
+    return {"loralib": {**method.to_dict(), "loralib_version": lora.__version__}}
+
+
+def stored_method(path):
+    """The MethodConfig a checkpoint records (None: a file that records nothing, e.g. the
+    published GPT-2 or one written by Microsoft's or a method's official code)."""
+    if path is None or not os.path.isfile(path) or os.fspath(path).endswith(".safetensors"):
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None     # load_state_file reports unreadable files with the full story
+    record = obj.get("loralib") if isinstance(obj, dict) else None
+    if not isinstance(record, dict):
+        return None
+    record = {k: v for k, v in record.items() if k != "loralib_version"}
+    try:
+        return lora.MethodConfig.from_dict(record)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: its recorded method {record} is not valid "
+                         f"here ({e})") from None
+
+
+def check_method_matches(given, stored, path):
+    """An error naming both values where the method flags contradict the checkpoint."""
+    diffs = given.differences(stored)
+    if diffs:
+        raise ValueError(f"checkpoint {path} was trained with another method setting: "
+                         f"{'; '.join(diffs)}. Drop the method flags to use the checkpoint's own")
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)

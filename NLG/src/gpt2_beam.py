@@ -30,7 +30,7 @@ import time
 import torch
 
 from beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
-from checkpoint import load_model_weights
+from checkpoint import check_method_matches, load_model_weights, stored_method
 from data_utils import read_ft_file
 from gpu import add_gpu_params, all_gather_object, cleanup, distributed_sync, parse_gpu
 from model import GPT2LMModel, config_from_card, lora
@@ -207,7 +207,7 @@ def main(argv=None, defaults=None, description=None):
     if args.fp16 and args.bf16:
         raise SystemExit("--fp16 and --bf16 are exclusive")
     try:
-        method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
+        method = resolve_method(args)
         s = settings_from_args(args)
     except (ValueError, KeyError) as e:
         raise SystemExit(f"gpt2_beam: {e}")
@@ -216,6 +216,27 @@ def main(argv=None, defaults=None, description=None):
         return run(args, method, s)
     finally:
         cleanup(args)
+
+
+def resolve_method(args):
+    """The method to build: the one the checkpoint records when no method flag is given (a
+    preset entry point's rank may come from it too), else the flags', which must then agree
+    with what the checkpoint records. Files that record nothing need the flags."""
+    path = args.adapter_checkpoint or args.init_checkpoint
+    stored = stored_method(path)
+    fill_rank = (stored is not None and stored.is_adapter and args.lora_dim is None
+                 and args.method is not None and lora.get_spec(stored.method).cli.uses_lora_dim)
+    if fill_rank:
+        args.lora_dim = stored.r          # e.g. gpt2_beam_lorma_plus.py without --lora_dim
+        if args.lora_alpha is None:
+            args.lora_alpha = stored.alpha
+    method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
+    if stored is None:
+        return method
+    if method.method == "none":
+        return lora.MethodConfig(method="none") if not stored.is_adapter else stored
+    check_method_matches(method, stored, path)
+    return method
 
 
 def run(args, method, s):

@@ -38,7 +38,8 @@ import time
 
 import torch
 
-from checkpoint import export_published, load_model_weights, save_atomic, training_state_dict
+from checkpoint import (export_published, load_model_weights, method_record, save_atomic,
+                        training_state_dict)
 from data_utils import BatchStream, FT_Dataset, eval_batches
 from gpu import (add_gpu_params, all_gather_object, all_reduce_sum, cleanup, distributed_sync,
                  parse_gpu)
@@ -387,7 +388,7 @@ def train(args, method):
         if step % args.save_interval == 0 or step == max_step or stopping:
             if step % args.save_interval == 0 and step < max_step and rank == 0:
                 sd = model.state_dict() if full else lora.lora_state_dict(model)
-                save_atomic({"model_state_dict": sd},
+                save_atomic({"model_state_dict": sd, **method_record(method)},
                             os.path.join(args.work_dir, f"model.{step}.pt"))
             _save_resume(os.path.join(args.work_dir, "resume.pt"), model, optimizer, scheduler,
                          scaler, args, step, full)
@@ -401,7 +402,8 @@ def train(args, method):
     if step >= max_step:
         final_path = os.path.join(args.work_dir, f"model.{step}.pt")
         if rank == 0:
-            save_atomic({"model_state_dict": training_state_dict(model)}, final_path)
+            save_atomic({"model_state_dict": training_state_dict(model), **method_record(method)},
+                        final_path)
             print(f"saved final checkpoint {final_path}")
             if args.export_published:
                 exported = export_published(model, args.export_published, merge=True)

@@ -271,6 +271,52 @@ def main_metric(task):
     return {"CoLA": "mcc", "STS-B": "pearson", "MNLI": "dev_matched_accuracy"}.get(t, "accuracy")
 
 
+RECORD = "adapter_config.json"   # beside pytorch_model.bin: how the adapter was trained
+
+
+def method_record(method, cfg):
+    return {"peft_type": None, "loralib": {**method.to_dict(), "format": "loralib-nlu",
+                                           "weights": "pytorch_model.bin",
+                                           "base_model": {"card": cfg.to_dict()},
+                                           "loralib_version": lora.__version__}}
+
+
+def stored_method(adapter_checkpoint):
+    """The MethodConfig recorded beside an adapter file (None: a file without a record, e.g.
+    Microsoft's released adapters)."""
+    if not adapter_checkpoint:
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(adapter_checkpoint)), RECORD)
+    if not os.path.isfile(path):
+        return None
+    meta = lora.read_adapter_config(os.path.dirname(path)).get("loralib")
+    if not isinstance(meta, dict):
+        return None
+    keep = ("method", "r", "alpha", "dropout", "options", "targets", "pipeline")
+    try:
+        return lora.MethodConfig.from_dict({k: meta[k] for k in keep if k in meta})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: recorded method is not valid here ({e})") from None
+
+
+def resolve_method(args):
+    """The flags' method, or the one recorded beside --adapter_checkpoint when no method flag is
+    given; flags that contradict the record are an error naming both values."""
+    stored = stored_method(args.adapter_checkpoint)
+    method = lora.method_config_from_args(args, default="none" if stored else "full",
+                                          pipeline="roberta")
+    if stored is None:
+        return method
+    if method.method == "none":
+        return stored
+    diffs = method.differences(stored)
+    if diffs:
+        raise ValueError(f"--adapter_checkpoint {args.adapter_checkpoint} was trained with "
+                         f"another method setting: {'; '.join(diffs)}. Drop the method flags "
+                         f"to use the recorded one")
+    return method
+
+
 def main(argv=None, defaults=None):
     args = build_parser(defaults).parse_args(argv)
     if not args.do_train and not args.do_eval:
@@ -286,7 +332,7 @@ def main(argv=None, defaults=None):
     torch.manual_seed(args.seed)
     spec = task_spec(args.task_name)
     regression = spec.labels is None
-    method = lora.method_config_from_args(args, default="full", pipeline="roberta")
+    method = resolve_method(args)
 
     tok = RobertaTokenizer(args.tokenizer_dir)
     cfg = config_from_card(args.model_card, num_labels=num_labels(args.task_name),
@@ -420,6 +466,8 @@ def main(argv=None, defaults=None):
         if env.main:
             save_atomic(trainable_state_dict(model), os.path.join(args.output_dir,
                                                                   "pytorch_model.bin"))
+            save_atomic(method_record(method, cfg), os.path.join(args.output_dir, RECORD),
+                        as_json=True)
             log(f"saved {os.path.join(args.output_dir, 'pytorch_model.bin')}")
     if args.do_eval and args.evaluation_strategy != "no" and not history:
         results = run_eval(model, dev_sets, args, env, tok.pad_id)
