@@ -13,7 +13,8 @@ from .lorma import LoRMALinear
 from .mtlora import MTLoRALinear
 from .nola import NOLALinear
 from .registry import (MethodCLI, MethodConfig, adapt_linear, available_methods, families,
-                       get_spec, register, register_preset, unregister)
+                       get_spec, register, register_preset, script_variants,
+                       unregister)
 from .utils import (count_parameters, is_adapter_key, load_lora_state_dict, lora_state_dict,
                     mark_only_lora_as_trainable, merge_all, parameter_report, unmerge_all)
 from .cli import add_method_args, method_config_from_args

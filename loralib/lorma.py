@@ -234,6 +234,8 @@ register("lorma", LoRMALinear,
          pipeline_defaults={"gpt2": {"init": "a_zero", "dropout_site": "none"}},
          notes=notes, init_only=("init", "dropout_site"),
          cli=MethodCLI(add_args=_add_args, flags=tuple(_FLAG_OPTION), to_config=_to_config,
+                       variants={"lorma_plus": "--lorma_type rri",
+                                 "lorma_pi": "--lorma_type shift"},
                        aliases={  # LoRMA's GPT-2 scripts, NLU run_glue_lorma_*.py, MetaMathQA
                            "mult_lora_dim": ("lora_dim", int),
                            "mult_lora_alpha": ("lora_alpha", float),

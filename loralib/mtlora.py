@@ -108,6 +108,8 @@ register("mtlora", MTLoRALinear, defaults={"structure": "ICFM", "shared_t": Fals
          cli=MethodCLI(add_args=_add_args,
                        flags=("mtlora_structure", "mtlora_shared_t", "mtlora_per_projection_t"),
                        to_config=_to_config,
+                       variants={f"mtlora_{s.lower()}": f"--mtlora_structure {s}"
+                                 for s in STRUCTURES},
                        aliases={"xtuning_dim": ("lora_dim", int),      # MTLoRA NLG/src/gpt2_ft.py
                                 "xtuning_alpha": ("lora_alpha", float),
                                 "xtuning_dropout": ("lora_dropout", float)}))

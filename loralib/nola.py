@@ -284,4 +284,5 @@ register("nola", NOLALinear,
                               "nola_num_basis_B", "nola_seed", "nola_offsets", "qnola", "qbits",
                               "nola_qv", "nola_mlp", "use_nola"),
                        to_config=_to_config,
+                       variants={"nola": "", "qnola": "--qnola --qbits ${QBITS}"},
                        aliases={"lora_rank": ("nola_rank", int)}))   # NOLA's gpt2_ft.py

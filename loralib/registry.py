@@ -43,6 +43,9 @@ class MethodCLI:
     to_config: Optional[Callable[[Any], Dict[str, Any]]] = None
     selects: bool = False
     uses_lora_dim: bool = True
+    # the named variants scripts are generated for: name -> flags beside --method (e.g.
+    # "mtlora_icfm": "--mtlora_structure ICFM"); empty: one variant, the method itself
+    variants: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,16 @@ def families() -> Tuple[str, ...]:
 
 def presets() -> Dict[str, MethodSpec]:
     return {k: s for k, s in _REGISTRY.items() if s.family != k}
+
+
+def script_variants() -> Dict[str, Tuple[str, str]]:
+    """variant name -> (method, flags): what the script generators write one script for."""
+    out = {}
+    for name in families():
+        cli = _REGISTRY[name].cli
+        for variant, flags in (cli.variants or {name: ""}).items():
+            out[variant] = (name, flags)
+    return out
 
 
 def adapter_prefixes() -> Tuple[str, ...]:

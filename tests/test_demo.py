@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "NLG" / "scripts" / "demo.sh"
-METHOD_ROWS = {"lora": "LoRA", "lorma_plus": "LoRMA_+", "lorma_pi": "LoRMA_pi", "mtlora_shim": "MTLoRA (SHIM)",
+METHOD_ROWS = {"lora": "LoRA", "lorma_plus": "LoRMA_+", "lorma_pi": "LoRMA_pi", "mtlora_icfm": "MTLoRA (ICFM)",
                "nola": "NOLA", "qnola": "NOLA (3-bit)", "ft": "full fine-tuning"}
 
 

@@ -152,3 +152,17 @@ def test_our_load_adapter_reads_a_folder_peft_saved(tmp_path, kind):
     assert (cfg.method, cfg.r, cfg.alpha) == ("lora", 4, 8.0)
     ours.eval()
     torch.testing.assert_close(out(ours, INPUT), want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Using loralib in your own model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    meta = json.loads((tmp_path / "my_adapter" / "adapter_config.json").read_text())["loralib"]
+    assert meta["method"] == "lorma" and len(meta["modules"]) == 8
+    merged = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "merged_model")
+    assert not any(lora.is_adapter_key(n) for n in merged.state_dict())

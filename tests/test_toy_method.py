@@ -67,3 +67,17 @@ def test_toy_method_trains_saves_decodes_and_runs_nlu(tmp_path, shared_data):
     sd = torch.load(out / "pytorch_model.bin", weights_only=True)
     assert sorted({k.rsplit(".", 1)[-1] for k in sd if "toy_" in k}) == \
         ["toy_down", "toy_gate", "toy_up"]
+
+
+def test_a_registered_method_gets_task_scripts(tmp_path):
+    import importlib.util
+    from test_train_helpers import ROOT
+    for path, argv in ((ROOT / "NLG" / "scripts" / "make_scripts.py", ["--out_dir", str(tmp_path)]),
+                       (ROOT / "NLU" / "scripts" / "make_scripts.py", None)):
+        spec = importlib.util.spec_from_file_location(f"gen_{path.parts[-3]}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mod.main(argv) if argv else mod.main(str(tmp_path))
+    text = (tmp_path / "e2e_toy.sh").read_text()
+    assert 'METHOD_ARGS="--method toy --lora_dim 4' in text     # LoRA's settings by default
+    assert "--method toy --lora_dim 8" in (tmp_path / "roberta_base_toy_rte.sh").read_text()

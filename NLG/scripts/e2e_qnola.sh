@@ -20,5 +20,5 @@ export TASK=e2e METHOD_NAME=qnola
 : "${BEAM:=10}"; export BEAM
 : "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY
 : "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE
-export METHOD_ARGS="--method nola --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv --qnola --qbits ${QBITS}"
+export METHOD_ARGS="--method nola --qnola --qbits ${QBITS} --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

@@ -31,6 +31,13 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    import loralib as lora
+    lora.script_variants
+except (ImportError, AttributeError):   # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+    sys.modules.pop("loralib", None)
+    import loralib as lora
 
 TASKS = {
     #          weight decay, dropout, label smoothing, E2E-style length penalty
@@ -42,28 +49,41 @@ COMMON = dict(LR="0.0002", WARMUP_STEP="500", MAX_EPOCH="5", TRAIN_BATCH_SIZE="8
               NO_REPEAT_NGRAM_SIZE="4")
 LORA_R = "--lora_dim 4 --lora_alpha 32 --lora_dropout ${DROPOUT}"
 
-# method -> (title, method flags, overrides of the task/common settings)
-METHODS = {
-    "lora": ("LoRA", "--method lora " + LORA_R, {}),
+# The scripts are one per task and per variant the loralib registry lists (loralib.script_variants:
+# lora, lorma_plus, mtlora_icfm, nola, qnola, ...), plus full fine-tuning. What the papers set per
+# variant: (title, flags beside --method and the variant's own, overrides of the task/common
+# settings). A variant missing here (a newly registered method) gets LoRA's settings.
+SETTINGS = {
+    "lora": ("LoRA", LORA_R, {}),
     "lorma_plus": ("LoRMA_+ (rank-inflated multiplicative, code name rri)",
-                   "--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE} " + LORA_R,
+                   "--lorma_mode ${LORMA_MODE} " + LORA_R,
                    {"LORMA_MODE": "pre", "E2E_LENGTH_PENALTY": "0.8"}),
     "lorma_pi": ("LoRMA_pi (permutation-based multiplicative, code name shift)",
-                 "--method lorma --lorma_type shift --lorma_mode ${LORMA_MODE} " + LORA_R,
+                 "--lorma_mode ${LORMA_MODE} " + LORA_R,
                  {"LORMA_MODE": "pre", "E2E_LENGTH_PENALTY": "0.8"}),
     "nola": ("NOLA (float coefficients)",
-             "--method nola --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv",
+             "--nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv",
              {"LR": "0.005", "WEIGHT_DECAY": "0.0", "NOLA_C": "8", "NOLA_NUM_BASIS": "512",
               "LENGTH_PENALTY": "0.8"}),
     "qnola": ("quantized NOLA (3-bit coefficients; the project's quantizer)",
-              "--method nola --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv "
-              "--qnola --qbits ${QBITS}",
-              {"LR": "0.005", "WEIGHT_DECAY": "0.0", "NOLA_C": "8", "NOLA_NUM_BASIS": "512", "QBITS": "3",
-               "LENGTH_PENALTY": "0.8"}),
-    "ft": ("full fine-tuning", "--method full", {"LR": "0.00005"}),
+              "--nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv",
+              {"LR": "0.005", "WEIGHT_DECAY": "0.0", "NOLA_C": "8", "NOLA_NUM_BASIS": "512",
+               "QBITS": "3", "LENGTH_PENALTY": "0.8"}),
 }
 for s in ("SHIM", "ICFM", "CTCM", "DTSM"):
-    METHODS["mtlora_" + s.lower()] = (f"MTLoRA, {s} transform", f"--method mtlora --mtlora_structure {s} " + LORA_R, {})
+    SETTINGS["mtlora_" + s.lower()] = (f"MTLoRA, {s} transform", LORA_R, {})
+
+
+def methods():
+    """script name -> (title, METHOD_ARGS, overrides), from the registry plus full fine-tuning."""
+    out = {}
+    for variant, (method, flags) in lora.script_variants().items():
+        title, extra, over = SETTINGS.get(variant, (f"{variant} (LoRA's settings)", LORA_R, {}))
+        out[variant] = (title, " ".join(x for x in (f"--method {method}", flags, extra) if x),
+                        over)
+    out["ft"] = ("full fine-tuning", "--method full", {"LR": "0.00005"})
+    return out
+
 
 ORDER = ["LR", "WEIGHT_DECAY", "DROPOUT", "LABEL_SMOOTH", "WARMUP_STEP", "MAX_EPOCH", "TRAIN_BATCH_SIZE",
          "LORMA_MODE", "NOLA_C", "NOLA_NUM_BASIS", "QBITS", "BEAM", "LENGTH_PENALTY", "NO_REPEAT_NGRAM_SIZE"]
@@ -71,7 +91,7 @@ TASK_TITLE = {"e2e": "E2E", "webnlg": "WebNLG 2017", "dart": "DART"}
 
 
 def render(task, method):
-    title, flags, over = METHODS[method]
+    title, flags, over = methods()[method]
     settings = {**COMMON, **TASKS[task], **over}
     e2e_lp = settings.pop("E2E_LENGTH_PENALTY", None)
     if task == "e2e" and e2e_lp:
@@ -141,7 +161,7 @@ def main(argv=None):
     ap.add_argument("--out_dir", default=HERE)
     args = ap.parse_args(argv)
     stale = []
-    jobs = [(f"{task}_{method}.sh", render(task, method)) for task in TASKS for method in METHODS]
+    jobs = [(f"{task}_{method}.sh", render(task, method)) for task in TASKS for method in methods()]
     jobs += [(name, render_official(name)) for name in OFFICIAL]
     for name, text in jobs:
         path = os.path.join(args.out_dir, name)

@@ -20,19 +20,31 @@ Sources of the numbers:
   LoRA, RoBERTa-large: Table 9 (alpha 16, batch 4); checked against microsoft/LoRA's
     roberta_large_{qqp,sst2,stsb}.sh, whose values are used where they exist (SST-2 batch 8,
     STS-B lr 3e-4 / 10 epochs / length 128). MRPC, RTE, STS-B start from MNLI.
-  MTLoRA: its README points to copies of Microsoft's NLU scripts, so the LoRA RoBERTa-base
-    values with alpha 16 (what those scripts pass).
-  LoRMA: Exploration-Lab/LoRMA NLU/scripts (roberta_large_plus_cola.sh: length 128, batch 8,
-    lr 3e-4, 20 epochs, alpha = r / 2, weight decay 0.2); other tasks use the LoRA values with
-    LoRMA's alpha rule (r for base, r / 2 for large).
+  MTLoRA, RoBERTa-base: YaoLiang2023/MTLoRA NLU/roberta_base_<task>.sh: r 8, alpha 16, length
+    512, warmup 0.06, weight decay 0.1, and per task the batch per GPU, lr, epochs and seed of
+    MTLORA_BASE below (the official runs used 1 or 2 GPUs, noted per task; the batch here is per
+    GPU, so run with that many GPUs for the official global batch). RoBERTa-large has no
+    official MTLoRA script: LoRA's large values with alpha 16.
+  LoRMA: Exploration-Lab/LoRMA NLU/scripts/roberta_{base,large}_{plus,pi}_<task>.sh, per task
+    (LORMA below: batch, epochs, lr, length, alpha = r or r / 2 in the scripts' integer
+    arithmetic, weight decay, warmup ratio); no MNLI start (the scripts have none).
+    roberta_base_pi_cola.sh does not exist there: base pi CoLA takes base plus CoLA's values.
   Full fine-tuning (ft): RoBERTa paper's GLUE ranges (lr 2e-5 base / 1e-5 large, 10 epochs).
   NOLA: its paper has no GLUE setting; coefficients use its GPT-2 learning rate (1e-2 here is a
     placeholder to tune) and the head keeps LoRA's learning rate (--classifier_lr).
 """
 import os
 import stat
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    import loralib as lora
+    lora.script_variants
+except (ImportError, AttributeError):   # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+    sys.modules.pop("loralib", None)
+    import loralib as lora
 TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb")
 FROM_MNLI = ("mrpc", "rte", "stsb")
 
@@ -51,43 +63,76 @@ TABLE = {"base": LORA_BASE, "large": LORA_LARGE}
 LORA_ALPHA = {"base": 8, "large": 16}
 RANK = 8
 
+# MTLoRA NLU/roberta_base_<task>.sh: task -> (GPUs, batch per GPU, lr, epochs, seed)
+MTLORA_BASE = {
+    "cola": (2, 32, 4e-4, 80, 27), "mnli": (2, 16, 5e-4, 30, 0), "mrpc": (1, 16, 4e-4, 30, 0),
+    "qnli": (2, 32, 4e-4, 25, 1739), "qqp": (2, 16, 5e-4, 25, 0), "rte": (1, 32, 5e-4, 80, 0),
+    "sst2": (2, 16, 5e-4, 60, 69), "stsb": (1, 16, 4e-4, 40, 0),
+}
+# LoRMA NLU/scripts/roberta_<size>_<plus|pi>_<task>.sh:
+# (size, variant) -> task -> (batch, epochs, lr, length, alpha divisor of r, weight decay, warmup)
+LORMA = {
+    ("base", "plus"): {
+        "cola": (64, 100, 4e-4, 512, 2, 0.2, 0.06), "mnli": (64, 30, 5e-4, 512, 2, 0.1, 0.06),
+        "mrpc": (32, 30, 4e-4, 512, 1, 0.1, 0.06), "qnli": (64, 25, 4e-4, 512, 2, 0.1, 0.06),
+        "qqp": (16, 25, 5e-4, 512, 1, 0.1, 0.06), "rte": (32, 80, 5e-4, 512, 2, 0.1, 0.06),
+        "sst2": (64, 60, 5e-4, 512, 1, 0.1, 0.06), "stsb": (16, 40, 4e-4, 512, 1, 0.1, 0.06)},
+    ("base", "pi"): {
+        "mnli": (64, 30, 5e-4, 512, 1, 0.1, 0.06), "mrpc": (64, 30, 4e-4, 512, 1, 0.1, 0.06),
+        "qnli": (64, 25, 4e-4, 512, 1, 0.1, 0.06), "qqp": (16, 25, 5e-4, 512, 1, 0.1, 0.06),
+        "rte": (32, 80, 5e-4, 512, 1, 0.1, 0.06), "sst2": (64, 60, 5e-4, 512, 1, 0.1, 0.06),
+        "stsb": (16, 40, 4e-4, 512, 1, 0.1, 0.06)},
+    ("large", "plus"): {
+        "cola": (8, 20, 3e-4, 128, 2, 0.2, 0.06), "mnli": (8, 10, 3e-4, 128, 1, 0.1, 0.06),
+        "mrpc": (4, 20, 3e-4, 512, 2, 0.1, 0.06), "qnli": (4, 10, 2e-4, 512, 2, 0.1, 0.06),
+        "qqp": (4, 20, 3e-4, 512, 1, 0.1, 0.0), "rte": (8, 20, 4e-4, 512, 2, 0.1, 0.06),
+        "sst2": (8, 10, 4e-4, 512, 1, 0.1, 0.06), "stsb": (4, 10, 3e-4, 128, 2, 0.1, 0.06)},
+    ("large", "pi"): {
+        "cola": (8, 20, 3e-4, 128, 1, 0.2, 0.06), "mnli": (8, 10, 3e-4, 128, 1, 0.1, 0.06),
+        "mrpc": (4, 20, 3e-4, 512, 1, 0.1, 0.06), "qnli": (4, 10, 2e-4, 512, 1, 0.1, 0.06),
+        "qqp": (4, 20, 3e-4, 512, 1, 0.1, 0.06), "rte": (8, 20, 4e-4, 512, 1, 0.1, 0.06),
+        "sst2": (8, 10, 4e-4, 512, 1, 0.1, 0.06), "stsb": (4, 10, 3e-4, 128, 1, 0.1, 0.06)},
+}
+LORMA[("base", "pi")]["cola"] = LORMA[("base", "plus")]["cola"][:4] + (1, 0.2, 0.06)
 
-def method_args(method, size):
-    """(variable settings, METHOD_ARGS) of one method."""
+
+def method_args(method, size, task):
+    """(settings overriding LoRA's, METHOD_ARGS) of one script variant."""
     r = RANK
     if method == "ft":
-        return {}, "--method full"
-    if method == "lora":
-        return {}, f"--method lora --lora_dim {r} --lora_alpha {LORA_ALPHA[size]}"
+        return {"LR": 2e-5 if size == "base" else 1e-5, "EPOCHS": 10}, "--method full"
+    family, flags = lora.script_variants().get(method, (method, ""))
+    head = " ".join(x for x in (f"--method {family}", flags) if x)
     if method in ("lorma_plus", "lorma_pi"):
-        kind = "rri" if method == "lorma_plus" else "shift"
-        alpha = r if size == "base" else r / 2
-        return {}, (f"--method lorma --lorma_type {kind} --lorma_mode ${{LORMA_MODE:-pre}} "
-                    f"--lora_dim {r} --lora_alpha {alpha:g}")
-    if method.startswith("mtlora_"):
-        return {}, (f"--method mtlora --mtlora_structure {method[7:].upper()} --lora_dim {r} "
-                    f"--lora_alpha 16")
-    if method in ("nola", "qnola"):
-        q = " --qnola --qbits 3" if method == "qnola" else ""
-        return ({"LR": 1e-2, "CLS_LR": None},
-                f"--nola_rank {r} --nola_c 1.0 --nola_num_basis 1000 --nola_qv{q}")
-    raise ValueError(method)
+        bs, ep, lr, length, div, wd, warm = LORMA[(size, method[6:])][task]
+        return ({"BATCH_SIZE": bs, "EPOCHS": ep, "LR": lr, "MAX_SEQ_LENGTH": length,
+                 "WEIGHT_DECAY": wd, "WARMUP_RATIO": warm, "FROM_MNLI": 0},
+                f"{head} --lorma_mode ${{LORMA_MODE:-pre}} --lora_dim {r} --lora_alpha {r // div}")
+    if family == "mtlora":
+        over = {}
+        if size == "base":
+            gpus, bs, lr, ep, seed = MTLORA_BASE[task]
+            over = {"BATCH_SIZE": bs, "LR": lr, "EPOCHS": ep, "SEED": seed,
+                    "OFFICIAL_GPUS": gpus}
+        return over, f"{head} --lora_dim {r} --lora_alpha 16"
+    if family == "nola":
+        return ({"LR": 1e-2, "CLS_LR": None, **({"QBITS": 3} if "${QBITS}" in flags else {})},
+                f"{head} --nola_rank {r} --nola_c 1.0 --nola_num_basis 1000 --nola_qv")
+    return {}, f"{head} --lora_dim {r} --lora_alpha {LORA_ALPHA[size]}"
 
 
-METHODS = ("ft", "lora", "lorma_plus", "lorma_pi", "mtlora_shim", "mtlora_icfm", "mtlora_ctcm",
-           "mtlora_dtsm", "nola", "qnola")
+def methods():
+    return ("ft",) + tuple(lora.script_variants())
 
 
 def settings(method, size, task):
     bs, ep, lr, length = TABLE[size][task]
     s = {"BATCH_SIZE": bs, "EPOCHS": ep, "LR": lr, "MAX_SEQ_LENGTH": length,
          "WEIGHT_DECAY": 0.1, "WARMUP_RATIO": 0.06, "SEED": 0}
-    if method == "ft":
-        s.update(LR=2e-5 if size == "base" else 1e-5, EPOCHS=10)
-    extra, margs = method_args(method, size)
-    if "LR" in extra:
+    extra, margs = method_args(method, size, task)
+    if "CLS_LR" in extra:
         s["CLS_LR"] = lr          # the head keeps the LoRA learning rate
-        s["LR"] = extra["LR"]
+    s.update({k: v for k, v in extra.items() if k != "CLS_LR"})
     return s, margs
 
 
@@ -109,7 +154,13 @@ set -euo pipefail
 
 
 def body(size, task, method_name, s, margs, from_mnli):
-    lines = [f"export MODEL_SIZE={size} TASK={task} METHOD_NAME=\"{method_name}\""]
+    s = dict(s)
+    lines = []
+    gpus = s.pop("OFFICIAL_GPUS", None)
+    if gpus:
+        lines.append(f"# The official run used {gpus} GPU(s) x this batch: num_gpus={gpus} "
+                     f"for its global batch.")
+    lines.append(f"export MODEL_SIZE={size} TASK={task} METHOD_NAME=\"{method_name}\"")
     for k, v in s.items():
         lines.append(f': "${{{k}:={fmt(v)}}}"; export {k}')
     lines.append(f"export FROM_MNLI={1 if from_mnli else 0}")
@@ -133,12 +184,12 @@ def main(out_dir=None):
     def write(name, text):
         return _write(name, text, out_dir)
     for size in ("base", "large"):
-        for method in METHODS:
+        for method in methods():
             for task in TASKS:
                 s, margs = settings(method, size, task)
                 name = f"roberta_{size}_{method}_{task}.sh"
                 title = f"RoBERTa-{size}, {method}, GLUE {task}: train -> dev evaluation."
-                from_mnli = task in FROM_MNLI and method != "ft"
+                from_mnli = task in FROM_MNLI and method != "ft" and s.pop("FROM_MNLI", 1)
                 written.append(write(name, HEADER.format(title=title, name=name)
                                      + body(size, task, method, s, margs, from_mnli)))
 

@@ -9,13 +9,13 @@
 # MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER (see run_glue_task.sh).
 set -euo pipefail
 export MODEL_SIZE=base TASK=mrpc METHOD_NAME="lorma_pi"
-: "${BATCH_SIZE:=16}"; export BATCH_SIZE
+: "${BATCH_SIZE:=64}"; export BATCH_SIZE
 : "${EPOCHS:=30}"; export EPOCHS
 : "${LR:=0.0004}"; export LR
 : "${MAX_SEQ_LENGTH:=512}"; export MAX_SEQ_LENGTH
 : "${WEIGHT_DECAY:=0.1}"; export WEIGHT_DECAY
 : "${WARMUP_RATIO:=0.06}"; export WARMUP_RATIO
 : "${SEED:=0}"; export SEED
-export FROM_MNLI=1
+export FROM_MNLI=0
 export METHOD_ARGS="--method lorma --lorma_type shift --lorma_mode ${LORMA_MODE:-pre} --lora_dim 8 --lora_alpha 8"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_glue_task.sh" "$@"

@@ -16,6 +16,6 @@ export MODEL_SIZE=base TASK=rte METHOD_NAME="lorma_plus"
 : "${WEIGHT_DECAY:=0.1}"; export WEIGHT_DECAY
 : "${WARMUP_RATIO:=0.06}"; export WARMUP_RATIO
 : "${SEED:=0}"; export SEED
-export FROM_MNLI=1
-export METHOD_ARGS="--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE:-pre} --lora_dim 8 --lora_alpha 8"
+export FROM_MNLI=0
+export METHOD_ARGS="--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE:-pre} --lora_dim 8 --lora_alpha 4"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_glue_task.sh" "$@"

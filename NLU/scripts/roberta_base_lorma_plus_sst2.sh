@@ -9,13 +9,14 @@
 # MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER (see run_glue_task.sh).
 set -euo pipefail
 export MODEL_SIZE=base TASK=sst2 METHOD_NAME="lorma_plus"
-: "${BATCH_SIZE:=16}"; export BATCH_SIZE
+: "${BATCH_SIZE:=64}"; export BATCH_SIZE
 : "${EPOCHS:=60}"; export EPOCHS
 : "${LR:=0.0005}"; export LR
 : "${MAX_SEQ_LENGTH:=512}"; export MAX_SEQ_LENGTH
 : "${WEIGHT_DECAY:=0.1}"; export WEIGHT_DECAY
 : "${WARMUP_RATIO:=0.06}"; export WARMUP_RATIO
 : "${SEED:=0}"; export SEED
+: "${FROM_MNLI:=0}"; export FROM_MNLI
 export FROM_MNLI=0
 export METHOD_ARGS="--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE:-pre} --lora_dim 8 --lora_alpha 8"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_glue_task.sh" "$@"

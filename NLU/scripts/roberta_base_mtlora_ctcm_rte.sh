@@ -8,6 +8,7 @@
 # paths and run length: MODEL_CARD INIT_CHECKPOINT TOKENIZER_DIR DATA_DIR OUTPUT_DIR num_gpus
 # MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER (see run_glue_task.sh).
 set -euo pipefail
+# The official run used 1 GPU(s) x this batch: num_gpus=1 for its global batch.
 export MODEL_SIZE=base TASK=rte METHOD_NAME="mtlora_ctcm"
 : "${BATCH_SIZE:=32}"; export BATCH_SIZE
 : "${EPOCHS:=80}"; export EPOCHS

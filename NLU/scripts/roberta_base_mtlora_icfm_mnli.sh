@@ -8,6 +8,7 @@
 # paths and run length: MODEL_CARD INIT_CHECKPOINT TOKENIZER_DIR DATA_DIR OUTPUT_DIR num_gpus
 # MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER (see run_glue_task.sh).
 set -euo pipefail
+# The official run used 2 GPU(s) x this batch: num_gpus=2 for its global batch.
 export MODEL_SIZE=base TASK=mnli METHOD_NAME="mtlora_icfm"
 : "${BATCH_SIZE:=16}"; export BATCH_SIZE
 : "${EPOCHS:=30}"; export EPOCHS

@@ -18,5 +18,5 @@ export MODEL_SIZE=base TASK=sst2 METHOD_NAME="nola"
 : "${SEED:=0}"; export SEED
 : "${CLS_LR:=0.0005}"; export CLS_LR
 export FROM_MNLI=0
-export METHOD_ARGS="--nola_rank 8 --nola_c 1.0 --nola_num_basis 1000 --nola_qv"
+export METHOD_ARGS="--method nola --nola_rank 8 --nola_c 1.0 --nola_num_basis 1000 --nola_qv"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_glue_task.sh" "$@"

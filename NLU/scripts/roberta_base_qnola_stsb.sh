@@ -17,6 +17,7 @@ export MODEL_SIZE=base TASK=stsb METHOD_NAME="qnola"
 : "${WARMUP_RATIO:=0.06}"; export WARMUP_RATIO
 : "${SEED:=0}"; export SEED
 : "${CLS_LR:=0.0004}"; export CLS_LR
+: "${QBITS:=3}"; export QBITS
 export FROM_MNLI=1
-export METHOD_ARGS="--nola_rank 8 --nola_c 1.0 --nola_num_basis 1000 --nola_qv --qnola --qbits 3"
+export METHOD_ARGS="--method nola --qnola --qbits ${QBITS} --nola_rank 8 --nola_c 1.0 --nola_num_basis 1000 --nola_qv"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_glue_task.sh" "$@"

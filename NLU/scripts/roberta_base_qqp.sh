@@ -10,6 +10,7 @@
 set -euo pipefail
 : "${MTLORA_STRUCTURE:=ICFM}"
 struct_lc=$(printf %s "$MTLORA_STRUCTURE" | tr "[:upper:]" "[:lower:]")
+# The official run used 2 GPU(s) x this batch: num_gpus=2 for its global batch.
 export MODEL_SIZE=base TASK=qqp METHOD_NAME="mtlora_${struct_lc}"
 : "${BATCH_SIZE:=16}"; export BATCH_SIZE
 : "${EPOCHS:=25}"; export EPOCHS

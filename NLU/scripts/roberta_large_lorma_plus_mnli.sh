@@ -9,13 +9,14 @@
 # MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER (see run_glue_task.sh).
 set -euo pipefail
 export MODEL_SIZE=large TASK=mnli METHOD_NAME="lorma_plus"
-: "${BATCH_SIZE:=4}"; export BATCH_SIZE
+: "${BATCH_SIZE:=8}"; export BATCH_SIZE
 : "${EPOCHS:=10}"; export EPOCHS
 : "${LR:=0.0003}"; export LR
 : "${MAX_SEQ_LENGTH:=128}"; export MAX_SEQ_LENGTH
 : "${WEIGHT_DECAY:=0.1}"; export WEIGHT_DECAY
 : "${WARMUP_RATIO:=0.06}"; export WARMUP_RATIO
 : "${SEED:=0}"; export SEED
+: "${FROM_MNLI:=0}"; export FROM_MNLI
 export FROM_MNLI=0
-export METHOD_ARGS="--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE:-pre} --lora_dim 8 --lora_alpha 4"
+export METHOD_ARGS="--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE:-pre} --lora_dim 8 --lora_alpha 8"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_glue_task.sh" "$@"

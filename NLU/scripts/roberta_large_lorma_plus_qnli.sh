@@ -16,6 +16,7 @@ export MODEL_SIZE=large TASK=qnli METHOD_NAME="lorma_plus"
 : "${WEIGHT_DECAY:=0.1}"; export WEIGHT_DECAY
 : "${WARMUP_RATIO:=0.06}"; export WARMUP_RATIO
 : "${SEED:=0}"; export SEED
+: "${FROM_MNLI:=0}"; export FROM_MNLI
 export FROM_MNLI=0
 export METHOD_ARGS="--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE:-pre} --lora_dim 8 --lora_alpha 4"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_glue_task.sh" "$@"
