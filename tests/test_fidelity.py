@@ -346,3 +346,36 @@ def test_checkpoints_of_the_official_gpt2_code_load_and_compute_the_same(method,
     x = torch.randint(0, 100, (2, 7))
     trained.eval(), fresh.eval()
     torch.testing.assert_close(fresh(x)[0], trained(x)[0])
+
+
+@pytest.mark.parametrize("method,options", [("lorma_plus", {}), ("mtlora", {})])
+def test_adapters_of_the_official_nlu_code_load_and_compute_the_same(method, options, tmp_path):
+    """LoRMA's NLU files name the wrapped weight `original_layer`; MTLoRA's name the factors
+    xtuning_* and carry a never-used key_proj adapter."""
+    from roberta import load_weights
+    c = lora.MethodConfig(method=method, r=2, alpha=4, options=options, pipeline="roberta")
+    torch.manual_seed(0)
+    trained = RobertaForSequenceClassification(roberta_card("roberta-tiny", num_labels=2,
+                                                            method=c))
+    with torch.no_grad():
+        for n, p in trained.named_parameters():
+            if lora.is_adapter_key(n):
+                p.normal_(0, 0.1)
+    official = {}
+    for k, v in trained.state_dict().items():
+        if method == "lorma_plus" and k.endswith((".query.weight", ".query.bias",
+                                                  ".value.weight", ".value.bias")):
+            k = k.rsplit(".", 1)[0] + ".original_layer." + k.rsplit(".", 1)[1]
+        if method == "mtlora" and ".lora_" in k:
+            k = k.replace(".lora_", ".xtuning_")
+            if ".attention.self.query." in k:
+                official[k.replace(".query.", ".key_proj.")] = torch.zeros_like(v)
+        official[k] = v
+    path = tmp_path / "official.bin"
+    torch.save(official, path)
+    torch.manual_seed(1)
+    fresh = RobertaForSequenceClassification(roberta_card("roberta-tiny", num_labels=2, method=c))
+    load_weights(fresh, path, log=lambda *a: None)
+    x = torch.randint(3, 100, (2, 9))
+    trained.eval(), fresh.eval()
+    torch.testing.assert_close(fresh(x), trained(x))

@@ -17,6 +17,7 @@ tensors are an error naming them unless `random_init=True`.
 import dataclasses
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
@@ -359,8 +360,28 @@ def read_state_file(path) -> Dict[str, torch.Tensor]:
             k = k[len("module."):]
         if k.startswith(("embeddings.", "encoder.", "pooler.")):
             k = "roberta." + k
+        k = _official_key(k)
+        if k is None:
+            continue
+        if k in out:
+            raise ValueError(f"checkpoint {path}: two keys map to {k!r}")
         out[k] = v
     return out
+
+
+_XTUNING = re.compile(r"\.xtuning_([ABCD])$")
+
+
+def _official_key(k: str) -> Optional[str]:
+    """Keys of the methods' official NLU code in this model's naming (None: drop the key).
+
+    LoRMA's run_glue_lorma_*.py wraps each adapted nn.Linear as `original_layer`; MTLoRA's
+    modeling_roberta.py names its factors xtuning_{A,B,C,D} and builds a `key_proj` adapter
+    that its forward never uses (dropped: it never trained)."""
+    k = k.replace(".original_layer.", ".")
+    if ".attention.self.key_proj." in k:
+        return None
+    return _XTUNING.sub(lambda m: f".lora_{m.group(1)}", k)
 
 
 def _is_classifier(k: str) -> bool:
