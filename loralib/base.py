@@ -241,7 +241,10 @@ class LowRankAdapter(AdaptedLinear):
         xa = x2 if x_adapter is x else x_adapter.reshape(-1, x.shape[-1])
         after_a = F.linear(xa, A) * self.scaling
         out = F.linear(x2, w, self.bias)
-        out.addmm_(after_a, self.full_b(B, A.shape[0]).t())
+        # addmm_ is not autocast-aware: under bf16/fp16 autocast F.linear gave `out` in the
+        # low precision while B is still fp32.
+        b = self.full_b(B, A.shape[0]).t()
+        out.addmm_(after_a.to(out.dtype), b.to(out.dtype))
         return out.view(*x.shape[:-1], self.out_features)
 
     def merged_weight(self, w: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,48 @@
+"""MATH accuracy of a saved model, as LoRMA's (MetaMath's) eval_math.py measures it.
+
+    python eval_math.py --model SAVE_PATH --data_file MATH_test.jsonl [--batch_size --start --end]
+
+Greedy generation with the official prompt and stop strings, up to 2048 new tokens; the answer
+after the last "The answer is: " is compared with the last \\boxed{} of the reference solution
+by MetaMath's normalisation (answers.is_equiv). Prints the official summary lines and writes
+<model>/math_results.json.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from answers import is_equiv, last_boxed_only_string, math_prediction, remove_boxed  # noqa: E402
+from generate import EVAL_PROMPT, build_parser, generate, read_jsonl, write_results  # noqa: E402
+
+
+def main(argv=None):
+    args = build_parser(__doc__.split("\n\n")[0], 2048).parse_args(argv)
+    rows = read_jsonl(args.data_file, args.start, args.end)
+    for n, row in enumerate(rows, 1):
+        if "instruction" not in row or "output" not in row:
+            raise SystemExit(f"{args.data_file}: row {n + args.start} lacks instruction / "
+                             f"output (MATH test format)")
+    prompts = [EVAL_PROMPT.format(instruction=r["instruction"]) for r in rows]
+    completions = generate(args.model, prompts, args)
+    result, invalid = [], []
+    for row, text in zip(rows, completions):
+        gold = remove_boxed(last_boxed_only_string(row["output"]))
+        pred = math_prediction(text)
+        if pred is None:
+            invalid.append({"question": row["instruction"], "output": text, "answer": gold})
+            result.append(False)
+        else:
+            result.append(is_equiv(pred, gold))
+    acc = sum(result) / len(result) if result else 0.0
+    print("len invalid outputs ====", len(invalid), ", valid_outputs===", invalid)
+    print("start===", args.start, ", end====", args.end)
+    print("length====", len(result), ", acc====", acc)
+    write_results(args.results or os.path.join(args.model, "math_results.json"),
+                  {"task": "math", "data_file": args.data_file, "accuracy": acc,
+                   "correct": sum(result), "total": len(result), "invalid": len(invalid),
+                   "invalid_outputs": invalid})
+    return acc
+
+
+if __name__ == "__main__":
+    main()

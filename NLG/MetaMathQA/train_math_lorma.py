@@ -1,0 +1,254 @@
+"""Fine-tune a Hugging Face causal LM on MetaMathQA (or Alpaca-format) data with any loralib
+method, as LoRMA's NLG/MetaMathQA/train_math_lorma.py does, then merge the adapter and save.
+
+    python train_math_lorma.py --model_name_or_path meta-llama/Meta-Llama-3-8B \
+        --data_path ./data/train/MetaMathQA-40K.json --data_length 10000000 --bf16 True \
+        --output_dir SAVE_PATH --per_device_train_batch_size 2 --gradient_accumulation_steps 32 \
+        --learning_rate 5e-4 --weight_decay 0. --warmup_ratio 0.1 --lr_scheduler_type cosine \
+        --logging_steps 1 --num_train_epochs 2 --lorma_r 8 --lorma_alpha 16 --lorma_mode pre \
+        --rank_inflation rri --target_modules up_proj down_proj o_proj gate_proj
+
+The official flags are accepted as written; --method picks another loralib method (lora,
+mtlora, nola with --qnola, full) with its usual flags. Training is Hugging Face's Trainer, as in
+the official code (its AdamW, schedule, gradient clipping at 1.0, loss normalisation over the
+accumulated tokens), with adapter-only checkpoints so that --resume is cheap. SAVE_PATH gets
+the merged model and tokenizer (save_pretrained: a plain model, no adapter tensors), adapter/
+(loralib.save_adapter), train_log.jsonl, run_info.json and TensorBoard scalars (trainer/runs/).
+"""
+import argparse
+import inspect
+import json
+import os
+import shutil
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+try:
+    import loralib as lora
+    lora.inject
+except (ImportError, AttributeError):   # a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+    sys.modules.pop("loralib", None)
+    import loralib as lora
+
+
+def _bool(v):
+    s = str(v).lower()
+    if s in ("true", "1", "yes"):
+        return True
+    if s in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model_name_or_path", required=True, help="hub id or local folder")
+    g.add_argument("--data_path", required=True,
+                   help="MetaMathQA (query/response) or Alpaca (instruction/input/output) rows")
+    g.add_argument("--data_length", type=int, default=10_000_000,
+                   help="keep the first N rows after the seeded shuffle")
+    g.add_argument("--model_max_length", type=int, default=512, help="truncation length")
+    g.add_argument("--output_dir", required=True, help="SAVE_PATH: merged model, adapter, logs")
+    g.add_argument("--target_modules", nargs="+", default=["q_proj", "v_proj"],
+                   help="module-name suffixes to adapt (official default q_proj v_proj)")
+    t = p.add_argument_group("training (Trainer's flags)")
+    t.add_argument("--per_device_train_batch_size", type=int, default=8)
+    t.add_argument("--per_device_eval_batch_size", type=int, default=8,
+                   help="(accepted; this pipeline evaluates with eval_gsm8k.py / eval_math.py)")
+    t.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    t.add_argument("--learning_rate", type=float, default=5e-5)
+    t.add_argument("--weight_decay", type=float, default=0.0)
+    t.add_argument("--warmup_ratio", type=float, default=0.0)
+    t.add_argument("--lr_scheduler_type", default="linear")
+    t.add_argument("--num_train_epochs", type=float, default=3.0)
+    t.add_argument("--max_steps", type=int, default=-1, help="> 0 overrides the epochs")
+    t.add_argument("--logging_steps", type=int, default=10)
+    t.add_argument("--max_grad_norm", type=float, default=1.0)
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--bf16", type=_bool, nargs="?", const=True, default=False)
+    t.add_argument("--fp16", type=_bool, nargs="?", const=True, default=False)
+    t.add_argument("--evaluation_strategy", "--eval_strategy", dest="eval_strategy",
+                   default="no", choices=("no",),
+                   help="(the official script passes no; there is no evaluation set here)")
+    t.add_argument("--save_strategy", default="no", choices=("no", "steps", "epoch"),
+                   help="intermediate merged-model saves; a resumable adapter state is kept "
+                        "anyway (--resume_every)")
+    t.add_argument("--save_steps", type=int, default=500)
+    t.add_argument("--save_total_limit", type=int, default=None)
+    t.add_argument("--resume_every", type=int, default=100,
+                   help="steps between resumable states (adapter + optimizer, small)")
+    t.add_argument("--resume", action="store_true", help="continue a killed run from its last "
+                                                         "resumable state in --output_dir")
+    t.add_argument("--stop_after_steps", type=int, default=None,
+                   help="end the process after N steps with the resumable state saved (tests "
+                        "of --resume)")
+    t.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help="(set by torch.distributed.launch)")
+    lora.add_method_args(p)
+    return p
+
+
+def method_from_args(args):
+    implied = lora.cli.resolve_dialects(args)
+    if args.method is None and implied is None and args.lora_dim is None \
+            and not any(getattr(args, f, None) is not None for f in
+                        lora.get_spec("nola").cli.flags):
+        args.method = "lorma"             # the official script's method and defaults
+    family = lora.get_spec(args.method or implied or "lora").family \
+        if (args.method or implied) not in ("full", "none") else args.method
+    if family == "lorma":
+        args.lora_dim = 8 if args.lora_dim is None else args.lora_dim
+        args.lora_alpha = 16.0 if args.lora_alpha is None else args.lora_alpha
+    return lora.method_config_from_args(args, default="lorma", pipeline="llm")
+
+
+def load_model(args):
+    import torch
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(args.model_name_or_path,
+                                                     model_max_length=args.model_max_length,
+                                                     padding_side="right")
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
+    if tok.pad_token is None:
+        # As the official smart_tokenizer_and_embedding_resize: a [PAD] token whose input and
+        # output embeddings start at the mean of the others.
+        tok.add_special_tokens({"pad_token": "[PAD]"})
+        old = model.get_input_embeddings().weight.shape[0]
+        model.resize_token_embeddings(len(tok))
+        with torch.no_grad():
+            for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+                if emb is not None and emb.weight.shape[0] > old:
+                    emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
+    return tok, model
+
+
+def make_trainer(args, model, tok, train_set, save_path):
+    import transformers
+    from math_data import Collator
+
+    class AdapterTrainer(transformers.Trainer):
+        """Checkpoints hold the adapter (or, fully fine-tuned, the model), not the frozen base."""
+
+        def _save(self, output_dir=None, state_dict=None):
+            output_dir = output_dir or self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            if getattr(self.model, "loralib_adapter", None):
+                lora.save_adapter(self.model, output_dir)
+            else:
+                import torch
+                torch.save(self.model.state_dict(), os.path.join(output_dir, "model_state.pt"))
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            model = model or self.model
+            if getattr(model, "loralib_adapter", None):
+                lora.load_adapter(model, resume_from_checkpoint)
+            else:
+                import torch
+                model.load_state_dict(torch.load(os.path.join(resume_from_checkpoint,
+                                                              "model_state.pt"),
+                                                 weights_only=True))
+
+    class JsonLog(transformers.TrainerCallback):
+        def on_log(self, targs, state, control, logs=None, **kw):
+            if state.is_world_process_zero and logs:
+                with open(os.path.join(save_path, "train_log.jsonl"), "a") as f:
+                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    # Keyword names moved between transformers versions (5.x: warmup_steps takes a ratio in
+    # [0, 1), logging_dir is gone and TensorBoard writes under output_dir/runs).
+    known = inspect.signature(transformers.TrainingArguments.__init__).parameters
+    kw = dict(output_dir=os.path.join(save_path, "trainer"),
+              per_device_train_batch_size=args.per_device_train_batch_size,
+              gradient_accumulation_steps=args.gradient_accumulation_steps,
+              learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+              lr_scheduler_type=args.lr_scheduler_type, num_train_epochs=args.num_train_epochs,
+              max_steps=args.max_steps, logging_steps=args.logging_steps,
+              max_grad_norm=args.max_grad_norm, seed=args.seed, bf16=args.bf16, fp16=args.fp16,
+              optim="adamw_torch", save_strategy="steps", save_steps=args.resume_every,
+              save_total_limit=1, report_to=["tensorboard"], remove_unused_columns=False,
+              dataloader_num_workers=0, disable_tqdm=not sys.stderr.isatty())
+    if "warmup_ratio" in known:
+        kw["warmup_ratio"] = args.warmup_ratio
+    else:
+        kw["warmup_steps"] = float(args.warmup_ratio)
+    import torch
+    if not torch.cuda.is_available() and "use_cpu" in known:
+        kw["use_cpu"] = True          # bf16 autocast on the CPU (tests, smoke runs)
+    if "logging_dir" in known:
+        kw["logging_dir"] = os.path.join(save_path, "trainer", "runs")
+    targs = transformers.TrainingArguments(**kw)
+    class StopAfter(transformers.TrainerCallback):
+        def on_step_end(self, targs, state, control, **kw):
+            if args.stop_after_steps and state.global_step >= args.stop_after_steps:
+                control.should_save = control.should_training_stop = True
+
+    return AdapterTrainer(model=model, args=targs, train_dataset=train_set,
+                          data_collator=Collator(tok, args.model_max_length),
+                          callbacks=[JsonLog(), StopAfter()])
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        method = method_from_args(args)
+    except ValueError as e:
+        raise SystemExit(f"train_math_lorma.py: {e}")
+    import transformers
+    from math_data import load_examples
+    save_path = args.output_dir
+    if os.path.isfile(os.path.join(save_path, "config.json")) and not args.resume:
+        raise SystemExit(f"train_math_lorma.py: {save_path} already holds a trained model "
+                         f"(remove it, or pick another --output_dir)")
+    os.makedirs(save_path, exist_ok=True)
+    transformers.set_seed(args.seed)
+    examples = load_examples(args.data_path, args.data_length)
+    tok, model = load_model(args)
+    if method.is_adapter:
+        names = lora.inject(model, method, args.target_modules)
+        print(f"adapted {len(names)} modules ({', '.join(args.target_modules)}) with "
+              f"{method.method}: r={method.r} alpha={method.alpha} dropout={method.dropout} "
+              f"{method.options}")
+        for note in method.notes():
+            print(f"note: {note}")
+    trainable, total = lora.count_parameters(model)
+    print(f"Trainable Parameters: {trainable}")
+    print(lora.parameter_report(model))
+    print(f"{len(examples)} training examples from {args.data_path}")
+    trainer = make_trainer(args, model, tok, examples, save_path)
+    resume = None
+    if args.resume:
+        resume = transformers.trainer_utils.get_last_checkpoint(os.path.join(save_path, "trainer"))
+        print(f"resuming from {resume}" if resume else "no resumable state: starting afresh")
+    trainer.train(resume_from_checkpoint=resume)
+    if not trainer.is_world_process_zero():
+        return
+    if args.stop_after_steps and trainer.state.global_step < trainer.state.max_steps:
+        print(f"stopped after step {trainer.state.global_step}; continue with --resume")
+        return
+    if method.is_adapter:
+        lora.save_adapter(model, os.path.join(save_path, "adapter"),
+                          base_model=args.model_name_or_path)
+        lora.merge_and_unload(model)
+    model.generation_config.temperature = 1.0
+    model.generation_config.top_p = 1.0
+    for p in model.parameters():
+        p.data = p.data.contiguous()
+    model.save_pretrained(save_path)
+    tok.save_pretrained(save_path)
+    with open(os.path.join(save_path, "run_info.json"), "w") as f:
+        json.dump({"method": method.to_dict(), "trainable_params": trainable,
+                   "total_params": total, "examples": len(examples),
+                   "steps": trainer.state.global_step, "args": vars(args)}, f, indent=2,
+                  default=str)
+    for name in os.listdir(os.path.join(save_path, "trainer")):   # keep runs/ (TensorBoard)
+        if name.startswith("checkpoint-"):
+            shutil.rmtree(os.path.join(save_path, "trainer", name), ignore_errors=True)
+    print(f"saved the merged model to {save_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""NLG/MetaMathQA: LoRMA's math pipeline on a tiny random LLaMA (saved with save_pretrained,
+a tokenizer built from the GPT-2 BPE files), offline: data handling, every method through
+train_math_lorma.py, run_math_lorma.sh end to end, resume, two processes, answer extraction."""
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+ROOT = Path(__file__).resolve().parents[1]
+MATH = ROOT / "NLG" / "MetaMathQA"
+sys.path.insert(0, str(MATH))
+
+import answers  # noqa: E402
+import math_data  # noqa: E402
+import train_math_lorma  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory, shared_data):
+    d = tmp_path_factory.mktemp("llm")
+    tok = transformers.GPT2TokenizerFast(vocab=str(shared_data / "vocab" / "encoder.json"),
+                                         merges=str(shared_data / "vocab" / "vocab.bpe"))
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2,
+                                   vocab_size=len(tok), max_position_embeddings=256,
+                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(d / "base")
+    tok.save_pretrained(d / "base")
+    mathqa = [{"query": f"What is {a} plus {b}?\nShow the work.",
+               "response": f"{a} + {b} = {a + b}. The answer is: {a + b}"}
+              for a in range(4) for b in range(3)]
+    (d / "mathqa.json").write_text(json.dumps(mathqa))
+    alpaca = [{"instruction": f"Say {w}.", "input": "" if i % 2 else "loudly", "output": w}
+              for i, w in enumerate(["yes", "no", "maybe", "never", "always", "soon"])]
+    (d / "alpaca.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca))
+    gsm = [{"query": f"Tom has {a} apples and gets {b}. How many?",
+            "response": f"{a} + {b} = {a + b}\n#### {a + b}"} for a in range(3) for b in range(2)]
+    (d / "gsm8k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm))
+    mth = [{"instruction": f"Compute ${a}+1$.", "output": f"So $\\boxed{{{a + 1}}}$."}
+           for a in range(3)]
+    (d / "math.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mth))
+    return d
+
+
+def train(llm, out, *extra, data="mathqa.json"):
+    train_math_lorma.main(["--model_name_or_path", str(llm / "base"),
+                           "--data_path", str(llm / data), "--output_dir", str(out),
+                           "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
+                           "--max_steps", "2", "--model_max_length", "64", "--logging_steps", "1",
+                           *map(str, extra)])
+    return json.loads((out / "run_info.json").read_text())
+
+
+# ---------------------------------------------------------------------------- data
+
+def test_data_as_the_official_script(llm):
+    rows = math_data.load_examples(str(llm / "mathqa.json"), 5)
+    raw = json.loads((llm / "mathqa.json").read_text())
+    want = random.Random(42).sample(raw, len(raw))[:5]      # random.seed(42); random.sample
+    assert [r["output"] for r in rows] == [w["response"] for w in want]
+    assert rows[0]["instruction"] == want[0]["query"].split("\n")[0]
+    assert rows[0]["input"] == "Show the work."
+    assert math_data.prompt(rows[0]).endswith("### Input:\nShow the work.\n\n### Response:")
+    alp = math_data.load_examples(str(llm / "alpaca.jsonl"), 100)
+    no_input = next(r for r in alp if not r["input"])
+    assert math_data.prompt(no_input) == math_data.PROMPT_NO_INPUT.format(**no_input)
+    tok = transformers.AutoTokenizer.from_pretrained(llm / "base")
+    tok.pad_token = tok.eos_token
+    batch = math_data.Collator(tok, 256)(rows[:2])
+    src = tok(math_data.prompt(rows[0]))["input_ids"]
+    full = tok(math_data.prompt(rows[0]) + rows[0]["output"] + tok.eos_token)["input_ids"]
+    n = len(full)
+    assert batch["input_ids"][0, :n].tolist() == full and full[-1] == tok.eos_token_id
+    assert (batch["labels"][0, :len(src)] == -100).all()                # loss on the response
+    assert batch["labels"][0, len(src):n].tolist() == full[len(src):]    # ... and the EOS
+    with pytest.raises(ValueError, match="row 2 lacks"):
+        bad = llm / "bad.json"
+        bad.write_text(json.dumps([{"query": "a", "response": "b"}, {"query": "c"}]))
+        math_data.load_examples(str(bad), 10)
+
+
+# ---------------------------------------------------------------------------- training
+
+@pytest.mark.parametrize("flags", [
+    ["--lorma_r", 4, "--lorma_alpha", 8, "--lorma_mode", "pre", "--rank_inflation", "rri"],
+    ["--lorma_r", 4, "--lorma_alpha", 8, "--lorma_mode", "post", "--rank_inflation", "shift"],
+    ["--lorma_r", 4, "--lorma_alpha", 8, "--rank_inflation", "none"],
+    ["--method", "lora", "--lora_dim", 4, "--lora_alpha", 8],
+    ["--method", "mtlora", "--lora_dim", 4, "--mtlora_structure", "CTCM"],
+    ["--method", "nola", "--nola_rank", 4, "--nola_num_basis", 16],
+    ["--method", "nola", "--nola_rank", 4, "--nola_num_basis", 16, "--qnola", "--qbits", 3],
+    ["--method", "full"],
+], ids=["lorma-rri", "lorma-shift-post", "lorma-none", "lora", "mtlora", "nola", "qnola", "full"])
+def test_every_method_trains_merges_and_saves(llm, tmp_path, flags):
+    out = tmp_path / "run"
+    info = train(llm, out, *flags, "--target_modules", "q_proj", "v_proj", "down_proj",
+                 data="alpaca.jsonl" if "lora" in flags else "mathqa.json")
+    assert info["steps"] == 2 and info["trainable_params"] > 0
+    merged = transformers.AutoModelForCausalLM.from_pretrained(out)
+    base = transformers.AutoModelForCausalLM.from_pretrained(llm / "base")
+    assert not any(k for k in merged.state_dict() if "lora_" in k or "nola_" in k)
+    w = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged.state_dict()[w], base.state_dict()[w])   # the update is in
+    if "full" in flags:
+        assert info["trainable_params"] == info["total_params"]
+        return
+    assert torch.equal(merged.state_dict()["model.layers.0.self_attn.k_proj.weight"],
+                       base.state_dict()["model.layers.0.self_attn.k_proj.weight"])
+    meta = json.loads((out / "adapter" / "adapter_config.json").read_text())["loralib"]
+    assert meta["target_modules"] == ["q_proj", "v_proj", "down_proj"]
+    assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()
+            ][:2] == [1, 2]
+    assert list((out / "trainer" / "runs").rglob("events.out.tfevents.*"))
+
+
+def test_resume_continues_a_stopped_run_exactly(llm, tmp_path):
+    flags = ["--lorma_r", 4, "--lorma_alpha", 8, "--max_steps", 4, "--resume_every", 2,
+             "--learning_rate", 5e-2]
+    train(llm, tmp_path / "whole", *flags)
+    train_math_lorma.main(["--model_name_or_path", str(llm / "base"), "--data_path",
+                           str(llm / "mathqa.json"), "--output_dir", str(tmp_path / "cut"),
+                           "--per_device_train_batch_size", "2", "--model_max_length", "64",
+                           "--stop_after_steps", "2", *map(str, flags)])
+    assert not (tmp_path / "cut" / "config.json").exists()
+    train(llm, tmp_path / "cut", *flags, "--resume")
+    a = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "whole").state_dict()
+    b = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "cut").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit, match="already holds a trained model"):
+        train(llm, tmp_path / "whole", *flags)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one(llm, tmp_path):
+    common = [str(MATH / "train_math_lorma.py"), "--model_name_or_path", str(llm / "base"),
+              "--data_path", str(llm / "mathqa.json"), "--max_steps", "2",
+              "--model_max_length", "64", "--lorma_r", "4", "--lorma_alpha", "8",
+              "--learning_rate", "5e-2"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    one = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one"),
+                          "--per_device_train_batch_size", "4"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *common,
+                          "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size",
+                          "2"], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "one").state_dict()
+    b = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "two").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+# ---------------------------------------------------------------------------- the script
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [("4", "42", "pre", "rri"), ("4", "42", "post", "shift")])
+def test_run_math_lorma_end_to_end(llm, tmp_path, args):
+    save = tmp_path / "save"
+    env = {**os.environ, "MODEL_PATH": str(llm / "base"), "DATA_PATH": str(llm / "mathqa.json"),
+           "GSM8K_TEST": str(llm / "gsm8k.jsonl"), "MATH_TEST": str(llm / "math.jsonl"),
+           "SAVE_PATH": str(save), "PYTHON": sys.executable,
+           "EXTRA_ARGS": "--max_steps 2 --model_max_length 128", "EVAL_ARGS": "--max_tokens 6"}
+    r = subprocess.run(["./run_math_lorma.sh", *args], cwd=MATH, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "gsm8k length==== 6 , gsm8k acc==== " in r.stdout
+    assert "length==== 3 , acc==== " in r.stdout
+    assert "SEED=42 only names" in r.stdout
+    res = json.loads((save / "gsm8k_results.json").read_text())
+    assert res["total"] == 6 and 0 <= res["accuracy"] <= 1 and "invalid_outputs" in res
+    info = json.loads((save / "run_info.json").read_text())
+    assert info["method"]["options"]["kind"] == args[3] and info["method"]["alpha"] == 8.0
+    assert info["args"]["target_modules"] == ["up_proj", "down_proj", "o_proj", "gate_proj"]
+    bad = subprocess.run(["./run_math_lorma.sh", "4", "42", "middle", "rri"], cwd=MATH, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "MODE must be pre or post" in bad.stderr
+
+
+# ---------------------------------------------------------------------------- answers
+
+@pytest.mark.parametrize("completion,expected", [
+    ("so 3 + 4 = 7. The answer is: 7", 7),
+    ("The answer is: 1,234", 1234),
+    ("The answer is: 1,234,567", 1234),          # one separator only, as upstream
+    ("The answer is: 7/2", 4), ("The answer is: 5/2", 2),   # round half to even
+    ("The answer is: 2.5", 2), ("The answer is: 3.5", 4),
+    ("The answer is: -3/4", -1), ("The answer is: 3/0", 3),
+    ("The answer is: x/4", None), ("The answer is: $1,234.50", 1234),
+    ("The answer is: .5", 0), ("The answer is: 5 The answer is: 6", 6),
+    ("The answer is: none", None), ("no marker 42", None),
+])
+def test_gsm8k_answer_extraction(completion, expected):
+    from eval_gsm8k import extract_answer_number
+    assert extract_answer_number(completion) == expected
+
+
+@pytest.mark.parametrize("a,b,equal", [
+    ("\\frac12", "\\frac{1}{2}", True), ("\\dfrac{1}{2}", "0.5", True), ("3/4", "\\frac{3}{4}", True),
+    ("x = 5", "5", True), ("5^\\circ", "5", True), ("\\$10", "10", True), ("50\\%", "50", True),
+    ("\\left(1,2\\right)", "(1,2)", True), ("\\sqrt2", "\\sqrt{2}", True), (".5", "0.5", True),
+    ("10 \\text{ cm}", "10", True), ("\\pi/2", "\\pi / 2", False), ("3", "4", False),
+    (None, "1", False),
+])
+def test_math_equivalence(a, b, equal):
+    assert answers.is_equiv(a, b) == equal
+
+
+def test_math_boxed_extraction():
+    assert answers.remove_boxed(answers.last_boxed_only_string(
+        "first \\boxed{1} then \\boxed{\\frac{a}{b}} end")) == "\\frac{a}{b}"
+    assert answers.last_boxed_only_string("no box") is None
+    assert answers.last_boxed_only_string("\\boxed{open") is None
+    assert answers.remove_boxed("\\fbox{3}") is None
+    assert answers.math_prediction("work. The answer is: 12.\nmore") == "12"
