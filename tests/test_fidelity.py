@@ -379,3 +379,19 @@ def test_adapters_of_the_official_nlu_code_load_and_compute_the_same(method, opt
     x = torch.randint(3, 100, (2, 9))
     trained.eval(), fresh.eval()
     torch.testing.assert_close(fresh(x), trained(x))
+
+
+@pytest.mark.parametrize("mode,expected", [("pre", 18_874_368), ("post", 13_631_488)])
+def test_official_llama3_8b_math_counts(mode, expected):
+    """LoRMA's run_math_lorma.sh: r=8 on up/down/o/gate of Llama-3-8B (train_math_lorma.py
+    prints 'Trainable Parameters: N')."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                   num_attention_heads=32, num_key_value_heads=8,
+                                   vocab_size=128256)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(cfg)
+    c = lora.MethodConfig(method="lorma", r=8, alpha=16, options={"kind": "rri", "mode": mode},
+                          pipeline="llm")
+    assert len(lora.inject(model, c, ["up_proj", "down_proj", "o_proj", "gate_proj"])) == 128
+    assert lora.count_parameters(model)[0] == expected
