@@ -8,17 +8,17 @@
 #    from the environment, e.g. LR=1e-4 bash scripts/dart_qnola.sh)
 set -euo pipefail
 export TASK=dart METHOD_NAME=qnola
-: "${LR:=0.005}"; export LR
-: "${WEIGHT_DECAY:=0.0}"; export WEIGHT_DECAY
-: "${LABEL_SMOOTH:=0.0}"; export LABEL_SMOOTH
-: "${WARMUP_STEP:=500}"; export WARMUP_STEP
-: "${MAX_EPOCH:=5}"; export MAX_EPOCH
-: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE
-: "${NOLA_C:=8}"; export NOLA_C
-: "${NOLA_NUM_BASIS:=512}"; export NOLA_NUM_BASIS
-: "${QBITS:=3}"; export QBITS
-: "${BEAM:=10}"; export BEAM
-: "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY
-: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE
+: "${LR:=0.005}"; export LR                             # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${WEIGHT_DECAY:=0.0}"; export WEIGHT_DECAY           # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${LABEL_SMOOTH:=0.0}"; export LABEL_SMOOTH           # LoRA paper Table 11
+: "${WARMUP_STEP:=500}"; export WARMUP_STEP             # LoRA paper Table 11
+: "${MAX_EPOCH:=5}"; export MAX_EPOCH                   # LoRA paper Table 11
+: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE     # LoRA paper Table 11
+: "${NOLA_C:=8}"; export NOLA_C                         # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35 (--lora_alpha 8)
+: "${NOLA_NUM_BASIS:=512}"; export NOLA_NUM_BASIS       # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${QBITS:=3}"; export QBITS                           # NOLA README --qnola --qbits 3 (the official code has no quantizer)
+: "${BEAM:=10}"; export BEAM                            # LoRA paper Table 11
+: "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY       # NOLA (no WebNLG/DART run): its E2E beam
+: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE # LoRA paper Table 11
 export METHOD_ARGS="--method nola --qnola --qbits ${QBITS} --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

@@ -8,14 +8,14 @@
 #    from the environment, e.g. LR=1e-4 bash scripts/e2e_ft.sh)
 set -euo pipefail
 export TASK=e2e METHOD_NAME=ft
-: "${LR:=0.00005}"; export LR
-: "${WEIGHT_DECAY:=0.01}"; export WEIGHT_DECAY
-: "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH
-: "${WARMUP_STEP:=500}"; export WARMUP_STEP
-: "${MAX_EPOCH:=5}"; export MAX_EPOCH
-: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE
-: "${BEAM:=10}"; export BEAM
-: "${LENGTH_PENALTY:=0.9}"; export LENGTH_PENALTY
-: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE
+: "${LR:=0.00005}"; export LR                           # LoRA paper: FT baseline of Li & Liang (2021)
+: "${WEIGHT_DECAY:=0.01}"; export WEIGHT_DECAY          # LoRA paper Table 11
+: "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH           # LoRA paper Table 11
+: "${WARMUP_STEP:=500}"; export WARMUP_STEP             # LoRA paper Table 11
+: "${MAX_EPOCH:=5}"; export MAX_EPOCH                   # LoRA paper Table 11
+: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE     # LoRA paper Table 11
+: "${BEAM:=10}"; export BEAM                            # LoRA paper Table 11
+: "${LENGTH_PENALTY:=0.9}"; export LENGTH_PENALTY       # LoRA paper Table 11
+: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE # LoRA paper Table 11
 export METHOD_ARGS="--method full"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

@@ -8,15 +8,15 @@
 #    from the environment, e.g. LR=1e-4 bash scripts/e2e_mtlora_icfm.sh)
 set -euo pipefail
 export TASK=e2e METHOD_NAME=mtlora_icfm
-: "${LR:=0.0002}"; export LR
-: "${WEIGHT_DECAY:=0.01}"; export WEIGHT_DECAY
-: "${DROPOUT:=0.1}"; export DROPOUT
-: "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH
-: "${WARMUP_STEP:=500}"; export WARMUP_STEP
-: "${MAX_EPOCH:=5}"; export MAX_EPOCH
-: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE
-: "${BEAM:=10}"; export BEAM
-: "${LENGTH_PENALTY:=0.9}"; export LENGTH_PENALTY
-: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE
+: "${LR:=0.0002}"; export LR                            # MTLoRA README.md:172-222 (LoRA's command)
+: "${WEIGHT_DECAY:=0.01}"; export WEIGHT_DECAY          # MTLoRA README.md:172-222 (LoRA's command)
+: "${DROPOUT:=0.1}"; export DROPOUT                     # MTLoRA README.md:172-222 (LoRA's command)
+: "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH           # MTLoRA README.md:172-222 (LoRA's command)
+: "${WARMUP_STEP:=500}"; export WARMUP_STEP             # MTLoRA README.md:172-222 (LoRA's command)
+: "${MAX_EPOCH:=5}"; export MAX_EPOCH                   # MTLoRA README.md:172-222 (LoRA's command)
+: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE     # MTLoRA README.md:172-222 (LoRA's command)
+: "${BEAM:=10}"; export BEAM                            # MTLoRA README.md:172-222 (LoRA's command)
+: "${LENGTH_PENALTY:=0.9}"; export LENGTH_PENALTY       # MTLoRA README.md:172-222 (LoRA's command)
+: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE # MTLoRA README.md:172-222 (LoRA's command)
 export METHOD_ARGS="--method mtlora --mtlora_structure ICFM --lora_dim 4 --lora_alpha 32 --lora_dropout ${DROPOUT}"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

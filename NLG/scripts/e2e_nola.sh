@@ -8,16 +8,16 @@
 #    from the environment, e.g. LR=1e-4 bash scripts/e2e_nola.sh)
 set -euo pipefail
 export TASK=e2e METHOD_NAME=nola
-: "${LR:=0.005}"; export LR
-: "${WEIGHT_DECAY:=0.0}"; export WEIGHT_DECAY
-: "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH
-: "${WARMUP_STEP:=500}"; export WARMUP_STEP
-: "${MAX_EPOCH:=5}"; export MAX_EPOCH
-: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE
-: "${NOLA_C:=8}"; export NOLA_C
-: "${NOLA_NUM_BASIS:=512}"; export NOLA_NUM_BASIS
-: "${BEAM:=10}"; export BEAM
-: "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY
-: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE
+: "${LR:=0.005}"; export LR                             # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${WEIGHT_DECAY:=0.0}"; export WEIGHT_DECAY           # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH           # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${WARMUP_STEP:=500}"; export WARMUP_STEP             # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${MAX_EPOCH:=5}"; export MAX_EPOCH                   # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE     # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${NOLA_C:=8}"; export NOLA_C                         # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35 (--lora_alpha 8)
+: "${NOLA_NUM_BASIS:=512}"; export NOLA_NUM_BASIS       # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
+: "${BEAM:=10}"; export BEAM                            # NOLA finetune_gpt2m_e2e_qv_nola.sh:39-58
+: "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY       # NOLA finetune_gpt2m_e2e_qv_nola.sh:39-58
+: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE # NOLA finetune_gpt2m_e2e_qv_nola.sh:39-58
 export METHOD_ARGS="--method nola --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

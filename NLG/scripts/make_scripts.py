@@ -90,6 +90,35 @@ ORDER = ["LR", "WEIGHT_DECAY", "DROPOUT", "LABEL_SMOOTH", "WARMUP_STEP", "MAX_EP
 TASK_TITLE = {"e2e": "E2E", "webnlg": "WebNLG 2017", "dart": "DART"}
 
 
+LORA_TABLE = "LoRA paper Table 11"
+NOLA_SCRIPT = "NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35"
+
+
+def source(method, task, key, over):
+    """Where a script's value comes from (printed beside it)."""
+    if key in ("LORMA_MODE",):
+        return "LoRMA README (pre)"
+    if method.startswith("lorma") and key == "LENGTH_PENALTY" and task == "e2e":
+        return "LoRMA README.md:48-95 beam command"
+    if method == "ft" and key == "LR":
+        return "LoRA paper: FT baseline of Li & Liang (2021)"
+    if method in ("nola", "qnola") and key in over:
+        if key == "QBITS":
+            return "NOLA README --qnola --qbits 3 (the official code has no quantizer)"
+        if key == "LENGTH_PENALTY" and task != "e2e":
+            return "NOLA (no WebNLG/DART run): its E2E beam"
+        if key == "LENGTH_PENALTY":
+            return NOLA_SCRIPT.replace("1-35", "39-58")
+        return NOLA_SCRIPT + (" (--lora_alpha 8)" if key == "NOLA_C" else "")
+    if method in ("nola", "qnola") and task == "e2e":
+        beam = key in ("BEAM", "LENGTH_PENALTY", "NO_REPEAT_NGRAM_SIZE")
+        return NOLA_SCRIPT.replace("1-35", "39-58") if beam else NOLA_SCRIPT
+    if method.startswith("mtlora") and task == "e2e":
+        return "MTLoRA README.md:172-222 (LoRA's command)"
+    return LORA_TABLE + ("" if method in SETTINGS or method == "ft"
+                         else " (a method without its own settings here)")
+
+
 def render(task, method):
     title, flags, over = methods()[method]
     settings = {**COMMON, **TASKS[task], **over}
@@ -112,7 +141,8 @@ def render(task, method):
     ]
     for k in ORDER:
         if k in settings:
-            lines.append(f': "${{{k}:={settings[k]}}}"; export {k}')
+            lines.append(f': "${{{k}:={settings[k]}}}"; export {k}'.ljust(55)
+                         + f" # {source(method, task, k, over)}")
     lines.append(f'export METHOD_ARGS="{flags}"')
     lines.append('exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"')
     return "\n".join(lines) + "\n"

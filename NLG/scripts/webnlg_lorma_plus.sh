@@ -8,16 +8,16 @@
 #    from the environment, e.g. LR=1e-4 bash scripts/webnlg_lorma_plus.sh)
 set -euo pipefail
 export TASK=webnlg METHOD_NAME=lorma_plus
-: "${LR:=0.0002}"; export LR
-: "${WEIGHT_DECAY:=0.01}"; export WEIGHT_DECAY
-: "${DROPOUT:=0.1}"; export DROPOUT
-: "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH
-: "${WARMUP_STEP:=500}"; export WARMUP_STEP
-: "${MAX_EPOCH:=5}"; export MAX_EPOCH
-: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE
-: "${LORMA_MODE:=pre}"; export LORMA_MODE
-: "${BEAM:=10}"; export BEAM
-: "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY
-: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE
+: "${LR:=0.0002}"; export LR                            # LoRA paper Table 11
+: "${WEIGHT_DECAY:=0.01}"; export WEIGHT_DECAY          # LoRA paper Table 11
+: "${DROPOUT:=0.1}"; export DROPOUT                     # LoRA paper Table 11
+: "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH           # LoRA paper Table 11
+: "${WARMUP_STEP:=500}"; export WARMUP_STEP             # LoRA paper Table 11
+: "${MAX_EPOCH:=5}"; export MAX_EPOCH                   # LoRA paper Table 11
+: "${TRAIN_BATCH_SIZE:=8}"; export TRAIN_BATCH_SIZE     # LoRA paper Table 11
+: "${LORMA_MODE:=pre}"; export LORMA_MODE               # LoRMA README (pre)
+: "${BEAM:=10}"; export BEAM                            # LoRA paper Table 11
+: "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY       # LoRA paper Table 11
+: "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE # LoRA paper Table 11
 export METHOD_ARGS="--method lorma --lorma_type rri --lorma_mode ${LORMA_MODE} --lora_dim 4 --lora_alpha 32 --lora_dropout ${DROPOUT}"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"
