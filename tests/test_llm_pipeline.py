@@ -230,3 +230,10 @@ def test_math_boxed_extraction():
     assert answers.last_boxed_only_string("\\boxed{open") is None
     assert answers.remove_boxed("\\fbox{3}") is None
     assert answers.math_prediction("work. The answer is: 12.\nmore") == "12"
+
+
+def test_divergence_stops_the_llm_run(llm, tmp_path):
+    with pytest.raises(SystemExit, match="(loss is nan|diverged by step)"):
+        train(llm, tmp_path / "nan", "--method", "lora", "--lora_dim", 4, "--learning_rate", 1e12,
+              "--max_grad_norm", 0, "--max_steps", 4, "--resume_every", 1)
+    assert not (tmp_path / "nan" / "config.json").exists()

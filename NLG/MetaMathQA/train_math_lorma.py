@@ -18,6 +18,7 @@ the merged model and tokenizer (save_pretrained: a plain model, no adapter tenso
 import argparse
 import inspect
 import json
+import math
 import os
 import shutil
 import sys
@@ -31,6 +32,7 @@ except (ImportError, AttributeError):   # a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
     sys.modules.pop("loralib", None)
     import loralib as lora
+from traincore import NonFiniteError, WorkDirBusy, check_finite_state, claim_work_dir  # noqa: E402
 
 
 def _bool(v):
@@ -137,6 +139,11 @@ def make_trainer(args, model, tok, train_set, save_path):
             output_dir = output_dir or self.args.output_dir
             os.makedirs(output_dir, exist_ok=True)
             if getattr(self.model, "loralib_adapter", None):
+                try:
+                    check_finite_state(lora.lora_state_dict(self.model), output_dir)
+                except NonFiniteError as e:
+                    raise NonFiniteError(f"training diverged by step {self.state.global_step}: "
+                                         f"{e}") from None
                 lora.save_adapter(self.model, output_dir)
             else:
                 import torch
@@ -154,6 +161,11 @@ def make_trainer(args, model, tok, train_set, save_path):
 
     class JsonLog(transformers.TrainerCallback):
         def on_log(self, targs, state, control, logs=None, **kw):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise NonFiniteError(f"the training loss is {loss} at step {state.global_step}: "
+                                     f"stopped, nothing of it saved (a lower --learning_rate "
+                                     f"usually helps)")
             if state.is_world_process_zero and logs:
                 with open(os.path.join(save_path, "train_log.jsonl"), "a") as f:
                     f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
@@ -204,6 +216,11 @@ def main(argv=None):
         raise SystemExit(f"train_math_lorma.py: {save_path} already holds a trained model "
                          f"(remove it, or pick another --output_dir)")
     os.makedirs(save_path, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        try:    # one run per output folder (the lock dies with the process)
+            claim_work_dir(save_path, resuming=True)
+        except WorkDirBusy as e:
+            raise SystemExit(f"train_math_lorma.py: {e}")
     transformers.set_seed(args.seed)
     examples = load_examples(args.data_path, args.data_length)
     tok, model = load_model(args)
@@ -223,12 +240,20 @@ def main(argv=None):
     if args.resume:
         resume = transformers.trainer_utils.get_last_checkpoint(os.path.join(save_path, "trainer"))
         print(f"resuming from {resume}" if resume else "no resumable state: starting afresh")
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except NonFiniteError as e:
+        raise SystemExit(f"train_math_lorma.py: {e}")
     if not trainer.is_world_process_zero():
         return
     if args.stop_after_steps and trainer.state.global_step < trainer.state.max_steps:
         print(f"stopped after step {trainer.state.global_step}; continue with --resume")
         return
+    try:
+        check_finite_state(lora.lora_state_dict(model) if method.is_adapter else
+                           model.state_dict(), save_path)
+    except NonFiniteError as e:
+        raise SystemExit(f"train_math_lorma.py: training diverged: {e}")
     if method.is_adapter:
         lora.save_adapter(model, os.path.join(save_path, "adapter"),
                           base_model=args.model_name_or_path)

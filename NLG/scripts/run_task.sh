@@ -133,10 +133,18 @@ read -r -a extra_beam <<< "${EXTRA_BEAM_ARGS:-}"
 step_args=()
 [ -z "$MAX_STEP" ] || step_args=(--max_step "$MAX_STEP")
 
-# 1. Train.
+# 1. Train: reuse a finished run, continue an interrupted one from its resumable state
+# (resume.pt), start afresh with --force (gpt2_ft.py --overwrite clears the old run's files).
+resume_args=()
+if [ "$FORCE" = 1 ]; then
+  resume_args=(--overwrite)
+elif [ -f "$WORK_DIR/resume.pt" ] && [ ! -f "$WORK_DIR/run_info.json" ]; then
+  resume_args=(--resume)
+fi
 if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/run_info.json" ]; then
   say "train: reusing $WORK_DIR/run_info.json"
 else
+  if [ "${resume_args[*]}" = --resume ]; then say "train: continuing the interrupted run in $WORK_DIR"; fi
   say "train ($LAUNCHER, $NUM_GPUS process(es)) -> $WORK_DIR"
   "${launch[@]}" src/gpt2_ft.py \
     --train_data "$DATA_DIR/train.jsonl" \
@@ -162,6 +170,7 @@ else
     "${method_args[@]}" \
     --work_dir "$WORK_DIR" \
     --random_seed "$SEED" \
+    "${resume_args[@]}" \
     "${extra_ft[@]}"
 fi
 ckpt=$("$PYTHON" -c '

@@ -70,6 +70,20 @@ class FT_Dataset(torch.utils.data.Dataset):
                                  f"model's vocabulary (vocab_size {vocab_size}): wrong "
                                  f"--model_card or a file encoded with another vocabulary?")
 
+    def length_report(self):
+        """(truncated, unusable): examples longer than max_seq_length that keep part of their
+        completion, and those that keep none of it (their loss mask is all zero)."""
+        truncated = unusable = 0
+        for ctx, comp, _ in self.ft_samples:
+            cond = self.prefix_len + len(ctx) + self.infix_len
+            if cond + len(comp) <= self.max_seq_length:
+                continue
+            if self.joint_lm or cond < self.max_seq_length:
+                truncated += 1
+            else:
+                unusable += 1
+        return truncated, unusable
+
     def max_token_count(self):
         return max(min(len(c) + len(d) + self.prefix_len + self.infix_len, self.max_seq_length)
                    for c, d, _ in self.ft_samples)

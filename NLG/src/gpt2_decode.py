@@ -131,6 +131,13 @@ def write_outputs(refer, samples, ref_type, ref_num, output_ref_file, output_pre
             os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(output_pred_file, "w", encoding="utf8") as pred_writer:
         if ref_type == "e2e":
+            # Blank lines separate the contexts' reference blocks, so an empty reference would
+            # end its block early and shift every later context onto the wrong references.
+            for key, refs in refer.items():
+                if any(not pp(r).strip() for r in refs):
+                    raise ValueError(f"the input file's context {key[:60]!r} has an empty "
+                                     f"reference, which E2E's blank-line-separated "
+                                     f"{output_ref_file} cannot hold: remove or fill it")
             with open(output_ref_file, "w", encoding="utf8") as ref_writer:
                 for key, refs in refer.items():
                     for r in refs:

@@ -44,6 +44,19 @@ from data_utils import BatchStream, FT_Dataset, eval_batches
 from gpu import (add_gpu_params, all_gather_object, all_reduce_sum, cleanup, distributed_sync,
                  parse_gpu)
 from model import GPT2LMModel, config_from_card, lora
+try:
+    import traincore
+except ImportError:    # `python src/gpt2_ft.py` without `pip install -e .`
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+    import traincore
+from traincore import (LossWatch, NonFiniteError, WorkDirBusy, changed_settings,  # noqa: E402
+                       check_finite_state, claim_work_dir, read_jsonl, release_work_dir)
+
+# What a run writes in --work_dir (removed first by --overwrite).
+RUN_OUTPUTS = ("model.", "resume.pt", "train_log.jsonl", "valid_log.jsonl", "run_info.json",
+               "tensorboard", ".resume.pt.", ".model.")
+NONFINITE_HINT = (" (a lower --lr, --clip 1.0, or --fp16 -> --bf16 usually helps; the last "
+                  "finite state is resume.pt, if one was written)")
 from optimizer import (add_optimizer_params, create_adam_optimizer_from_args,
                        create_optimizer_scheduler)
 
@@ -92,6 +105,12 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
                              "weights) as a published GPT-2 pytorch_model.bin / .safetensors")
     parser.add_argument("--no_tensorboard", action="store_true", help="skip TensorBoard files")
     parser.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished or interrupted run in --work_dir (its files go "
+                             "first); without it such a folder is refused")
+    parser.add_argument("--resume_allow_changes", default="",
+                        help="comma-separated settings --resume may change although they change "
+                             "the computation (e.g. lr); see RESUME_SETTINGS")
     parser.add_argument("--independent_layer_init", action="store_true",
                         help="draw each layer's adapter on its own (the official code deep-copies "
                              "one block, so all layers start from the same adapter values)")
@@ -153,12 +172,12 @@ def evaluate(model, valid_data, args, autocast):
 
 
 def _truncate_log(path, last_step):
+    """Keep the records up to the resumed step (a partial last line is dropped, with a note)."""
     if not os.path.isfile(path):
         return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
     with open(path, "w") as f:
-        f.writelines(keep)
+        f.writelines(json.dumps(r) + "\n" for r in keep)
 
 
 class RunLog:
@@ -235,17 +254,27 @@ def main(argv=None, defaults=None, description=None):
             raise SystemExit(f"--{name} must be positive, got {getattr(args, name)}")
     try:
         method = lora.method_config_from_args(args, default="full", pipeline="gpt2")
+        args.method_config = method
     except (ValueError, KeyError) as e:
         raise SystemExit(f"method flags: {e}")
     parse_gpu(args)
     try:
         return train(args, method)
+    except NonFiniteError as e:
+        raise SystemExit(f"gpt2_ft: {e}")
     finally:
+        release_work_dir(args.work_dir)
         cleanup(args)
 
 
 def train(args, method):
     device, rank, world = args.device, args.rank, args.world_size
+    if rank == 0:
+        try:
+            claim_work_dir(args.work_dir, resuming=bool(args.resume), overwrite=args.overwrite,
+                           occupied=("run_info.json", "resume.pt"), outputs=RUN_OUTPUTS)
+        except WorkDirBusy as e:
+            raise SystemExit(f"gpt2_ft: {e}")
     torch.manual_seed(args.random_seed)
     random.seed(args.random_seed)
     if rank == 0:
@@ -264,6 +293,17 @@ def train(args, method):
     valid_data = FT_Dataset(args.valid_data, args.valid_batch_size, args.seq_len)
     train_data.check_vocab(config.vocab_size)
     valid_data.check_vocab(config.vocab_size)
+    for data in (train_data, valid_data):
+        cut, unusable = data.length_report()
+        if unusable == data.num_examples:
+            raise SystemExit(f"gpt2_ft: {data.ft_file}: every example is longer than --seq_len "
+                             f"{args.seq_len} before its completion starts: nothing to train on "
+                             f"or score (raise --seq_len)")
+        if (cut or unusable) and rank == 0:
+            print(f"note: {data.ft_file}: {cut + unusable} of {data.num_examples} examples are "
+                  f"longer than --seq_len {args.seq_len}: {cut} truncated to it (the end of "
+                  f"their completion is not trained on), {unusable} with no completion token "
+                  f"left (they add nothing to the loss)")
 
     model = GPT2LMModel(config)
     info = load_model_weights(model, args.init_checkpoint, random_init=args.random_init)
@@ -306,7 +346,11 @@ def train(args, method):
 
     step = 0
     resume_path = None
-    if args.resume:
+    if args.resume == "auto" and not os.path.isfile(os.path.join(args.work_dir, "resume.pt")):
+        if rank == 0:   # --resume on a fresh work dir: nothing to continue yet
+            print(f"--resume: no {os.path.join(args.work_dir, 'resume.pt')} yet: starting at "
+                  f"step 0")
+    elif args.resume:
         resume_path = (os.path.join(args.work_dir, "resume.pt") if args.resume == "auto"
                        else args.resume)
         step = _load_resume(resume_path, model, optimizer, scheduler, scaler, args, full)
@@ -320,6 +364,7 @@ def train(args, method):
     params = [p for p in model.parameters() if p.requires_grad]
 
     log = RunLog(args, step, max_step)
+    watch = LossWatch(device)
     if rank == 0:
         os.makedirs(args.work_dir, exist_ok=True)
     net.train()
@@ -347,6 +392,7 @@ def train(args, method):
                 loss = loss_sum / denom
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             log_loss += loss_sum.detach().double()
+            watch.update(loss_sum, step + 1)
             log_tokens += batch["n_tokens"]
         if scaler is not None:
             scaler.unscale_(optimizer)
@@ -366,6 +412,7 @@ def train(args, method):
         log.step()
 
         if step % args.log_interval == 0 or step == max_step:
+            watch.check(NONFINITE_HINT)
             tot = torch.stack([log_loss, torch.tensor(log_tokens, dtype=torch.float64,
                                                       device=device)])
             all_reduce_sum(tot, args)
@@ -386,10 +433,11 @@ def train(args, method):
 
         stopping = args.stop_after_steps is not None and run_steps >= args.stop_after_steps
         if step % args.save_interval == 0 or step == max_step or stopping:
+            watch.check(NONFINITE_HINT)
             if step % args.save_interval == 0 and step < max_step and rank == 0:
                 sd = model.state_dict() if full else lora.lora_state_dict(model)
-                save_atomic({"model_state_dict": sd, **method_record(method)},
-                            os.path.join(args.work_dir, f"model.{step}.pt"))
+                _save_checked({"model_state_dict": sd, **method_record(method)},
+                              os.path.join(args.work_dir, f"model.{step}.pt"), step)
             _save_resume(os.path.join(args.work_dir, "resume.pt"), model, optimizer, scheduler,
                          scaler, args, step, full)
         if stopping and step < max_step:
@@ -402,8 +450,8 @@ def train(args, method):
     if step >= max_step:
         final_path = os.path.join(args.work_dir, f"model.{step}.pt")
         if rank == 0:
-            save_atomic({"model_state_dict": training_state_dict(model), **method_record(method)},
-                        final_path)
+            _save_checked({"model_state_dict": training_state_dict(model),
+                           **method_record(method)}, final_path, step)
             print(f"saved final checkpoint {final_path}")
             if args.export_published:
                 exported = export_published(model, args.export_published, merge=True)
@@ -427,8 +475,29 @@ def train(args, method):
 # scheduler, loss scaler, every rank's RNG and the step. The frozen backbone comes again from
 # --init_checkpoint. Batches are a function of the step (BatchStream), so nothing else is needed.
 
-_RESUME_CHECKED = ("model_card", "train_batch_size", "grad_acc", "world_size", "random_seed",
-                   "max_step", "seq_len", "train_data")
+# Settings --resume must see unchanged: they decide what the steps compute (the method's own
+# settings come with "method"). Logging, evaluation and saving intervals, --work_dir,
+# --valid_data, progress / TensorBoard output and --stop_after_steps may change freely; one of
+# these only with --resume_allow_changes NAME.
+RESUME_SETTINGS = ("model_card", "init_checkpoint", "train_data", "train_batch_size", "grad_acc",
+                   "world_size", "random_seed", "max_step", "seq_len", "obj", "lr", "scheduler",
+                   "warmup_step", "weight_decay", "correct_bias", "no_decay_bias", "adam_beta1",
+                   "adam_beta2", "adam_epislon", "clip", "label_smooth", "fp16", "bf16",
+                   "independent_layer_init", "method")
+
+
+def resume_settings(args):
+    out = {k: getattr(args, k, None) for k in RESUME_SETTINGS if k != "method"}
+    out["method"] = args.method_config.to_dict() if getattr(args, "method_config", None) else None
+    return out
+
+
+def _save_checked(obj, path, step=None):
+    try:
+        check_finite_state(obj["model_state_dict"], path)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"training diverged by step {step}: {e}{NONFINITE_HINT}") from None
+    save_atomic(obj, path)
 
 
 def _save_resume(path, model, optimizer, scheduler, scaler, args, step, full):
@@ -441,8 +510,8 @@ def _save_resume(path, model, optimizer, scheduler, scaler, args, step, full):
              "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None,
              "rng": rngs, "step": step,
-             "args": {k: getattr(args, k) for k in _RESUME_CHECKED}}
-    save_atomic(state, path)
+             "args": resume_settings(args)}
+    _save_checked(state, path, step)
 
 
 def _load_resume(path, model, optimizer, scheduler, scaler, args, full):
@@ -455,11 +524,16 @@ def _load_resume(path, model, optimizer, scheduler, scaler, args, full):
                          f"weights_only=True failed: {type(e).__name__})")
     if not isinstance(state, dict) or "optimizer" not in state or "step" not in state:
         raise SystemExit(f"--resume: {path} is not a resumable state written by gpt2_ft.py")
-    changed = {k: (v, getattr(args, k)) for k, v in state.get("args", {}).items()
-               if getattr(args, k) != v}
-    if changed and args.rank == 0:
-        print(f"warning: resuming with changed arguments (the run will differ from an "
-              f"uninterrupted one): {changed}")
+    allowed = [a.strip() for a in args.resume_allow_changes.split(",") if a.strip()]
+    unknown = [a for a in allowed if a not in RESUME_SETTINGS]
+    if unknown:
+        raise SystemExit(f"--resume_allow_changes: unknown setting(s) {unknown} (choose from "
+                         f"{', '.join(RESUME_SETTINGS)})")
+    changed = changed_settings(state.get("args", {}), resume_settings(args), allowed)
+    if changed:
+        raise SystemExit(f"--resume: {path} was written with other settings, so the resumed run "
+                         f"would be neither the old nor a new one: " + "; ".join(changed)
+                         + ". Use the original settings, or --resume_allow_changes NAME[,NAME]")
     trained = state["model_state_dict"]
     own = model.state_dict()
     expect = set(own) if full else {k for k in own if lora.is_adapter_key(k)}

@@ -15,7 +15,8 @@
 #                    (default: that run's output folder); "none" starts from scratch
 #   num_gpus         processes (torchrun) — default: the visible GPU count, at least 1
 #   MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES EVAL_STRATEGY (epoch|end|no) RANDOM_INIT PYTHON
-# Arguments are passed on to src/run_glue.py.
+# Arguments are passed on to src/run_glue.py (e.g. --overwrite_output_dir to replace a finished
+# run in OUTPUT_DIR, which is refused otherwise).
 set -euo pipefail
 NLU_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"

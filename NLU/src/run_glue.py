@@ -46,6 +46,17 @@ from roberta import (RobertaForSequenceClassification, config_from_card, load_we
                      lora, trainable_state_dict)
 from glue_data import RobertaTokenizer, encode_examples, load_split, num_labels, task_spec  # noqa
 from glue_metrics import glue_metrics  # noqa
+try:
+    import traincore
+except ImportError:    # `python src/run_glue.py` without `pip install -e .`
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+    import traincore
+from traincore import (LossWatch, NonFiniteError, WorkDirBusy, check_finite_state,  # noqa: E402
+                       claim_work_dir, release_work_dir)
+
+# What a run writes in --output_dir (removed first when --overwrite_output_dir replaces a run).
+RUN_OUTPUTS = ("pytorch_model.bin", "best_model.bin", "adapter_config.json", "train_log.jsonl",
+               "eval_results.json", "run_config.json", "tensorboard", ".tmp_")
 
 
 def build_parser(defaults=None):
@@ -79,8 +90,8 @@ def build_parser(defaults=None):
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite_output_dir", action="store_true", help="(accepted; outputs are "
-                   "always overwritten)")
+    p.add_argument("--overwrite_output_dir", action="store_true",
+                   help="replace a finished run in --output_dir (without it, refused)")
     p.add_argument("--cls_dropout", type=float, default=None,
                    help="dropout of the classifier head (default: hidden_dropout_prob)")
     p.add_argument("--fp16", action="store_true", help="fp16 autocast + loss scaling (GPU)")
@@ -143,6 +154,15 @@ class Dist:
     def close(self):
         if self.on and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def save_checked(state, path):
+    """No adapter file holding nan or inf is ever written."""
+    try:
+        check_finite_state(state, path)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"training diverged: {e}") from None
+    save_atomic(state, path)
 
 
 def save_atomic(obj, path, as_json=False):
@@ -319,6 +339,15 @@ def resolve_method(args):
 
 def main(argv=None, defaults=None):
     args = build_parser(defaults).parse_args(argv)
+    try:
+        return _run(args)
+    except (WorkDirBusy, NonFiniteError) as e:
+        raise SystemExit(f"run_glue: {e}")
+    finally:
+        release_work_dir(args.output_dir)
+
+
+def _run(args):
     if not args.do_train and not args.do_eval:
         args.do_train = args.do_eval = True
     if args.fp16 and args.bf16:
@@ -333,6 +362,11 @@ def main(argv=None, defaults=None):
     spec = task_spec(args.task_name)
     regression = spec.labels is None
     method = resolve_method(args)
+    if env.main:
+        claim_work_dir(args.output_dir, overwrite=args.overwrite_output_dir,
+                       occupied=("pytorch_model.bin",) if args.do_train else (),
+                       outputs=RUN_OUTPUTS, overwrite_flag="--overwrite_output_dir",
+                       resume_flag="")
 
     tok = RobertaTokenizer(args.tokenizer_dir)
     cfg = config_from_card(args.model_card, num_labels=num_labels(args.task_name),
@@ -395,8 +429,8 @@ def main(argv=None, defaults=None):
         if best is None or m[key] > best[key]:
             best = history[-1]
             if env.main:
-                save_atomic(trainable_state_dict(model),
-                            os.path.join(args.output_dir, "best_model.bin"))
+                save_checked(trainable_state_dict(model),
+                             os.path.join(args.output_dir, "best_model.bin"))
         return m
 
     if args.do_train:
@@ -424,6 +458,7 @@ def main(argv=None, defaults=None):
         log(f"training: {total} steps ({per_epoch} per epoch, {env.world} process(es) x "
             f"batch {args.per_device_train_batch_size}), warmup {warmup}")
         step, t0 = 0, time.time()
+        watch = LossWatch(device)
         logf = open(os.path.join(args.output_dir, "train_log.jsonl"), "w") if env.main else None
         model.train()
         for epoch in range(epochs):
@@ -447,7 +482,10 @@ def main(argv=None, defaults=None):
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
+                watch.update(loss, step)
                 # .item() syncs with the device: only on logging steps.
+                if step % args.logging_steps == 0 or step == total:
+                    watch.check(" (a lower --learning_rate or --max_grad_norm 1.0 usually helps)")
                 if logf is not None and (step % args.logging_steps == 0 or step == total):
                     rec = {"step": step, "epoch": epoch, "loss": loss.item(),
                            "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2)}
@@ -464,8 +502,8 @@ def main(argv=None, defaults=None):
         if logf is not None:
             logf.close()
         if env.main:
-            save_atomic(trainable_state_dict(model), os.path.join(args.output_dir,
-                                                                  "pytorch_model.bin"))
+            save_checked(trainable_state_dict(model), os.path.join(args.output_dir,
+                                                                   "pytorch_model.bin"))
             save_atomic(method_record(method, cfg), os.path.join(args.output_dir, RECORD),
                         as_json=True)
             log(f"saved {os.path.join(args.output_dir, 'pytorch_model.bin')}")

@@ -1,0 +1,144 @@
+"""Nothing lost, nothing silently wrong: divergence stops a run, one run per work dir (a killed
+run leaves no stuck lock), resume only with the same settings, over-long examples reported,
+partial log lines tolerated, empty E2E references refused."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from test_train_helpers import (ROOT, SRC, base_args, run_script, write_backbone, write_card,
+                                write_random_data)
+
+import traincore
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("safety")
+    card = write_card(d)
+    return {"dir": d, "card": card, "data": write_random_data(d / "train.jsonl", 16),
+            "backbone": write_backbone(d / "backbone.bin", card)}
+
+
+def ft(tiny, work, **over):
+    run_script("gpt2_ft.py", base_args(tiny["dir"], tiny["data"], tiny["card"], tiny["backbone"],
+                                       work, **{"--lora_dim": 2, "--lora_alpha": 4, **over}))
+
+
+def test_divergence_stops_the_run_and_saves_nothing_non_finite(tiny, tmp_path):
+    work = tmp_path / "w"
+    with pytest.raises(SystemExit, match=r"(not finite .* from step|diverged by step) \d+"):
+        ft(tiny, work, **{"--lr": 1e6, "--max_step": 8, "--save_interval": 1,
+                          "--log_interval": 4})
+    for path in work.glob("*.pt"):
+        sd = torch.load(path, weights_only=True)["model_state_dict"]
+        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()), path
+    assert not (work / "run_info.json").exists()
+
+
+def test_checkpoints_with_non_finite_tensors_are_refused():
+    with pytest.raises(traincore.NonFiniteError, match="x.pt: not written.*a.lora_A"):
+        traincore.check_finite_state({"a.lora_A": torch.tensor([1.0, float("nan")])}, "x.pt")
+
+
+def test_a_busy_work_dir_is_refused_at_once_naming_the_other_run(tiny, tmp_path):
+    work = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, traincore; "
+         "traincore.claim_work_dir(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+         str(work)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.time()
+        with pytest.raises(SystemExit, match=f"in use by another run \\(pid {holder.pid}"):
+            ft(tiny, work, **{"--max_step": 2})
+        assert time.time() - t0 < 10
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    ft(tiny, work, **{"--max_step": 2})      # the killed holder left no stuck lock
+    assert (work / "run_info.json").exists()
+
+
+def test_a_finished_work_dir_is_refused_unless_overwritten(tiny, tmp_path):
+    work = tmp_path / "done"
+    ft(tiny, work, **{"--max_step": 4, "--save_interval": 2})
+    assert (work / "model.2.pt").exists()
+    with pytest.raises(SystemExit, match="holds an earlier run.*--overwrite"):
+        ft(tiny, work, **{"--max_step": 3})
+    ft(tiny, work, **{"--max_step": 3, "--overwrite": None})
+    assert not (work / "model.2.pt").exists() and (work / "model.3.pt").exists()
+    log = [json.loads(x) for x in (work / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]          # one run's records only
+
+
+def test_resume_refuses_changed_settings_and_tolerates_a_partial_log_line(tiny, tmp_path, capsys):
+    work = tmp_path / "r"
+    ft(tiny, work, **{"--max_step": 6, "--stop_after_steps": 3, "--save_interval": 3})
+    with pytest.raises(SystemExit, match=r"other settings.*lr: 0\.01 -> 0\.02"):
+        ft(tiny, work, **{"--max_step": 6, "--resume": None, "--lr": 0.02})
+    with (work / "train_log.jsonl").open("a") as f:
+        f.write('{"step": 4, "loss": 1.2')          # a kill mid-write
+    ft(tiny, work, **{"--max_step": 6, "--resume": None, "--log_interval": 2})  # may change
+    assert "dropped a partial last line" in capsys.readouterr().out
+    steps = [json.loads(x)["step"] for x in (work / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 6]
+    other = tmp_path / "r2"
+    ft(tiny, other, **{"--max_step": 6, "--stop_after_steps": 3, "--save_interval": 3})
+    ft(tiny, other, **{"--max_step": 6, "--resume": None, "--lr": 0.02,
+                       "--resume_allow_changes": "lr"})
+    assert (other / "run_info.json").exists()
+
+
+def test_resume_on_a_fresh_work_dir_starts_at_step_0(tiny, tmp_path, capsys):
+    ft(tiny, tmp_path / "fresh", **{"--max_step": 2, "--resume": None})
+    assert "starting at step 0" in capsys.readouterr().out
+
+
+def test_over_long_examples_are_reported_or_refused(tiny, tmp_path, capsys):
+    long = write_random_data(tmp_path / "long.jsonl", 8)
+    ft({**tiny, "data": long}, tmp_path / "a", **{"--max_step": 1, "--seq_len": 20})
+    out = capsys.readouterr().out
+    assert "examples are longer than --seq_len 20" in out and "truncated" in out
+    with pytest.raises(SystemExit, match="every example is longer than --seq_len 6"):
+        ft({**tiny, "data": long}, tmp_path / "b", **{"--max_step": 1, "--seq_len": 6})
+
+
+def test_gpt2_decode_refuses_an_empty_e2e_reference(tmp_path, shared_data):
+    fmt = tmp_path / "test_formatted.jsonl"
+    rows = [{"context": "name : A", "completion": "A is good."},
+            {"context": "name : A", "completion": " "},
+            {"context": "name : B", "completion": "B is bad."}]
+    fmt.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pred = tmp_path / "p.jsonl"
+    pred.write_text("".join(json.dumps({"id": i, "predict": [32]}) + "\n" for i in range(3)))
+    r = subprocess.run([sys.executable, str(SRC / "gpt2_decode.py"), "--vocab",
+                        str(shared_data / "vocab"), "--sample_file", str(pred), "--input_file",
+                        str(fmt), "--output_ref_file", str(tmp_path / "ref.txt"),
+                        "--output_pred_file", str(tmp_path / "hyp.txt")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "'name : A' has an empty reference" in r.stderr
+    assert not (tmp_path / "ref.txt").exists()
+
+
+def test_nlu_refuses_a_finished_output_dir_and_a_diverged_adapter(shared_data, tmp_path):
+    import run_glue
+    args = ["--task_name", "rte", "--data_dir", str(shared_data / "glue"), "--tokenizer_dir",
+            str(shared_data / "vocab"), "--model_card", "roberta-tiny", "--random_init",
+            "--max_seq_length", "32", "--max_train_samples", "8", "--max_eval_samples", "8",
+            "--per_device_train_batch_size", "4", "--lora_dim", "2", "--output_dir",
+            str(tmp_path / "o")]
+    run_glue.main(args + ["--max_steps", "1"])
+    with pytest.raises(SystemExit, match="holds an earlier run.*--overwrite_output_dir"):
+        run_glue.main(args + ["--max_steps", "1"])
+    run_glue.main(args + ["--max_steps", "1", "--overwrite_output_dir"])
+    with pytest.raises(SystemExit, match="(not finite|diverged)"):
+        run_glue.main(args[:-1] + [str(tmp_path / "nan"), "--max_steps", "6",
+                                   "--learning_rate", "1e9", "--max_grad_norm", "0",
+                                   "--logging_steps", "6"])
+    assert not (tmp_path / "nan" / "pytorch_model.bin").exists()
