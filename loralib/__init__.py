@@ -5,7 +5,7 @@ A drop-in superset of Microsoft's loralib 0.1.2 (`lora.Linear`, `lora.MergedLine
 methods chosen by name through `MethodConfig` and `adapt_linear`.
 """
 name = "lora"
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .base import AdaptedLinear, LoRALayer, LowRankAdapter
 from .layers import Conv1d, Conv2d, Conv3d, ConvLoRA, Embedding, Linear, MergedLinear

@@ -142,3 +142,67 @@ def test_nlu_refuses_a_finished_output_dir_and_a_diverged_adapter(shared_data, t
                                    "--learning_rate", "1e9", "--max_grad_norm", "0",
                                    "--logging_steps", "6"])
     assert not (tmp_path / "nan" / "pytorch_model.bin").exists()
+
+
+def test_smaller_items_name_what_is_wrong(tiny, tmp_path, shared_data):
+    # bytes that are not UTF-8 name the file and line (converters, gpt2_encode)
+    bad = tmp_path / "train.txt"
+    bad.write_bytes(b"name[A]||A is good.\nname[B]||B \xff bad.\n")
+    r = subprocess.run([sys.executable, str(SRC / "format_converting_e2e.py"), str(bad),
+                        str(tmp_path / "out.jsonl")], capture_output=True, text=True)
+    assert r.returncode != 0 and f"{bad}:2: not UTF-8" in r.stderr
+    enc_in = tmp_path / "f.jsonl"
+    enc_in.write_bytes(b'{"context": "a", "completion": "b"}\n{"context": "\xfe", "completion": "c"}\n')
+    r = subprocess.run([sys.executable, str(SRC / "gpt2_encode.py"), "--vocab",
+                        str(shared_data / "vocab"), "--input", str(enc_in), "--output",
+                        str(tmp_path / "e.jsonl")], capture_output=True, text=True)
+    assert r.returncode != 0 and f"{enc_in}:2: not UTF-8" in r.stderr
+    # a DART null relation
+    dart = tmp_path / "dart.json"
+    dart.write_text(json.dumps([{"tripleset": [["a", None, "b"]], "annotations": [{"text": "t"}]}]))
+    r = subprocess.run([sys.executable, str(SRC / "format_converting_dart.py"), str(dart),
+                        str(tmp_path / "d.jsonl")], capture_output=True, text=True)
+    assert r.returncode != 0 and "entry [0]: tripleset[0] must be" in r.stderr
+    # temporary files of killed saves are removed by the next run
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / ".resume.pt.abc123.tmp").write_bytes(b"x" * 100)
+    (work / "keep.tmp").write_text("not ours")
+    ft(tiny, work, **{"--max_step": 1})
+    assert not (work / ".resume.pt.abc123.tmp").exists() and (work / "keep.tmp").exists()
+    # beam search into a folder it cannot write fails before decoding (a path under a plain
+    # file: not writable even for root)
+    from test_beam_cli import run_beam
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="cannot write"):
+        run_beam("gpt2_beam.py", ["--data", tiny["data"], "--model_card", tiny["card"],
+                                  "--init_checkpoint", work / "model.1.pt", "--work_dir",
+                                  blocker / "out"])
+
+
+def test_nlu_files_follow_the_umask(shared_data, tmp_path):
+    import run_glue
+    old = os.umask(0o022)
+    try:
+        run_glue.main(["--task_name", "rte", "--data_dir", str(shared_data / "glue"),
+                       "--tokenizer_dir", str(shared_data / "vocab"), "--model_card",
+                       "roberta-tiny", "--random_init", "--max_seq_length", "32",
+                       "--max_train_samples", "8", "--max_eval_samples", "8",
+                       "--per_device_train_batch_size", "4", "--lora_dim", "2", "--max_steps",
+                       "1", "--output_dir", str(tmp_path / "o")])
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "o" / "pytorch_model.bin").st_mode & 0o777) == 0o644
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path, monkeypatch):
+    import checkpoint
+    monkeypatch.setattr(checkpoint.torch, "save", lambda obj, f: (_ for _ in ()).throw(
+        RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed "
+                     "writing file data/0: file write failed")))
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda p: type("u", (), {"free": 1024})())
+    with pytest.raises(OSError, match="no space left on the device"):
+        checkpoint.save_atomic({"a": torch.zeros(1)}, tmp_path / "m.pt")
+    assert not list(tmp_path.iterdir())

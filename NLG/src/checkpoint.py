@@ -29,8 +29,10 @@ then adapter_checkpoint; later files win per key) and must cover every backbone 
 has, else ValueError listing the missing ones (unless random_init). Adapter tensors are taken as a
 whole from the last file that has any and loaded with `lora.load_lora_state_dict` (strict).
 """
+import errno
 import os
 import re
+import shutil
 import tempfile
 
 import torch
@@ -224,6 +226,30 @@ def check_method_matches(given, stored, path):
                          f"{'; '.join(diffs)}. Drop the method flags to use the checkpoint's own")
 
 
+def _disk_full(e, folder):
+    """torch.save reports a full disk as RuntimeError('[enforce fail at inline_container.cc]
+    ... file write failed'); an OSError says ENOSPC."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    if isinstance(e, RuntimeError) and "write failed" in str(e):
+        try:
+            return shutil.disk_usage(folder).free < 64 * 2**20
+        except OSError:
+            return False
+    return False
+
+
+def remove_stale_temporaries(folder, names=("model.", "resume.pt")):
+    """Temporary files of saves a killed run left behind (.<name>.<random>.tmp); call it while
+    holding the work dir's lock, so that no save of another run is in flight."""
+    removed = 0
+    for n in os.listdir(folder) if os.path.isdir(folder) else ():
+        if n.endswith(".tmp") and any(n.startswith("." + p) for p in names):
+            os.unlink(os.path.join(folder, n))
+            removed += 1
+    return removed
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
@@ -249,9 +275,13 @@ def save_atomic(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _disk_full(e, folder):
+            raise OSError(errno.ENOSPC, f"no space left on the device of {folder} while writing "
+                          f"{path} ({shutil.disk_usage(folder).free // 2**20} MiB free); the "
+                          f"previous file, if any, is kept") from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)

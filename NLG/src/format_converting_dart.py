@@ -23,8 +23,9 @@ def convert_entries(data, path):
             raise ValueError(f"{where}: missing field {e}") from None
         parts = []
         for j, t in enumerate(triples):
-            if not isinstance(t, list) or len(t) != 3:
-                raise ValueError(f"{where}: tripleset[{j}] must be [subject, relation, object], got {t!r}")
+            if not isinstance(t, list) or len(t) != 3 or not all(isinstance(x, str) for x in t):
+                raise ValueError(f"{where}: tripleset[{j}] must be [subject, relation, object] "
+                                 f"strings, got {t!r}")
             subj, rela, obj = t
             parts.append("{} : {} : {}".format(subj, rela.lower(), obj))
         context = " | ".join(parts)

@@ -5,7 +5,7 @@
 Output is the same as Microsoft's LoRA script: the line is stripped of surrounding whitespace,
 then split at '||'. A line without exactly one '||' stops the run with the file and line number.
 """
-from format_io import cli, read_json, write_jsonl
+from format_io import cli, text_lines, write_jsonl
 
 
 def convert_line(line, path, lineno):
@@ -17,8 +17,7 @@ def convert_line(line, path, lineno):
 
 def convert(in_path, out_path):
     """Convert one file; returns the number of examples written."""
-    with open(in_path, "r", encoding="utf8") as reader:
-        records = [convert_line(line, in_path, i) for i, line in enumerate(reader, 1)]
+    records = [convert_line(line, in_path, i) for i, line in text_lines(in_path)]
     return write_jsonl(out_path, records)
 
 

@@ -4,12 +4,33 @@ import json
 import sys
 
 
+def _not_utf8(path, data: bytes, e: UnicodeDecodeError, first_line=1):
+    line = first_line + data.count(b"\n", 0, e.start)
+    return ValueError(f"{path}:{line}: not UTF-8 text (byte {data[e.start:e.start + 1]!r} at "
+                      f"offset {e.start}); convert the file to UTF-8")
+
+
+def text_lines(path):
+    """(line number, text) of a UTF-8 file; bytes that are not UTF-8 name their line."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, raw, e, n) from None
+
+
 def read_json(path):
-    with open(path, "r", encoding="utf8") as reader:
-        try:
-            return json.load(reader)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    with open(path, "rb") as reader:
+        data = reader.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, data, e) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
 def write_jsonl(path, records):

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 import torch
@@ -239,6 +240,18 @@ def resolve_method(args):
     return method
 
 
+def _check_writable(path):
+    """Fail before decoding, not after it, when the predictions cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as e:
+        raise SystemExit(f"gpt2_beam: cannot write {path} ({e.strerror}): give a writable "
+                         f"--work_dir") from None
+
+
 def run(args, method, s):
     rank = args.rank
     if rank == 0:
@@ -246,6 +259,8 @@ def run(args, method, s):
         for k, v in vars(args).items():
             print(f"    - {k} : {v}")
         print("=" * 80)
+    if rank == 0:
+        _check_writable(os.path.join(args.work_dir, args.output_file))
     try:
         model, info, merged = load_model(args, method)
         contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.config.vocab_size)

@@ -16,6 +16,7 @@ import sys
 from tqdm import tqdm
 
 import encoder
+from format_io import text_lines
 
 
 def encode_record(enc, items, add_bos, add_eos):
@@ -41,14 +42,15 @@ def parse_line(line, path, lineno):
 def encode_file(enc, in_path, out_path, add_bos, add_eos, progress=True):
     """Encode a whole file; returns the number of lines written. On a bad line nothing is left
     at out_path (a partial output would look like a finished dataset)."""
-    with open(in_path, "r", encoding="utf8") as f:
+    with open(in_path, "rb") as f:
         total = sum(1 for _ in f)
     tmp = out_path + ".part"
     n = 0
     try:
-        with open(in_path, "r", encoding="utf8") as reader, open(tmp, "w", encoding="utf8") as writer:
-            for lineno, line in enumerate(tqdm(reader, total=total, desc=os.path.basename(in_path),
-                                               unit="line", disable=not progress), 1):
+        with open(tmp, "w", encoding="utf8") as writer:
+            for lineno, line in tqdm(text_lines(in_path), total=total,
+                                     desc=os.path.basename(in_path), unit="line",
+                                     disable=not progress):
                 items = parse_line(line.strip(), in_path, lineno)
                 writer.write(json.dumps(encode_record(enc, items, add_bos, add_eos)) + "\n")
                 n += 1

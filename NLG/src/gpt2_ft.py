@@ -38,8 +38,8 @@ import time
 
 import torch
 
-from checkpoint import (export_published, load_model_weights, method_record, save_atomic,
-                        training_state_dict)
+from checkpoint import (export_published, load_model_weights, method_record,
+                        remove_stale_temporaries, save_atomic, training_state_dict)
 from data_utils import BatchStream, FT_Dataset, eval_batches
 from gpu import (add_gpu_params, all_gather_object, all_reduce_sum, cleanup, distributed_sync,
                  parse_gpu)
@@ -275,6 +275,9 @@ def train(args, method):
                            occupied=("run_info.json", "resume.pt"), outputs=RUN_OUTPUTS)
         except WorkDirBusy as e:
             raise SystemExit(f"gpt2_ft: {e}")
+        stale = remove_stale_temporaries(args.work_dir)
+        if stale:
+            print(f"removed {stale} temporary file(s) of interrupted saves in {args.work_dir}")
     torch.manual_seed(args.random_seed)
     random.seed(args.random_seed)
     if rank == 0:

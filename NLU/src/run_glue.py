@@ -169,6 +169,9 @@ def save_atomic(obj, path, as_json=False):
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_" + os.path.basename(path))
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600; the user's umask decides, as in NLG
         with os.fdopen(fd, "wb") as f:
             if as_json:
                 f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8"))
