@@ -25,8 +25,9 @@
 # Downloads come from the files Microsoft's LoRA repository commits under examples/NLG/data (the
 # copies its published numbers were made from), pinned to one commit, with the branch head and
 # (DART) the dataset's own repository as fallbacks. Every download is checked against a sha256:
-# pinned below where the file's hash is known; otherwise the hash of the first download is recorded
-# in <out>/checksums.sha256 and later downloads must match it.
+# pinned below where the file's hash is known (or given in LORA_SHA256="NAME=SHA256 ..."), or recorded
+# by an earlier run in <out>/checksums.sha256; with neither, a download is refused unless
+# LORA_TRUST_FIRST_DOWNLOAD=1 records the first download's hash (later ones must match it).
 # LORA_DATA_URL_BASE replaces the download base (a folder laid out like NLG/data, any curl/wget URL,
 # file:// included), e.g. for an internal mirror.
 #
@@ -79,8 +80,13 @@ DART_REPO="https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1"
 
 # sha256 of the raw files, where known. The dev files' hashes were taken from copies of the files
 # LoRA commits (identical in size and content to the ones stored at the pinned commit). The other
-# splits' hashes are not known here: they are recorded on first download (see above).
+# splits' hashes are not known here: give them (LORA_SHA256) or record the first download's
+# (LORA_TRUST_FIRST_DOWNLOAD=1), see above.
 known_sha256() {
+    local pair
+    for pair in ${LORA_SHA256:-}; do
+        if [ "${pair%%=*}" = "$1" ]; then echo "${pair#*=}"; return; fi
+    done
     case "$1" in
         e2e/valid.txt) echo ba963113c8401d3d26216c0dc0a6dae1ea6ea927de3bf830e32c41f65401c80d ;;
         webnlg_challenge_2017/dev.json) echo 50f5a2c24d760bc84ba3e852707cd3b43b0cf2da035b425f87945a2440880488 ;;
@@ -131,6 +137,8 @@ FAILED=()
 MISSING=()
 LAST_ERR=""
 
+NO_HASH_HINT="give its sha256 as LORA_SHA256=\"NAME=SHA256\", or LORA_TRUST_FIRST_DOWNLOAD=1 to record the first download's"
+
 download_raw() {  # download_raw REL: fetch OUT/REL from the mirrors, verify it; 0 on success
     local rel="$1" dest="$OUT/$1" part="$OUT/$1.part"
     local want; want="$(known_sha256 "$rel")"
@@ -145,6 +153,10 @@ download_raw() {  # download_raw REL: fetch OUT/REL from the mirrors, verify it;
     mkdir -p "$(dirname "$dest")"
     local url got
     LAST_ERR="no source"
+    if [ -z "$want" ] && [ "${LORA_TRUST_FIRST_DOWNLOAD:-0}" != 1 ]; then
+        LAST_ERR="no sha256 to check $rel against (none pinned or recorded): $NO_HASH_HINT"
+        return 1
+    fi
     for url in "${urls[@]}"; do
         echo "downloading $rel from $url"
         if ! fetch "$url" "$part"; then
@@ -361,6 +373,10 @@ glue_fetch() {
     local urls=()
     IFS=$'\n' read -r -d '' -a urls < <(glue_urls "$name"; printf '\0')
     LAST_ERR="no source"
+    if [ -z "$want" ] && [ "${LORA_TRUST_FIRST_DOWNLOAD:-0}" != 1 ]; then
+        LAST_ERR="no sha256 to check $name against (none pinned or recorded): $NO_HASH_HINT"
+        return 1
+    fi
     for url in "${urls[@]}"; do
         echo "downloading $name from $url"
         if ! fetch "$url" "$part"; then

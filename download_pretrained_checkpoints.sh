@@ -23,17 +23,19 @@
 #   --vocab-out DIR    vocabulary folder (default NLG/vocab)
 #   --nlu-out DIR      RoBERTa folder, one subfolder per model (default NLU/pretrained_checkpoints)
 #
-# Downloads resume where they stopped (curl -C - / wget -c on a .part file kept between runs) and are
-# checked against a sha256 before they take their final name. Hashes: pinned below where known;
-# otherwise, for Hugging Face URLs, the sha256 Hugging Face publishes for the file (its X-Linked-Etag
-# header, the git-lfs object id; every mirror's file must then match it); otherwise the first
-# download's hash is recorded in <out>/checksums.sha256 and later downloads must match it.
-# Files already in place are checked too. RoBERTa's hashes are recorded per model, in
-# <nlu-out>/<model>/checksums.sha256. Local copies (--vocab-from, --roberta-from) must match the
-# pinned hash where there is one; otherwise their hash is recorded (or checked) the same way.
+# Every file is checked against a sha256 before it takes its final name: one pinned below (or given
+# in LORA_SHA256="NAME=SHA256 ..."); else the sha256 the official host (Hugging Face) publishes for
+# that exact file (its X-Linked-Etag header, the git-lfs object id), asked of the official host even
+# when the bytes come from a mirror (LORA_OFFICIAL_HASH_BASE="" does not ask); else one recorded by
+# an earlier run in <out>/checksums.sha256.
+# With none of these a file is refused, unless LORA_TRUST_FIRST_DOWNLOAD=1 records the first
+# download's hash (later ones must match it). Downloads resume a kept .part file; a resumed file
+# that fails the check is fetched once more from the start. Files already in place are checked too.
+# Local copies (--vocab-from, --roberta-from) follow the same rule.
 # LORA_CKPT_URL_BASE / LORA_VOCAB_URL_BASE / LORA_ROBERTA_URL_BASE replace the download bases (a folder
 # holding <model>-pytorch_model.bin / encoder.json + vocab.bpe / <model>/<file>; any curl/wget URL,
-# file:// included).
+# file:// included). Hosts that cannot be reached are found out once, in seconds, and skipped; the
+# failure lists every source tried and the offline routes.
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -67,6 +69,10 @@ done
 
 # Pinned sha256 (empty: not known here, see the header for what is used instead).
 known_sha256() {
+    local pair
+    for pair in ${LORA_SHA256:-}; do
+        if [ "${pair%%=*}" = "$1" ]; then echo "${pair#*=}"; return; fi
+    done
     case "$1" in
         # Hugging Face's gpt2 pytorch_model.bin (548,118,077 bytes), the file the LoRA repo's S3 link served
         gpt2-pytorch_model.bin) echo 7c5d3f4b8b76583b422fcb9189ad6c89d5d97a094541ce8932dce3ecabde1421 ;;
@@ -82,6 +88,17 @@ known_sha256() {
         # roberta-large: none known here (pytorch_model.bin: Hugging Face's X-Linked-Etag; others recorded)
         *) echo "" ;;
     esac
+}
+
+# The official host, asked for the published sha256 even when the bytes come from a mirror;
+# LORA_OFFICIAL_HASH_BASE="" skips asking (then a pinned, given or recorded hash is needed).
+OFFICIAL_BASE="${LORA_OFFICIAL_HASH_BASE-https://huggingface.co}"
+official_model_urls() {  # where the published sha256 of <model>-pytorch_model.bin is asked
+    [ -z "$OFFICIAL_BASE" ] || echo "$OFFICIAL_BASE/openai-community/$1/resolve/main/pytorch_model.bin"
+}
+
+official_roberta_urls() {
+    [ -z "$OFFICIAL_BASE" ] || echo "$OFFICIAL_BASE/FacebookAI/$1/resolve/main/$2"
 }
 
 model_urls() {  # mirrors for <model>-pytorch_model.bin, best first
@@ -127,11 +144,27 @@ recorded_sha256() {  # recorded_sha256 DIR NAME
 }
 
 hf_published_sha256() {  # sha256 that Hugging Face publishes for an LFS file (X-Linked-Etag), or nothing
-    case "$1" in https://huggingface.co/*) ;; *) return 0 ;; esac
+    case "$1" in https://huggingface.co/*|"${OFFICIAL_BASE:-//}"/*) ;; *) return 0 ;; esac
     command -v curl >/dev/null 2>&1 || return 0
     curl -sI --connect-timeout 20 "$1" 2>/dev/null | tr -d '\r' \
         | awk 'tolower($1) == "x-linked-etag:" { gsub(/"/, "", $2); print $2; exit }' \
         | grep -E '^[0-9a-f]{64}$' || true
+}
+
+UNREACHABLE=" "
+reachable() {  # reachable URL: can its host be reached at all (asked once per host, seconds)?
+    local host
+    case "$1" in http://*|https://*) ;; *) return 0 ;; esac
+    host="${1#*://}"; host="${host%%/*}"
+    case "$UNREACHABLE" in *" $host "*) return 1 ;; esac
+    case " ${REACHED:-} " in *" $host "*) return 0 ;; esac
+    command -v curl >/dev/null 2>&1 || return 0
+    local rc=0
+    curl -sS -o /dev/null -I --connect-timeout 5 --max-time 10 "${1%%://*}://$host/" 2>/dev/null || rc=$?
+    case "$rc" in
+        6|7|28) UNREACHABLE="$UNREACHABLE$host "; return 1 ;;
+        *) REACHED="${REACHED:-} $host"; return 0 ;;
+    esac
 }
 
 fetch() {  # resumable download of URL into DEST
@@ -139,7 +172,7 @@ fetch() {  # resumable download of URL into DEST
     if command -v curl >/dev/null 2>&1; then
         local show=-sS
         [ -t 2 ] && show=--progress-bar
-        curl -fL $show --retry 3 --connect-timeout 20 -C - -o "$dest" "$url"
+        curl -fL $show --retry 2 --connect-timeout 10 -C - -o "$dest" "$url"
     elif command -v wget >/dev/null 2>&1; then
         wget -c -O "$dest" "$url"
     else
@@ -154,16 +187,25 @@ LAST_ERR=""
 # get NAME DEST_DIR URL...: bring DEST_DIR/NAME in place, verified. PIN_PREFIX (e.g. "roberta-base/")
 # names the file for known_sha256 and in messages.
 PIN_PREFIX=""
+HASH_URLS=""   # the official host's URLs of the file being fetched (set by the caller)
+NO_HASH_HINT="give its sha256 as LORA_SHA256=\"NAME=SHA256\", or LORA_TRUST_FIRST_DOWNLOAD=1 to record the first download's"
 get() {
     local name="$1" dir="$2"; shift 2
-    local dest="$dir/$name" part="$dir/$name.part" want got url
+    local dest="$dir/$name" part="$dir/$name.part" want got url tried=""
     local label="$PIN_PREFIX$name"
     mkdir -p "$dir"
     want="$(known_sha256 "$label")"
     [ -n "$want" ] || want="$(recorded_sha256 "$dir" "$name")"
     if [ -z "$want" ]; then
-        # a hash published by one mirror holds for all of them: the others must not bypass it
-        for url in "$@"; do want="$(hf_published_sha256 "$url")"; [ -n "$want" ] && break; done
+        # the official host's published hash holds for every mirror: none may bypass it
+        for url in $HASH_URLS "$@"; do
+            reachable "$url" || continue
+            want="$(hf_published_sha256 "$url")"; [ -n "$want" ] && break
+        done
+    fi
+    if [ -z "$want" ] && [ "${LORA_TRUST_FIRST_DOWNLOAD:-0}" != 1 ]; then
+        FAILED+=("$label: no sha256 to check it against (none pinned here, none published by the official host, none recorded): $NO_HASH_HINT")
+        return 1
     fi
     if [ -f "$dest" ]; then
         if [ -z "$want" ]; then
@@ -176,25 +218,39 @@ get() {
     fi
     LAST_ERR="no source"
     for url in "$@"; do
-        local expect="$want"
-        echo "$label: downloading $url"
-        if ! fetch "$url" "$part"; then
-            # a finished .part makes a resumed request fail (nothing left to fetch): check it below
-            if [ ! -s "$part" ] || [ -z "$expect" ] || [ "$(sha256_of "$part")" != "$expect" ]; then
-                LAST_ERR="download failed: $url (partial file kept as $part, rerun to resume)"
-                [ -s "$part" ] || { rm -f "$part"; LAST_ERR="download failed: $url"; }
-                echo "  $LAST_ERR" >&2
-                continue
+        local expect="$want" attempt
+        tried="$tried $url"
+        if ! reachable "$url"; then
+            LAST_ERR="host unreachable"; echo "  $url: host unreachable (offline?)" >&2; continue
+        fi
+        for attempt in resume fresh; do
+            local resumed=0
+            [ -s "$part" ] && resumed=1
+            echo "$label: downloading $url"
+            if ! fetch "$url" "$part"; then
+                # a finished .part makes a resumed request fail (nothing left to fetch): check it below
+                if [ ! -s "$part" ] || [ -z "$expect" ] || [ "$(sha256_of "$part")" != "$expect" ]; then
+                    LAST_ERR="download failed: $url (partial file kept as $part, rerun to resume)"
+                    [ -s "$part" ] || { rm -f "$part"; LAST_ERR="download failed: $url"; }
+                    echo "  $LAST_ERR" >&2
+                    continue 2
+                fi
             fi
-        fi
-        got="$(sha256_of "$part")"
-        if [ -n "$expect" ] && [ "$got" != "$expect" ]; then
-            LAST_ERR="sha256 mismatch from $url: got $got, expected $expect (download removed)"
-            echo "  $LAST_ERR" >&2; rm -f "$part"; continue
-        fi
+            got="$(sha256_of "$part")"
+            if [ -n "$expect" ] && [ "$got" != "$expect" ]; then
+                rm -f "$part"
+                if [ "$resumed" = 1 ] && [ "$attempt" = resume ]; then
+                    echo "  the resumed $part does not match $expect: fetching it again from the start" >&2
+                    continue
+                fi
+                LAST_ERR="sha256 mismatch from $url: got $got, expected $expect (download removed)"
+                echo "  $LAST_ERR" >&2; continue 2
+            fi
+            break
+        done
         if [ -z "$expect" ]; then
             echo "$got  $name" >> "$dir/checksums.sha256"
-            echo "  no published sha256 for $label: recorded $got in $dir/checksums.sha256"
+            echo "  no published sha256 for $label: recorded $got in $dir/checksums.sha256 (LORA_TRUST_FIRST_DOWNLOAD=1)"
         else
             echo "  sha256 ok"
         fi
@@ -202,7 +258,7 @@ get() {
         OK+=("$dest")
         return 0
     done
-    FAILED+=("$label: $LAST_ERR")
+    FAILED+=("$label: $LAST_ERR; tried:$tried")
     return 1
 }
 
@@ -216,6 +272,10 @@ copy_local() {
     got="$(sha256_of "$src")"
     if [ -n "$want" ] && [ "$got" != "$want" ]; then
         FAILED+=("$label: $src has sha256 $got, expected $want (not the published file); not copied")
+        return 1
+    fi
+    if [ -z "$want" ] && [ "${LORA_TRUST_FIRST_DOWNLOAD:-0}" != 1 ]; then
+        FAILED+=("$label: $src cannot be checked (no sha256 pinned or recorded): $NO_HASH_HINT")
         return 1
     fi
     if [ "$name" = vocab.json ] && ! "$PY" -c 'import json,sys
@@ -282,8 +342,10 @@ if [ "$DO_MODELS" = 1 ] && [ -n "$GPT_MODELS" ]; then
     echo "downloading pretrained model checkpoints -> $OUT"
     for m in $GPT_MODELS; do
         IFS=$'\n' read -r -d '' -a urls < <(model_urls "$m"; printf '\0')
+        HASH_URLS="$(official_model_urls "$m")"
         get "$m-pytorch_model.bin" "$OUT" "${urls[@]}"
     done
+    HASH_URLS=""
 fi
 
 if [ "$DO_MODELS" = 1 ] && [ -n "$ROBERTA_MODELS" ]; then
@@ -310,8 +372,10 @@ if [ "$DO_MODELS" = 1 ] && [ -n "$ROBERTA_MODELS" ]; then
         else
             for f in $ROBERTA_FILES; do
                 IFS=$'\n' read -r -d '' -a urls < <(roberta_urls "$m" "$f"; printf '\0')
+                HASH_URLS="$(official_roberta_urls "$m" "$f")"
                 get "$f" "$NLU_OUT/$m" "${urls[@]}"
             done
+            HASH_URLS=""
         fi
     done
     PIN_PREFIX=""
@@ -325,6 +389,12 @@ fi
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo "FAILED:" >&2
     for f in "${FAILED[@]}"; do echo "  $f" >&2; done
+    if [ "$UNREACHABLE" != " " ]; then
+        echo "unreachable:$UNREACHABLE(offline?). Offline routes: --vocab-from DIR (GPT-2 vocabulary)," \
+             "LORA_CKPT_URL_BASE=file:///DIR (a folder of <model>-pytorch_model.bin)," \
+             "--roberta-from DIR, or train from a random backbone with --init_checkpoint random" \
+             "(run_task.sh; smoke runs and tests)." >&2
+    fi
     exit 1
 fi
 echo "script complete!"

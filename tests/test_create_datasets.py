@@ -35,6 +35,9 @@ def run(repo_root, script, *args, env=None, cwd=None):
     for k in ("LORA_DATA_FROM", "LORA_DATA_OUT", "LORA_DATA_URL_BASE", "LORA_CKPT_URL_BASE", "LORA_VOCAB_URL_BASE",
               "LORA_ROBERTA_URL_BASE", "LORA_GLUE_OUT", "LORA_GLUE_URL_BASE"):
         full_env.pop(k, None)
+    # Tests never ask the real official host for a published hash (no traffic leaves the
+    # machine); the fake-curl tests name it themselves.
+    full_env["LORA_OFFICIAL_HASH_BASE"] = ""
     full_env.update(env or {})
     return subprocess.run([BASH, str(repo_root / script), *map(str, args)], cwd=cwd or repo_root,
                           capture_output=True, text=True, env=full_env)
@@ -99,6 +102,12 @@ def test_download_mode_verifies_and_records_checksums(repo_root, shared_data, tm
     out = tmp_path / "data"
     env = {"LORA_DATA_URL_BASE": mirror.as_uri()}
     args = ("--out", out, "--vocab", shared_data / "vocab", "--tasks", "e2e")
+    # a split without a known hash is refused, naming how to supply one ...
+    r = run(repo_root, "create_datasets.sh", *args, env=env)
+    assert r.returncode == 1 and "download e2e/train.txt (no sha256 to check" in r.stderr
+    assert "LORA_TRUST_FIRST_DOWNLOAD=1" in r.stderr and not (out / "e2e" / "train.txt").exists()
+    # ... or its first download's hash is recorded when the user says so
+    env["LORA_TRUST_FIRST_DOWNLOAD"] = "1"
     r = run(repo_root, "create_datasets.sh", *args, env=env)
     assert r.returncode == 1
     failed = r.stderr.split("FAILED:")[1]
@@ -131,6 +140,13 @@ def test_checkpoint_download_checks_resumes_and_reports(repo_root, shared_data, 
     ckpt.mkdir()
     (ckpt / "gpt2-medium-pytorch_model.bin.part").write_bytes(medium[:70_000])  # an interrupted download
     env = {"LORA_CKPT_URL_BASE": mirror.as_uri(), "LORA_VOCAB_URL_BASE": (shared_data / "vocab").as_uri()}
+    # without a hash to check against, a download is refused ...
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--out", ckpt, "--no-vocab", "--models",
+            "gpt2-medium", env=env)
+    assert r.returncode == 1 and "gpt2-medium-pytorch_model.bin: no sha256 to check it against" in r.stderr
+    assert "LORA_TRUST_FIRST_DOWNLOAD=1" in r.stderr and not (ckpt / "gpt2-medium-pytorch_model.bin").exists()
+    # ... unless the user accepts the first download's
+    env["LORA_TRUST_FIRST_DOWNLOAD"] = "1"
     r = run(repo_root, "download_pretrained_checkpoints.sh", "--out", ckpt, "--vocab-out", vocab, env=env)
     assert r.returncode == 1
     failed = r.stderr.split("FAILED:")[1]
@@ -185,7 +201,8 @@ def test_checkpoint_checked_against_hugging_face_published_sha256(repo_root, tmp
     blob.write_bytes(os.urandom(10_000))
     etag = sha256(blob) if good_etag else "0" * 64
     _fake_curl(tmp_path / "bin", blob, etag)
-    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "LORA_OFFICIAL_HASH_BASE": "https://huggingface.co"}
     ckpt = tmp_path / "ckpt"
     r = run(repo_root, "download_pretrained_checkpoints.sh", "--no-vocab", "--models", "gpt2-large",
             "--out", ckpt, env=env)
@@ -217,8 +234,11 @@ def test_roberta_from_local_folder(repo_root, shared_data, tmp_path):
     src, out = tmp_path / "src", tmp_path / "nlu"
     _roberta_files(src / "roberta-base", shared_data, 1)
     _roberta_files(src / "roberta-large", shared_data, 2)
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-large", "--roberta-from", src,
+            "--nlu-out", tmp_path / "refused")
+    assert r.returncode == 1 and "cannot be checked (no sha256 pinned or recorded)" in r.stderr
     r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "nlu", "--roberta-from", src,
-            "--nlu-out", out)
+            "--nlu-out", out, env={"LORA_TRUST_FIRST_DOWNLOAD": "1"})
     assert r.returncode == 1
     assert "GPT-2 vocabulary" not in r.stdout  # RoBERTa has its own
     failed = r.stderr.split("FAILED:")[1]
@@ -246,7 +266,7 @@ def test_roberta_from_local_folder(repo_root, shared_data, tmp_path):
     _roberta_files(other / "roberta-large", shared_data, 3)
     shutil.copy(shared_data / "vocab" / "encoder.json", other / "roberta-large" / "vocab.json")
     r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-large", "--roberta-from", other,
-            "--nlu-out", tmp_path / "nlu2")
+            "--nlu-out", tmp_path / "nlu2", env={"LORA_TRUST_FIRST_DOWNLOAD": "1"})
     assert r.returncode == 1 and "roberta-large/vocab.json: " in r.stderr and "is not RoBERTa's vocabulary" in r.stderr
     r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-medium", "--nlu-out", out)
     assert r.returncode == 1 and "roberta-medium: unknown model" in r.stderr
@@ -262,7 +282,8 @@ def test_roberta_download_checks_resumes_and_reports(repo_root, shared_data, tmp
     (out / "roberta-large").mkdir(parents=True)
     (out / "roberta-large" / "pytorch_model.bin.part").write_bytes(weights[:1200])  # an interrupted download
     r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-base,roberta-large",
-            "--nlu-out", out, env={"LORA_ROBERTA_URL_BASE": mirror.as_uri()})
+            "--nlu-out", out, env={"LORA_ROBERTA_URL_BASE": mirror.as_uri(),
+                                   "LORA_TRUST_FIRST_DOWNLOAD": "1"})
     assert r.returncode == 1
     failed = r.stderr.split("FAILED:")[1]
     assert "roberta-base/pytorch_model.bin: sha256 mismatch" in failed and "expected 278b7a95" in failed
@@ -279,7 +300,8 @@ def test_roberta_checked_against_hugging_face_published_sha256(repo_root, tmp_pa
     blob = tmp_path / "blob"
     blob.write_bytes(os.urandom(10_000))
     _fake_curl(tmp_path / "bin", blob, sha256(blob))
-    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "LORA_OFFICIAL_HASH_BASE": "https://huggingface.co"}
     out = tmp_path / "nlu"
     r = run(repo_root, "download_pretrained_checkpoints.sh", "--models", "roberta-large", "--nlu-out", out, env=env)
     assert r.returncode == 0, r.stderr
@@ -287,3 +309,51 @@ def test_roberta_checked_against_hugging_face_published_sha256(repo_root, tmp_pa
     for f in ROBERTA_FILES:  # the stub serves the blob for every file and publishes its hash
         assert (out / "roberta-large" / f).read_bytes() == blob.read_bytes()
     assert not (out / "roberta-large" / "checksums.sha256").exists()
+
+
+def _offline_curl(bin_dir, log):
+    """A `curl` for a machine without network: every http(s) request fails to resolve (exit 6),
+    and each call is logged."""
+    bin_dir.mkdir()
+    script = bin_dir / "curl"
+    script.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> "{log}"
+echo "curl: (6) Could not resolve host" >&2
+exit 6
+""")
+    script.chmod(0o755)
+
+
+def test_offline_fails_in_seconds_naming_every_source_and_the_routes(repo_root, tmp_path):
+    log = tmp_path / "curl.log"
+    _offline_curl(tmp_path / "bin", log)
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "LORA_OFFICIAL_HASH_BASE": "https://huggingface.co"}
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--out", tmp_path / "ckpt",
+            "--vocab-out", tmp_path / "vocab", env=env)
+    assert r.returncode == 1
+    failed = r.stderr.split("FAILED:")[1]
+    # gpt2 is pinned: every mirror was tried (and found unreachable) and is listed
+    line = next(x for x in failed.splitlines() if "gpt2-pytorch_model.bin" in x)
+    assert "host unreachable" in line and line.count("https://") == 3
+    assert "unreachable:" in r.stderr and " huggingface.co " in r.stderr and "--vocab-from DIR" in r.stderr
+    assert "--init_checkpoint random" in r.stderr and "LORA_CKPT_URL_BASE=file://" in r.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) <= 4, calls     # one probe per host, no download attempts
+
+
+@needs_curl
+def test_a_stale_part_with_a_garbage_prefix_is_fetched_again(repo_root, tmp_path):
+    mirror, ckpt = tmp_path / "mirror", tmp_path / "ckpt"
+    mirror.mkdir()
+    ckpt.mkdir()
+    good = os.urandom(50_000)
+    (mirror / "gpt2-medium-pytorch_model.bin").write_bytes(good)
+    (ckpt / "gpt2-medium-pytorch_model.bin.part").write_bytes(b"garbage" * 1000)
+    env = {"LORA_CKPT_URL_BASE": mirror.as_uri(),
+           "LORA_SHA256": f"gpt2-medium-pytorch_model.bin={hashlib.sha256(good).hexdigest()}"}
+    r = run(repo_root, "download_pretrained_checkpoints.sh", "--out", ckpt, "--no-vocab",
+            "--models", "gpt2-medium", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "fetching it again from the start" in r.stderr
+    assert (ckpt / "gpt2-medium-pytorch_model.bin").read_bytes() == good

@@ -10,7 +10,8 @@
 #     own command line is lost; it also imports bert_score, BLEURT and razdel unconditionally.
 #     We patch those lines (BERTScore/BLEURT are not used here).
 #   - GenerationEval's requirements.txt pins nltk==3.5 / tabulate==0.8.7, which no longer
-#     install everywhere: we install the few packages eval.py needs, unpinned.
+#     install everywhere: we install the few packages eval.py needs, at pinned versions;
+#     the scorers themselves are checked out at pinned commits (E2E_COMMIT, GEN_COMMIT).
 #   - The METEOR 1.5 tarball (cs.cmu.edu) is often unreachable, and e2e-metrics may lack the
 #     jar or its paraphrase table: we take both from the pip package pycocoevalcap.
 #   - NLTK's punkt data must be downloaded for word_tokenize.
@@ -24,7 +25,14 @@ E2E_DIR="$HERE/e2e"
 GEN_DIR="$HERE/GenerationEval"
 E2E_URL="${E2E_METRICS_URL:-https://github.com/tuetschek/e2e-metrics}"
 GEN_URL="${GENERATIONEVAL_URL:-https://github.com/WebNLG/GenerationEval.git}"
+# Pinned: the scorers' commits (a clone is checked out at exactly these), the sha256 of the BLEU
+# script GenerationEval ships (a copy fetched from Moses must match it) and the packages' versions.
+E2E_COMMIT="${E2E_METRICS_COMMIT:-1b9c4d87fd0bbb171ea966741cdc012588581ed4}"
+GEN_COMMIT="${GENERATIONEVAL_COMMIT:-80678494f9ae49e8984d78d5efdec482bd37fc1d}"
 MOSES_BLEU_URL="https://raw.githubusercontent.com/moses-smt/mosesdecoder/master/scripts/generic/multi-bleu-detok.perl"
+MOSES_BLEU_SHA256=fccaf9d09d0ad6667b34c8bf39446cb9769944c28ac6227f81666e6364184498
+E2E_PACKAGES=(matplotlib==3.11.2 scikit-image==0.26.0 future==1.0.0)   # its requirements.txt, pinned
+GEN_PACKAGES=(nltk==3.10.4 pyter3==0.3 tabulate==0.10.0 razdel==0.5.0)
 PYTHON="${PYTHON:-python}"
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
@@ -64,20 +72,24 @@ command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=...)"
 command -v perl >/dev/null 2>&1 || say "warning: perl not found: GenerationEval's BLEU needs it"
 command -v java >/dev/null 2>&1 || say "warning: java not found: METEOR (and e2e-metrics' tokenizer) need it"
 
-clone() {  # clone URL DIR
-    local url="$1" dir="$2"
+clone() {  # clone URL DIR COMMIT: DIR holds exactly COMMIT of URL
+    local url="$1" dir="$2" commit="$3"
     if [[ -d "$dir" && $FORCE -eq 1 ]]; then rm -rf "$dir"; fi
     if [[ -d "$dir/.git" ]]; then
-        say "$dir already present (use --force to re-clone)"
+        local head; head="$(git -C "$dir" rev-parse HEAD 2>/dev/null || true)"
+        [[ "$head" = "$commit" ]] || die "$dir is at ${head:-an unknown commit}, not the pinned $commit: use --force to re-clone"
+        say "$dir already present at the pinned commit"
         return 0
     fi
     [[ -e "$dir" ]] && die "$dir exists but is not a git clone; remove it or use --force"
-    say "cloning $url -> $dir"
-    if ! git clone --depth 1 "$url" "$dir"; then
+    say "cloning $url at $commit -> $dir"
+    if ! { git init -q "$dir" && git -C "$dir" fetch -q --depth 1 "$url" "$commit" \
+           && git -C "$dir" checkout -q --detach FETCH_HEAD; }; then
         rm -rf "$dir"
-        die "could not clone $url (no network access to GitHub?). The built-in scorers
+        die "could not clone $url at $commit (no network access to GitHub?). The built-in scorers
     NLG/eval/score_e2e.py and NLG/eval/score_gen.py need no download and give the same numbers."
     fi
+    [[ "$(git -C "$dir" rev-parse HEAD)" = "$commit" ]] || { rm -rf "$dir"; die "$url: got another commit than $commit"; }
 }
 
 # pycocoevalcap ships meteor-1.5.jar, data/paraphrase-en.gz and the Stanford tokenizer jar
@@ -89,7 +101,7 @@ PY
 )"
 if [[ -z "$COCO_DIR" ]]; then
     say "installing pycocoevalcap (for the METEOR 1.5 jar and paraphrase table)"
-    "$PYTHON" -m pip install pycocoevalcap || die "pip install pycocoevalcap failed"
+    "$PYTHON" -m pip install pycocoevalcap==1.2 || die "pip install pycocoevalcap==1.2 failed"
     COCO_DIR="$("$PYTHON" -c 'import importlib.util as u; print(list(u.find_spec("pycocoevalcap").submodule_search_locations)[0])')"
 fi
 [[ -f "$COCO_DIR/meteor/meteor-1.5.jar" && -f "$COCO_DIR/meteor/data/paraphrase-en.gz" ]] \
@@ -106,11 +118,11 @@ fill() {  # fill SRC DST: copy SRC to DST unless DST is a real, non-empty file
 
 # ---------------------------------------------------------------- e2e-metrics
 say "== e2e-metrics"
-clone "$E2E_URL" "$E2E_DIR"
+clone "$E2E_URL" "$E2E_DIR" "$E2E_COMMIT"
 [[ -f "$E2E_DIR/measure_scores.py" ]] || die "$E2E_DIR has no measure_scores.py"
 if [[ -f "$E2E_DIR/requirements.txt" ]]; then
-    "$PYTHON" -m pip install -r "$E2E_DIR/requirements.txt" \
-        || die "pip install -r $E2E_DIR/requirements.txt failed"
+    "$PYTHON" -m pip install "${E2E_PACKAGES[@]}" \
+        || die "pip install ${E2E_PACKAGES[*]} failed"
 fi
 fill "$COCO_DIR/meteor/meteor-1.5.jar" "$E2E_DIR/pycocoevalcap/meteor/meteor-1.5.jar"
 fill "$COCO_DIR/meteor/data/paraphrase-en.gz" "$E2E_DIR/pycocoevalcap/meteor/data/paraphrase-en.gz"
@@ -119,10 +131,10 @@ fill "$COCO_DIR/tokenizer/stanford-corenlp-3.4.1.jar" \
 
 # ---------------------------------------------------------------- GenerationEval
 say "== GenerationEval"
-clone "$GEN_URL" "$GEN_DIR"
+clone "$GEN_URL" "$GEN_DIR" "$GEN_COMMIT"
 [[ -f "$GEN_DIR/eval.py" ]] || die "$GEN_DIR has no eval.py"
 say "installing eval.py's dependencies without the old pins"
-"$PYTHON" -m pip install nltk pyter3 tabulate razdel || die "pip install nltk pyter3 tabulate razdel failed"
+"$PYTHON" -m pip install "${GEN_PACKAGES[@]}" || die "pip install ${GEN_PACKAGES[*]} failed"
 "$PYTHON" - <<'PY' || die "could not download NLTK's punkt tokenizer data"
 import nltk
 ok = False
@@ -138,6 +150,11 @@ if [[ ! -s "$GEN_DIR/metrics/multi-bleu-detok.perl" ]]; then
     if command -v curl >/dev/null 2>&1; then
         curl -fsSL "$MOSES_BLEU_URL" -o "$GEN_DIR/metrics/multi-bleu-detok.perl" \
             || die "could not download $MOSES_BLEU_URL"
+        got="$(sha256sum "$GEN_DIR/metrics/multi-bleu-detok.perl" | cut -d' ' -f1)"
+        if [[ "$got" != "$MOSES_BLEU_SHA256" ]]; then
+            rm -f "$GEN_DIR/metrics/multi-bleu-detok.perl"
+            die "$MOSES_BLEU_URL has sha256 $got, not the pinned $MOSES_BLEU_SHA256: not used"
+        fi
     else
         die "$GEN_DIR/metrics/multi-bleu-detok.perl missing and curl not installed"
     fi
