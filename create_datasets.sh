@@ -120,12 +120,32 @@ recorded_sha256_in() {  # recorded_sha256_in DIR REL: hash recorded in DIR/check
 }
 recorded_sha256() { recorded_sha256_in "$OUT" "$1"; }  # hash recorded on an earlier download, if any
 
-fetch() {  # fetch URL DEST: resumable download to DEST
+UNREACHABLE=" "
+TRIED=" "
+reachable() {  # reachable URL: can its host be reached at all (asked once per host, seconds)?
+    local host rc=0
+    case "$1" in http://*|https://*) ;; *) return 0 ;; esac
+    host="${1#*://}"; host="${host%%/*}"
+    case "$UNREACHABLE" in *" $host "*) return 1 ;; esac
+    case " ${REACHED:-} " in *" $host "*) return 0 ;; esac
+    command -v curl >/dev/null 2>&1 || return 0
+    curl -sS -o /dev/null -I --connect-timeout 5 --max-time 10 "${1%%://*}://$host/" 2>/dev/null || rc=$?
+    case "$rc" in
+        6|7|28) UNREACHABLE="$UNREACHABLE$host "; return 1 ;;
+        *) REACHED="${REACHED:-} $host"; return 0 ;;
+    esac
+}
+
+fetch() {  # fetch URL DEST: resumable download to DEST (fails at once when the host is unreachable)
     local url="$1" dest="$2"
+    TRIED="$TRIED$url "
+    if ! reachable "$url"; then
+        echo "  $url: host unreachable (offline?)" >&2; return 1
+    fi
     if command -v curl >/dev/null 2>&1; then
         local show=-sS
         [ -t 2 ] && show=--progress-bar
-        curl -fL $show --retry 3 --connect-timeout 20 -C - -o "$dest" "$url"
+        curl -fL $show --retry 2 --connect-timeout 10 -C - -o "$dest" "$url"
     elif command -v wget >/dev/null 2>&1; then
         wget -c -O "$dest" "$url"
     else
@@ -558,6 +578,12 @@ fi
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo "FAILED:" >&2
     for f in "${FAILED[@]}"; do echo "  $f" >&2; done
+    if [ "$UNREACHABLE" != " " ]; then
+        echo "unreachable:$UNREACHABLE(offline?); sources tried:$TRIED" >&2
+        echo "Offline routes: --from DIR (a folder of the raw files, e.g. a copy of LoRA's" \
+             "examples/NLG/data), LORA_DATA_URL_BASE=file:///DIR (GLUE: --from DIR holding glue/ or the task folders)," \
+             "or train on random weights with --init_checkpoint random for smoke runs." >&2
+    fi
     exit 1
 fi
 if [ ${#BUILT[@]} -eq 0 ]; then

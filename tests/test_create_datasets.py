@@ -357,3 +357,16 @@ def test_a_stale_part_with_a_garbage_prefix_is_fetched_again(repo_root, tmp_path
     assert r.returncode == 0, r.stderr
     assert "fetching it again from the start" in r.stderr
     assert (ckpt / "gpt2-medium-pytorch_model.bin").read_bytes() == good
+
+
+def test_create_datasets_offline_fails_fast_with_the_routes(repo_root, shared_data, tmp_path):
+    log = tmp_path / "curl.log"
+    _offline_curl(tmp_path / "bin", log)
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "LORA_TRUST_FIRST_DOWNLOAD": "1"}
+    r = run(repo_root, "create_datasets.sh", "--out", tmp_path / "data", "--vocab",
+            shared_data / "vocab", "--tasks", "e2e,dart", env=env)
+    assert r.returncode == 1
+    assert "unreachable:" in r.stderr and "sources tried:" in r.stderr and "--from DIR" in r.stderr
+    hosts = {line.split("://")[1].split("/")[0] for line in log.read_text().splitlines()}
+    assert len(log.read_text().splitlines()) == len(hosts)   # each host asked once, no retries
