@@ -50,7 +50,8 @@ except ImportError:    # `python src/gpt2_ft.py` without `pip install -e .`
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
     import traincore
 from traincore import (LossWatch, NonFiniteError, WorkDirBusy, changed_settings,  # noqa: E402
-                       check_finite_state, claim_work_dir, read_jsonl, release_work_dir)
+                       check_finite_state, claim_work_dir, read_jsonl, release_work_dir,
+                       rng_state, set_rng_state)
 
 # What a run writes in --work_dir (removed first by --overwrite).
 RUN_OUTPUTS = ("model.", "resume.pt", "train_log.jsonl", "valid_log.jsonl", "run_info.json",
@@ -131,20 +132,6 @@ def _peak_memory_mb(device):
         return rss / 1024 if sys.platform != "darwin" else rss / 2 ** 20
     except ImportError:
         return float("nan")
-
-
-def _rng_state(device):
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state, device):
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _to_device(batch, device):
@@ -504,7 +491,7 @@ def _save_checked(obj, path, step=None):
 
 
 def _save_resume(path, model, optimizer, scheduler, scaler, args, step, full):
-    rngs = all_gather_object(_rng_state(args.device), args)
+    rngs = all_gather_object(rng_state(args.device), args)
     if args.rank != 0:
         return
     sd = model.state_dict()
@@ -552,7 +539,7 @@ def _load_resume(path, model, optimizer, scheduler, scaler, args, full):
     rngs = state["rng"]
     if len(rngs) != args.world_size and args.rank == 0:
         print(f"warning: {path} was written by {len(rngs)} process(es), now {args.world_size}")
-    _set_rng_state(rngs[min(args.rank, len(rngs) - 1)], args.device)
+    set_rng_state(rngs[min(args.rank, len(rngs) - 1)], args.device)
     return int(state["step"])
 
 

@@ -46,6 +46,7 @@ from roberta import (RobertaForSequenceClassification, config_from_card, load_we
                      lora, trainable_state_dict)
 from glue_data import RobertaTokenizer, encode_examples, load_split, num_labels, task_spec  # noqa
 from glue_metrics import glue_metrics  # noqa
+import glue_train  # noqa: E402
 try:
     import traincore
 except ImportError:    # `python src/run_glue.py` without `pip install -e .`
@@ -56,7 +57,7 @@ from traincore import (LossWatch, NonFiniteError, WorkDirBusy, check_finite_stat
 
 # What a run writes in --output_dir (removed first when --overwrite_output_dir replaces a run).
 RUN_OUTPUTS = ("pytorch_model.bin", "best_model.bin", "adapter_config.json", "train_log.jsonl",
-               "eval_results.json", "run_config.json", "tensorboard", ".tmp_")
+               "eval_results.json", "run_config.json", "tensorboard", "resume.pt", ".tmp_")
 
 
 def build_parser(defaults=None):
@@ -105,6 +106,18 @@ def build_parser(defaults=None):
     p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                    help="passed by torch.distributed.launch without --use_env; LOCAL_RANK from "
                         "the environment takes precedence")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                   help="micro-batches per optimizer step (the update of one batch N times "
+                        "larger)")
+    p.add_argument("--save_steps", type=int, default=500,
+                   help="optimizer steps between resumable states (resume.pt; also every epoch)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from <output_dir>/resume.pt, bit for bit")
+    p.add_argument("--resume_allow_changes", default="",
+                   help="comma-separated settings --resume may change (see glue_train.py)")
+    p.add_argument("--stop_after_steps", type=int, default=None,
+                   help="end after N steps with the resumable state saved (tests of --resume)")
+    p.add_argument("--no_tensorboard", action="store_true", help="no TensorBoard scalars")
     p.add_argument("--max_train_samples", type=int, default=None)
     p.add_argument("--max_eval_samples", type=int, default=None)
     lora.add_method_args(p)
@@ -355,6 +368,9 @@ def _run(args):
         args.do_train = args.do_eval = True
     if args.fp16 and args.bf16:
         raise ValueError("--fp16 and --bf16 are exclusive")
+    for name in ("gradient_accumulation_steps", "save_steps", "logging_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
     env = Dist(args.local_rank)
     device = env.device
     if args.fp16 and device.type != "cuda":
@@ -367,9 +383,9 @@ def _run(args):
     method = resolve_method(args)
     if env.main:
         claim_work_dir(args.output_dir, overwrite=args.overwrite_output_dir,
-                       occupied=("pytorch_model.bin",) if args.do_train else (),
-                       outputs=RUN_OUTPUTS, overwrite_flag="--overwrite_output_dir",
-                       resume_flag="")
+                       resuming=args.resume,
+                       occupied=("pytorch_model.bin", "resume.pt") if args.do_train else (),
+                       outputs=RUN_OUTPUTS, overwrite_flag="--overwrite_output_dir")
 
     tok = RobertaTokenizer(args.tokenizer_dir)
     cfg = config_from_card(args.model_card, num_labels=num_labels(args.task_name),
@@ -418,19 +434,18 @@ def _run(args):
     log(lora.parameter_report(model))
     model.to(device)
     os.makedirs(args.output_dir, exist_ok=True)
-    history = []
+    tracking = {"history": [], "best": None}   # per-epoch evaluations (kept on resume)
+    history = tracking["history"]
     results = {}
-    best = None
     key = main_metric(args.task_name)
 
     def epoch_eval(epoch, step):
         """Per-epoch evaluation (the papers report the best epoch); keeps best_model.bin."""
-        nonlocal best
         m = run_eval(model, dev_sets, args, env, tok.pad_id)
-        history.append({"epoch": epoch, "step": step, **m})
+        tracking["history"].append({"epoch": epoch, "step": step, **m})
         log(f"eval epoch {epoch}: {m}")
-        if best is None or m[key] > best[key]:
-            best = history[-1]
+        if tracking["best"] is None or m[key] > tracking["best"][key]:
+            tracking["best"] = tracking["history"][-1]
             if env.main:
                 save_checked(trainable_state_dict(model),
                              os.path.join(args.output_dir, "best_model.bin"))
@@ -448,68 +463,35 @@ def _run(args):
         loader = torch.utils.data.DataLoader(
             data, batch_size=args.per_device_train_batch_size, sampler=sampler,
             collate_fn=lambda b: collate(b, tok.pad_id, regression),
-            pin_memory=device.type == "cuda")
-        per_epoch = len(loader)
-        total = args.max_steps if args.max_steps > 0 else \
-            math.ceil(per_epoch * args.num_train_epochs)
-        epochs = math.ceil(total / per_epoch)
-        warmup = math.ceil(total * args.warmup_ratio)
-        opt = build_optimizer(model, args, device)
-        sched = linear_schedule(opt, warmup, total)
-        scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
-        params = [p for p in model.parameters() if p.requires_grad]
-        log(f"training: {total} steps ({per_epoch} per epoch, {env.world} process(es) x "
-            f"batch {args.per_device_train_batch_size}), warmup {warmup}")
-        step, t0 = 0, time.time()
-        watch = LossWatch(device)
-        logf = open(os.path.join(args.output_dir, "train_log.jsonl"), "w") if env.main else None
-        model.train()
-        for epoch in range(epochs):
-            sampler.set_epoch(epoch)
-            for _, ids, mask, labels in loader:
-                ids, mask, labels = (t.to(device, non_blocking=True) for t in (ids, mask, labels))
-                with autocast(args, device):
-                    loss, _ = ddp(ids, mask, labels=labels)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                if args.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                step += 1
-                watch.update(loss, step)
-                # .item() syncs with the device: only on logging steps.
-                if step % args.logging_steps == 0 or step == total:
-                    watch.check(" (a lower --learning_rate or --max_grad_norm 1.0 usually helps)")
-                if logf is not None and (step % args.logging_steps == 0 or step == total):
-                    rec = {"step": step, "epoch": epoch, "loss": loss.item(),
-                           "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2)}
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
-                    log(f"step {step}/{total} | epoch {epoch} | loss {rec['loss']:.4f} | "
-                        f"lr {rec['lr']:.3g}")
-                if step >= total:
-                    break
+            pin_memory=device.type == "cuda",
+            # its own generator: creating an epoch's iterator then draws nothing from the
+            # global RNG that dropout uses, so a resumed run draws the same dropout masks
+            generator=torch.Generator().manual_seed(args.seed))
+
+        def on_epoch_end(epoch, step):
             if args.do_eval and args.evaluation_strategy == "epoch":
-                results = epoch_eval(epoch, step)
-            if step >= total:
-                break
-        if logf is not None:
-            logf.close()
+                results.clear()
+                results.update(epoch_eval(epoch, step))
+
+        _, finished = glue_train.train(
+            model, ddp, loader, sampler, args, env, device, log,
+            glue_train.resume_settings(args, env, method), on_epoch_end, tracking,
+            {"autocast": autocast, "build_optimizer": build_optimizer,
+             "linear_schedule": linear_schedule, "save": save_atomic})
+        if not finished:
+            env.barrier()
+            env.close()
+            return {}
         if env.main:
             save_checked(trainable_state_dict(model), os.path.join(args.output_dir,
                                                                    "pytorch_model.bin"))
             save_atomic(method_record(method, cfg), os.path.join(args.output_dir, RECORD),
                         as_json=True)
             log(f"saved {os.path.join(args.output_dir, 'pytorch_model.bin')}")
+            resume_file = os.path.join(args.output_dir, "resume.pt")
+            if os.path.exists(resume_file):
+                os.unlink(resume_file)    # finished: nothing to resume
+    history, best = tracking["history"], tracking["best"]
     if args.do_eval and args.evaluation_strategy != "no" and not history:
         results = run_eval(model, dev_sets, args, env, tok.pad_id)
         log(f"eval: {results}")
