@@ -204,3 +204,15 @@ def test_nola_official_script_runs_as_its_users_call_it(built_data, shared_data,
     assert info["method"] == "nola" and info["trainable_params"] == 2 * 2 * 1024
     assert "'offsets': 'normal'" in info["method_config"]    # GPT-2's official N(0, 0.02) offsets
     assert "BLEU" in json.loads((work / "scores.json").read_text())
+
+
+def test_card_and_vocabulary_are_checked_before_training(tmp_path, shared_data):
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"vocab_size": 500, "n_embd": 32, "n_layer": 1, "n_head": 4,
+                                "n_positions": 128}))
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "test_formatted.jsonl"):
+        (tmp_path / name).write_text('{"context": [1], "completion": [2]}\n')
+    r = bash(SCRIPTS / "e2e_lora.sh", "--model_card", card, "--vocab", shared_data / "vocab",
+             "--init_checkpoint", "random", "--data_dir", tmp_path, "--work_dir", tmp_path / "w")
+    assert r.returncode == 2 and "has vocab_size 500 but" in r.stderr and "50257 tokens" in r.stderr
+    assert not (tmp_path / "w" / "train_log.jsonl").exists()

@@ -121,10 +121,20 @@ def test_full_finetuning_trains_everything(tiny, tmp_path):
     assert info["method"] == "full" and info["trainable_params"] == info["total_params"]
 
 
-def test_random_backbone_needs_the_flag(tiny, tmp_path):
-    with pytest.raises(ValueError, match="random_init"):
+def test_random_backbone_needs_the_flag(tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:     # one clean line, exit 2, before any settings dump
         run_script("gpt2_ft.py", base_args(tmp_path, tiny["data"], tiny["card"], None,
                                            tmp_path / "w", **{"--init_checkpoint": False}))
+    err = capsys.readouterr()
+    assert e.value.code == 2 and "--random_init" in err.err and "=====" not in err.out
+    for bad, match in (({"--init_checkpoint": tmp_path / "none.bin"}, "none.bin: no such file"),
+                       ({"--model_card": "gpt2.xl"}, "--model_card 'gpt2.xl'"),
+                       ({"--seq_len": 4096}, "exceeds n_positions")):
+        with pytest.raises(SystemExit) as e:
+            run_script("gpt2_ft.py", base_args(tmp_path, tiny["data"], tiny["card"],
+                                               tiny["backbone"], tmp_path / "w", **bad))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and match in err and len(err.strip().splitlines()) == 1, err
     run_script("gpt2_ft.py", base_args(tmp_path, tiny["data"], tiny["card"], None, tmp_path / "w",
                                        **{"--init_checkpoint": False, "--random_init": None,
                                           "--max_step": 1}))

@@ -115,6 +115,26 @@ fi
 for f in train.jsonl valid.jsonl test.jsonl test_formatted.jsonl; do
   [ -f "$DATA_DIR/$f" ] || die "$DATA_DIR/$f not found (bash create_datasets.sh, or --data_dir)"
 done
+# The model card and the vocabulary must agree before minutes of training and decoding go by
+# (a card for another vocabulary trains, then fails in decoding on an unknown token id).
+for f in encoder.json; do
+  [ -f "$VOCAB/$f" ] || die "$VOCAB/$f not found (--vocab DIR)"
+done
+card_check=$("$PYTHON" - "$MODEL_CARD" "$VOCAB/encoder.json" <<'PY' 2>&1
+import json, sys
+sys.path.insert(0, "src")
+from model import config_from_card
+try:
+    card = config_from_card(sys.argv[1])
+except ValueError as e:
+    sys.exit(str(e))
+n = len(json.load(open(sys.argv[2], encoding="utf-8")))
+if n != card.vocab_size:
+    sys.exit(f"--model_card {sys.argv[1]} has vocab_size {card.vocab_size} but {sys.argv[2]} "
+             f"holds {n} tokens: give the card made for this vocabulary (or the --vocab of "
+             f"this card)")
+PY
+) || die "$card_check"
 for f in encoder.json vocab.bpe; do
   [ -f "$VOCAB/$f" ] || die "$VOCAB/$f not found (--vocab DIR)"
 done

@@ -44,7 +44,8 @@ CACHE_FRACTION_GPU = 0.3
 
 
 def build_parser(defaults=None, description="Beam-search decoding of a fine-tuned GPT-2"):
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_gpu_params(p)
     p.add_argument("--data", required=True, help="token-id jsonl ({'context', 'completion'}) from gpt2_encode.py")
     p.add_argument("--batch_size", type=int, default=10,

@@ -63,7 +63,8 @@ from optimizer import (add_optimizer_params, create_adam_optimizer_from_args,
 
 
 def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib method"):
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_gpu_params(parser)
     add_optimizer_params(parser)
     parser.add_argument("--train_data", required=True, help="training token-id jsonl")
@@ -243,7 +244,8 @@ def main(argv=None, defaults=None, description=None):
         method = lora.method_config_from_args(args, default="full", pipeline="gpt2")
         args.method_config = method
     except (ValueError, KeyError) as e:
-        raise SystemExit(f"method flags: {e}")
+        usage_error(f"method flags: {e}")
+    check_inputs(args)
     parse_gpu(args)
     try:
         return train(args, method)
@@ -252,6 +254,33 @@ def main(argv=None, defaults=None, description=None):
     finally:
         release_work_dir(args.work_dir)
         cleanup(args)
+
+
+def usage_error(msg):
+    """A command-line error: one line, exit status 2, before anything long is printed."""
+    print(f"gpt2_ft: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_inputs(args):
+    """The files and the model card, checked before the settings dump and the model build."""
+    for flag in ("train_data", "valid_data"):
+        path = getattr(args, flag)
+        if not os.path.isfile(path):
+            usage_error(f"--{flag} {path}: no such file (build it with create_datasets.sh)")
+    if args.init_checkpoint and not os.path.isfile(args.init_checkpoint):
+        usage_error(f"--init_checkpoint {args.init_checkpoint}: no such file "
+                    f"(download_pretrained_checkpoints.sh, or --random_init for a random backbone)")
+    if not args.init_checkpoint and not args.random_init:
+        usage_error("no --init_checkpoint given (the pretrained GPT-2 pytorch_model.bin, or "
+                    "--random_init to start from random weights on purpose)")
+    try:
+        card = config_from_card(args.model_card)
+    except (ValueError, OSError) as e:
+        usage_error(str(e))
+    if args.seq_len > card.n_positions:
+        usage_error(f"--seq_len {args.seq_len} exceeds n_positions {card.n_positions} of "
+                    f"--model_card {args.model_card} (lower --seq_len)")
 
 
 def train(args, method):
