@@ -152,6 +152,27 @@ def test_e2e_lora_script_end_to_end_on_cpu(built_data, shared_data, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "train: reusing" in again.stdout and "beam: reusing" in again.stdout
     assert json.loads((work / "scores.json").read_text()) == scores
+    # changed settings are noticed: a beam setting redoes the search, a training one is refused
+    beam2 = bash(SCRIPTS / "e2e_lora.sh", *args, env={**SMOKE, "REPETITION_PENALTY": "1.3"})
+    assert beam2.returncode == 0 and "train: reusing" in beam2.stdout
+    assert "beam search (" in beam2.stdout and "decode + score" in beam2.stdout
+    lr2 = bash(SCRIPTS / "e2e_lora.sh", *args, env={**SMOKE, "LR": "0.5"})
+    assert lr2.returncode == 2 and "settings or inputs changed" in lr2.stderr
+
+
+@pytest.mark.slow
+def test_run_task_continues_an_interrupted_training(built_data, shared_data, tmp_path):
+    _subset(built_data / "built" / "e2e", tmp_path / "e2e")
+    work = tmp_path / "work"
+    args = ["--data_dir", tmp_path / "e2e", "--vocab", shared_data / "vocab", "--model_card", "gpt2.tiny",
+            "--init_checkpoint", "random", "--work_dir", work, "--launcher", "python"]
+    cut = bash(SCRIPTS / "e2e_lora.sh", *args, env={**SMOKE, "MAX_STEP": "4", "SAVE_INTERVAL": "2",
+                                                   "EXTRA_FT_ARGS": SMOKE["EXTRA_FT_ARGS"] + " --stop_after_steps 2"})
+    assert cut.returncode != 0 and (work / "resume.pt").exists() and not (work / "run_info.json").exists()
+    r = bash(SCRIPTS / "e2e_lora.sh", *args, env={**SMOKE, "MAX_STEP": "4", "SAVE_INTERVAL": "2"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "continuing the interrupted run" in r.stdout and "resumed from" in r.stdout
+    assert json.loads((work / "run_info.json").read_text())["last_step"] == 4
 
 
 @pytest.mark.slow

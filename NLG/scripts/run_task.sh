@@ -22,6 +22,23 @@ main() {
 die() { echo "run_task.sh: error: $*" >&2; exit 2; }
 say() { echo "== [${TASK:-?}/${METHOD_NAME:-?}] $*"; }
 
+# A stage is reused only when its settings and inputs are those it was made with: its stamp
+# (WORK_DIR/.stamp.<stage>) holds the stage's arguments and each input's size and mtime.
+stamp_text() {  # stamp_text ARGS... -- FILES...
+  local files=0 a
+  for a in "$@"; do
+    if [ "$a" = -- ]; then files=1; continue; fi
+    if [ "$files" = 1 ]; then stat -c '%n %s %Y' "$a" 2>/dev/null || echo "$a missing"
+    else printf '%s\n' "$a"; fi
+  done
+}
+write_stamp() { local stage=$1; shift; stamp_text "$@" > "$WORK_DIR/.stamp.$stage"; }
+stamp_differs() {  # true when a stamp exists and differs (a stage from before stamps is kept)
+  local stage=$1; shift
+  [ -f "$WORK_DIR/.stamp.$stage" ] || return 1
+  [ "$(stamp_text "$@")" != "$(cat "$WORK_DIR/.stamp.$stage")" ]
+}
+
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nlg=$(cd "$here/.." && pwd)
@@ -161,37 +178,44 @@ if [ "$FORCE" = 1 ]; then
 elif [ -f "$WORK_DIR/resume.pt" ] && [ ! -f "$WORK_DIR/run_info.json" ]; then
   resume_args=(--resume)
 fi
+ft_args=(
+  --train_data "$DATA_DIR/train.jsonl"
+  --valid_data "$DATA_DIR/valid.jsonl"
+  --train_batch_size "${TRAIN_BATCH_SIZE:-8}"
+  --grad_acc "${GRAD_ACC:-1}"
+  --valid_batch_size "${VALID_BATCH_SIZE:-4}"
+  --seq_len "${SEQ_LEN:-512}"
+  --model_card "$MODEL_CARD"
+  "${init_args[@]}"
+  --platform local
+  --clip "${CLIP:-0.0}"
+  --lr "$LR"
+  --weight_decay "$WEIGHT_DECAY"
+  --correct_bias
+  --adam_beta2 "${ADAM_BETA2:-0.999}"
+  --scheduler "${SCHEDULER:-linear}"
+  --warmup_step "$WARMUP_STEP"
+  --max_epoch "$MAX_EPOCH"
+  "${step_args[@]}"
+  --save_interval "${SAVE_INTERVAL:-1000}"
+  --label_smooth "$LABEL_SMOOTH"
+  "${method_args[@]}"
+  --work_dir "$WORK_DIR"
+  --random_seed "$SEED"
+  "${extra_ft[@]}"
+)
+ft_inputs=("$DATA_DIR/train.jsonl" "$DATA_DIR/valid.jsonl")
+[ "$INIT_CHECKPOINT" = random ] || ft_inputs+=("$INIT_CHECKPOINT")
 if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/run_info.json" ]; then
+  if stamp_differs train "${ft_args[@]}" -- "${ft_inputs[@]}"; then
+    die "the settings or inputs changed since the finished training in $WORK_DIR: --force redoes it (or give another --work_dir)"
+  fi
   say "train: reusing $WORK_DIR/run_info.json"
 else
   if [ "${resume_args[*]}" = --resume ]; then say "train: continuing the interrupted run in $WORK_DIR"; fi
   say "train ($LAUNCHER, $NUM_GPUS process(es)) -> $WORK_DIR"
-  "${launch[@]}" src/gpt2_ft.py \
-    --train_data "$DATA_DIR/train.jsonl" \
-    --valid_data "$DATA_DIR/valid.jsonl" \
-    --train_batch_size "${TRAIN_BATCH_SIZE:-8}" \
-    --grad_acc "${GRAD_ACC:-1}" \
-    --valid_batch_size "${VALID_BATCH_SIZE:-4}" \
-    --seq_len "${SEQ_LEN:-512}" \
-    --model_card "$MODEL_CARD" \
-    "${init_args[@]}" \
-    --platform local \
-    --clip "${CLIP:-0.0}" \
-    --lr "$LR" \
-    --weight_decay "$WEIGHT_DECAY" \
-    --correct_bias \
-    --adam_beta2 "${ADAM_BETA2:-0.999}" \
-    --scheduler "${SCHEDULER:-linear}" \
-    --warmup_step "$WARMUP_STEP" \
-    --max_epoch "$MAX_EPOCH" \
-    "${step_args[@]}" \
-    --save_interval "${SAVE_INTERVAL:-1000}" \
-    --label_smooth "$LABEL_SMOOTH" \
-    "${method_args[@]}" \
-    --work_dir "$WORK_DIR" \
-    --random_seed "$SEED" \
-    "${resume_args[@]}" \
-    "${extra_ft[@]}"
+  "${launch[@]}" src/gpt2_ft.py "${ft_args[@]}" "${resume_args[@]}"
+  write_stamp train "${ft_args[@]}" -- "${ft_inputs[@]}"
 fi
 ckpt=$("$PYTHON" -c '
 import json, os, sys
@@ -211,31 +235,37 @@ step=${step:-final}
 BEAM=${BEAM:-10}
 lp_tag=$(echo "$LENGTH_PENALTY" | tr -d .)
 predict=predict.$step.b${BEAM}p${lp_tag}r${NO_REPEAT_NGRAM_SIZE:-4}.jsonl
-if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/$predict" ]; then
+beam_args=(
+  --data "$DATA_DIR/test.jsonl"
+  --batch_size "${BEAM_BATCH_SIZE:-1}"
+  --seq_len "${SEQ_LEN:-512}"
+  --eval_len "${EVAL_LEN:-64}"
+  --model_card "$MODEL_CARD"
+  --init_checkpoint "$ckpt"
+  --platform local
+  "${method_args[@]}"
+  --beam "$BEAM"
+  --length_penalty "$LENGTH_PENALTY"
+  --no_repeat_ngram_size "${NO_REPEAT_NGRAM_SIZE:-4}"
+  --repetition_penalty "${REPETITION_PENALTY:-1.0}"
+  --eos_token_id "$EOS_TOKEN_ID"
+  --work_dir "$WORK_DIR"
+  --output_file "$predict"
+  "${extra_beam[@]}"
+)
+if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/$predict" ] \
+    && ! stamp_differs beam "${beam_args[@]}" -- "$DATA_DIR/test.jsonl" "$ckpt"; then
   say "beam: reusing $WORK_DIR/$predict"
 else
   say "beam search (beam $BEAM, length penalty $LENGTH_PENALTY) -> $predict"
-  "${launch[@]}" src/gpt2_beam.py \
-    --data "$DATA_DIR/test.jsonl" \
-    --batch_size "${BEAM_BATCH_SIZE:-1}" \
-    --seq_len "${SEQ_LEN:-512}" \
-    --eval_len "${EVAL_LEN:-64}" \
-    --model_card "$MODEL_CARD" \
-    --init_checkpoint "$ckpt" \
-    --platform local \
-    "${method_args[@]}" \
-    --beam "$BEAM" \
-    --length_penalty "$LENGTH_PENALTY" \
-    --no_repeat_ngram_size "${NO_REPEAT_NGRAM_SIZE:-4}" \
-    --repetition_penalty "${REPETITION_PENALTY:-1.0}" \
-    --eos_token_id "$EOS_TOKEN_ID" \
-    --work_dir "$WORK_DIR" \
-    --output_file "$predict" \
-    "${extra_beam[@]}"
+  "${launch[@]}" src/gpt2_beam.py "${beam_args[@]}"
+  write_stamp beam "${beam_args[@]}" -- "$DATA_DIR/test.jsonl" "$ckpt"
 fi
 
 # 3. Decode and 4. score. WebNLG is scored on the seen / unseen categories and on all of them.
-if [ "$FORCE" != 1 ] && [ "$WORK_DIR/scores.json" -nt "$WORK_DIR/$predict" ]; then
+score_key=("$TASK" "$VOCAB" "${REF_NUM:-6}" "${NO_METEOR:-}")
+if [ "$FORCE" != 1 ] && [ "$WORK_DIR/scores.json" -nt "$WORK_DIR/$predict" ] \
+    && ! stamp_differs score "${score_key[@]}" -- "$WORK_DIR/$predict" "$DATA_DIR/test_formatted.jsonl"; then
   say "decode + score: reusing $WORK_DIR/scores.json (newer than $predict)"
 elif [ "$TASK" = e2e ]; then
   say "decode + score"
@@ -269,6 +299,7 @@ else
   done
   cp "$WORK_DIR/eval_all/scores.json" "$WORK_DIR/scores.json"
 fi
+write_stamp score "${score_key[@]}" -- "$WORK_DIR/$predict" "$DATA_DIR/test_formatted.jsonl"
 say "done: scores in $WORK_DIR/scores.json"
 }
 

@@ -476,7 +476,8 @@ def train(args, method):
                 exported = export_published(model, args.export_published, merge=True)
                 print(f"exported the merged model in the published layout: {exported}")
     log.close()
-    if rank == 0:
+    # run_info.json marks a finished run (run_task.sh reuses it); a stopped one has resume.pt
+    if rank == 0 and final_path is not None:
         run_info = {"method": method.method, "method_config": str(method), "notes": list(method.notes()),
                     "model_card": args.model_card, "trainable_params": trainable,
                     "total_params": total, "final_checkpoint": final_path,
