@@ -61,7 +61,8 @@ RUN_OUTPUTS = ("pytorch_model.bin", "best_model.bin", "adapter_config.json", "tr
 
 
 def build_parser(defaults=None):
-    p = argparse.ArgumentParser(description="Fine-tune RoBERTa on GLUE with a loralib method")
+    p = argparse.ArgumentParser(description="Fine-tune RoBERTa on GLUE with a loralib method",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task_name", required=True, help="cola sst2 mrpc stsb qqp mnli qnli rte")
     p.add_argument("--data_dir", default=os.environ.get("GLUE_DIR", "data/glue"),
                    help="GLUE root (with CoLA/, SST-2/, ...) or the task's own folder")
