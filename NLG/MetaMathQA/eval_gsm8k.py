@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from answers import extract_answer_number, gsm8k_gold  # noqa: E402,F401 (the official API)
-from generate import EVAL_PROMPT, build_parser, generate, read_jsonl, write_results  # noqa: E402
+from generate import EVAL_PROMPT, build_parser, generate, read_jsonl, report  # noqa: E402
 
 
 def main(argv=None):
@@ -32,17 +32,9 @@ def main(argv=None):
         result.append(ok)
         if pred is None:
             invalid.append({"question": row["query"], "output": text, "answer": gold})
-    acc = sum(result) / len(result) if result else 0.0
-    print("len invalid outputs ====", len(invalid), ", valid_outputs===", invalid)
-    print("start===", args.start, ", end====", args.end)
-    print("gsm8k length====", len(result), ", gsm8k acc====", acc)
-    write_results(args.results or os.path.join(args.model, "gsm8k_results.json"),
-                  {"task": "gsm8k", "data_file": args.data_file, "accuracy": acc,
-                   "correct": sum(result), "total": len(result), "invalid": len(invalid),
-                   "invalid_outputs": invalid,
-                   "completions": [{"query": r["query"], "output": c, "correct": ok}
+    return report("gsm8k", "gsm8k ", result, invalid, args,
+                  {"completions": [{"query": r["query"], "output": c, "correct": ok}
                                    for r, c, ok in zip(rows, completions, result)]})
-    return acc
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from answers import is_equiv, last_boxed_only_string, math_prediction, remove_boxed  # noqa: E402
-from generate import EVAL_PROMPT, build_parser, generate, read_jsonl, write_results  # noqa: E402
+from generate import EVAL_PROMPT, build_parser, generate, read_jsonl, report  # noqa: E402
 
 
 def main(argv=None):
@@ -33,15 +33,7 @@ def main(argv=None):
             result.append(False)
         else:
             result.append(is_equiv(pred, gold))
-    acc = sum(result) / len(result) if result else 0.0
-    print("len invalid outputs ====", len(invalid), ", valid_outputs===", invalid)
-    print("start===", args.start, ", end====", args.end)
-    print("length====", len(result), ", acc====", acc)
-    write_results(args.results or os.path.join(args.model, "math_results.json"),
-                  {"task": "math", "data_file": args.data_file, "accuracy": acc,
-                   "correct": sum(result), "total": len(result), "invalid": len(invalid),
-                   "invalid_outputs": invalid})
-    return acc
+    return report("math", "", result, invalid, args)
 
 
 if __name__ == "__main__":

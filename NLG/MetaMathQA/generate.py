@@ -110,8 +110,20 @@ def _hf_generate(model_dir, prompts, args):
     return out
 
 
-def write_results(path: str, results: dict) -> None:
+def report(task: str, label: str, result: List[bool], invalid: List[dict], args,
+           extra: dict = None) -> float:
+    """The official summary lines (`<label>length==== N , <label>acc==== X`) and the results
+    JSON next to the model; returns the accuracy."""
+    acc = sum(result) / len(result) if result else 0.0
+    print("len invalid outputs ====", len(invalid), ", valid_outputs===", invalid)
+    print("start===", args.start, ", end====", args.end)
+    print(f"{label}length====", len(result), f", {label}acc====", acc)
+    path = args.results or os.path.join(args.model, f"{task}_results.json")
+    out = {"task": task, "data_file": args.data_file, "accuracy": acc, "correct": sum(result),
+           "total": len(result), "invalid": len(invalid), "invalid_outputs": invalid,
+           **(extra or {})}
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+        json.dump(out, f, indent=2)
     os.replace(tmp, path)
+    return acc

@@ -35,15 +35,6 @@ except (ImportError, AttributeError):   # a checkout without `pip install -e .`
 from traincore import NonFiniteError, WorkDirBusy, check_finite_state, claim_work_dir  # noqa: E402
 
 
-def _bool(v):
-    s = str(v).lower()
-    if s in ("true", "1", "yes"):
-        return True
-    if s in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
-
-
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -71,8 +62,8 @@ def build_parser():
     t.add_argument("--logging_steps", type=int, default=10)
     t.add_argument("--max_grad_norm", type=float, default=1.0)
     t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--bf16", type=_bool, nargs="?", const=True, default=False)
-    t.add_argument("--fp16", type=_bool, nargs="?", const=True, default=False)
+    t.add_argument("--bf16", type=lora.cli._bool, nargs="?", const=True, default=False)
+    t.add_argument("--fp16", type=lora.cli._bool, nargs="?", const=True, default=False)
     t.add_argument("--evaluation_strategy", "--eval_strategy", dest="eval_strategy",
                    default="no", choices=("no",),
                    help="(the official script passes no; there is no evaluation set here)")
