@@ -91,6 +91,7 @@ def layer(config, fin=16, fout=12, seed=0, **kw):
 
 
 def test_lorma_plus_gpt2_init_a_zero_b_uniform_over_sqrt_r():
+    # LoRMA NLG/Language-generation/src/model_lorma_plus.py:113-120
     m = layer(cfg("lorma_plus", "gpt2", r=4), fin=32, fout=96, enable=[True, False, True],
               fan_in_fan_out=True)
     assert torch.count_nonzero(m.lora_A) == 0
@@ -101,6 +102,7 @@ def test_lorma_plus_gpt2_init_a_zero_b_uniform_over_sqrt_r():
 @pytest.mark.parametrize("pipeline", ["roberta", "llm"])
 @pytest.mark.parametrize("mode,side", [("pre", 12), ("post", 16)])
 def test_lorma_plus_nlu_and_math_init_b_zero_a_uniform_over_sqrt_d(pipeline, mode, side):
+    # LoRMA NLU/run_glue_lorma_plus.py:207-215, NLG/MetaMathQA/train_math_lorma.py:310-332
     m = layer(cfg("lorma_plus", pipeline, r=4, mode=mode))
     assert torch.count_nonzero(m.lora_B) == 0
     A = m.lora_A.detach()
@@ -109,6 +111,7 @@ def test_lorma_plus_nlu_and_math_init_b_zero_a_uniform_over_sqrt_d(pipeline, mod
 
 
 def test_lorma_pi_init_is_exactly_the_identity():
+    # LoRMA model_lorma_pi.py:120-133 (init), :139-150 (shift)
     m = layer(cfg("lorma_pi", "roberta", r=4, alpha=8))
     s = 8 / 4
     A, B = m.lora_A.detach(), m.lora_B.detach()
@@ -122,6 +125,7 @@ def test_lorma_pi_init_is_exactly_the_identity():
 
 
 def test_lorma_none_starts_at_a_rank_r_projector():
+    # LoRMA train_math_lorma.py:310-332 (none: A = pinv(B), both / sqrt(s))
     m = layer(cfg("lorma", "llm", r=3, alpha=6, kind="none"))
     P = (6 / 3) * m.lora_B.detach() @ m.lora_A.detach()          # s B pinv(B), official init
     torch.testing.assert_close(P @ P, P, atol=1e-5, rtol=1e-5)
@@ -137,6 +141,7 @@ def _train_output(m, x, seed):
 
 
 def test_lorma_dropout_on_the_whole_input_in_nlu_and_math():
+    # LoRMA run_glue_lorma_plus.py:217-233, train_math_lorma.py:347-371
     m = layer(lora.MethodConfig(method="lorma_plus", r=4, alpha=8, dropout=0.5,
                                 pipeline="roberta"), seed=1)
     with torch.no_grad():
@@ -151,6 +156,7 @@ def test_lorma_dropout_on_the_whole_input_in_nlu_and_math():
 
 
 def test_lorma_gpt2_stores_dropout_and_never_applies_it_and_says_so():
+    # LoRMA gpt2_ft_lorma_plus.py:76-77 stores it; model_lorma_plus.py never reads it
     c = lora.MethodConfig(method="lorma_plus", r=4, alpha=32, dropout=0.1, pipeline="gpt2")
     m = layer(c)
     with torch.no_grad():
@@ -168,6 +174,7 @@ def test_lorma_gpt2_stores_dropout_and_never_applies_it_and_says_so():
 # ---------------------------------------------------------------------------- MTLoRA
 
 def test_mtlora_gpt2_one_shared_t_over_qkv_and_c_fc_adapted():
+    # MTLoRA NLG/src/model.py:94-102,189-196; xtuninglib/xtuning_layers.py:237-331
     model = gpt2("gpt2.tiny", cfg("mtlora", "gpt2", r=2))
     attn = model.transformer.h[0].attn.c_attn
     assert attn.enable_lora == [True, True, True] and attn.shared_t
@@ -177,6 +184,7 @@ def test_mtlora_gpt2_one_shared_t_over_qkv_and_c_fc_adapted():
 
 
 def test_mtlora_official_init_and_dropout_off_in_eval():
+    # MTLoRA xtuning_layers.py:275-281 (init), :321-331 (forward); :203-218 is the eval bug
     m = layer(cfg("mtlora", "gpt2", r=4), fin=32, fout=96, enable=[True, True, True],
               fan_in_fan_out=True)
     assert torch.count_nonzero(m.lora_B) == 0
@@ -203,6 +211,7 @@ def test_mtlora_official_init_and_dropout_off_in_eval():
 # ---------------------------------------------------------------------------- NOLA
 
 def test_nola_gpt2_offsets_seeds_and_bases_as_the_official_model():
+    # NOLA gpt/examples/NLG/src/model_nola.py:78-118 (GenerateParams), :121-198, :470, :591
     torch.manual_seed(110)
     c = lora.MethodConfig(method="nola", r=4, alpha=4.0, pipeline="gpt2",
                           options={"num_basis_A": 16, "num_basis_B": 16})
