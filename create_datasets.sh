@@ -514,12 +514,17 @@ run_glue() {
 
 NLG_TASKS=""
 DO_GLUE=0
+# the NLG tasks and their raw files: the task table, NLG/src/tasks.py
+if ! NLG_NAMES=" $("$PY" -m nlg.tasks) "; then
+    echo "create_datasets.sh: cannot read the task table (python -m nlg.tasks): run 'pip install -e .' first" >&2
+    exit 1
+fi
 for task in ${TASKS//,/ }; do
-    case "$task" in
-        e2e|webnlg|dart) NLG_TASKS="$NLG_TASKS $task" ;;
-        glue) DO_GLUE=1 ;;
-        *) echo "create_datasets.sh: unknown task '$task' (e2e, webnlg, dart, glue)" >&2; exit 2 ;;
-    esac
+    if [ "$task" = glue ]; then DO_GLUE=1
+    elif [[ "$NLG_NAMES" == *" $task "* ]]; then NLG_TASKS="$NLG_TASKS $task"
+    else
+        echo "create_datasets.sh: unknown task '$task' ($(echo $NLG_NAMES | tr ' ' ','),glue)" >&2; exit 2
+    fi
 done
 if [ "$DO_GLUE" = 1 ]; then
     for t in ${GLUE_TASKS//,/ }; do
@@ -551,20 +556,8 @@ if [ -n "$NLG_TASKS" ]; then
 fi
 
 for task in $NLG_TASKS; do
-    case "$task" in
-        e2e)
-            echo "creating e2e datasets..."
-            for s in train test valid; do build e2e "$s" "e2e/$s.txt"; done ;;
-        webnlg)
-            echo "creating webnlg datasets..."
-            build webnlg train webnlg_challenge_2017/train.json
-            build webnlg test webnlg_challenge_2017/test.json
-            build webnlg valid webnlg_challenge_2017/dev.json ;;
-        dart)
-            echo "creating dart datasets..."
-            for s in train test; do build dart "$s" "dart/dart-v1.1.1-full-$s.json"; done
-            build dart valid dart/dart-v1.1.1-full-dev.json ;;
-    esac
+    echo "creating $task datasets..."
+    while read -r split rel; do build "$task" "$split" "$rel"; done < <("$PY" -m nlg.tasks raw "$task")
 done
 [ "$DO_GLUE" = 1 ] && run_glue
 

@@ -33,20 +33,18 @@ Measured on the 2-core CPU dev machine (shared with other jobs, so wall-clock ra
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "NLG" / "src"))
 
-from beam_search import truncate_context  # noqa: E402
-from checkpoint import backbone_state_dict  # noqa: E402
-from encoder import get_encoder  # noqa: E402
-from gpt2_beam import build_parser, decode, settings_from_args  # noqa: E402
-from model import GPT2LMModel, config_from_card, lora  # noqa: E402
+from nlg.beam_search import truncate_context  # noqa: E402
+from nlg.checkpoint import backbone_state_dict  # noqa: E402
+from nlg.encoder import get_encoder  # noqa: E402
+from nlg.gpt2_beam import build_parser, decode, settings_from_args  # noqa: E402
+from nlg.model import GPT2LMModel, config_from_card, lora  # noqa: E402
 
 SHARED = Path(os.environ.get("LORA_SHARED_DIR", ROOT.parent / "shared"))
 

@@ -11,7 +11,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 import loralib as lora
 

@@ -18,21 +18,18 @@ step, after one untimed warm-up step per setup.
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "NLG" / "src"))
-sys.path.insert(0, str(ROOT))
 
 import loralib as lora  # noqa: E402
-import encoder  # noqa: E402
-from data_utils import FT_Dataset, collate_pad  # noqa: E402
-from model import GPT2LMModel, config_from_card  # noqa: E402
-from optimizer import AdamW  # noqa: E402
+from nlg import encoder  # noqa: E402
+from nlg.data_utils import FT_Dataset, collate_pad  # noqa: E402
+from nlg.model import GPT2LMModel, config_from_card  # noqa: E402
+from nlg.optimizer import AdamW  # noqa: E402
 
 
 def make_batches(shared, n_batches, batch_size, work):

@@ -6,13 +6,13 @@ space (x A^T, then B per enabled slice) instead of forming the dense delta-W on 
 (the regression of their PR 107).
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import AdaptedLinear, LoRALayer, LowRankAdapter
+from .base import LoRALayer, LowRankAdapter
 from .registry import register
 
 

@@ -16,7 +16,7 @@ in eval, and its merge adding an (out, in) delta to an (in, out) weight (both pl
 import torch
 import torch.nn as nn
 
-from .base import LowRankAdapter, kaiming_uniform_rows
+from .base import kaiming_uniform_rows
 from .layers import MergedLinear
 from .registry import MethodCLI, register
 

@@ -1,7 +1,8 @@
 """Shared test fixtures.
 
-The NLG scripts are plain scripts run from NLG/ (as in Microsoft's LoRA repo), so their folders
-go on sys.path here. Data the tests may read lives in ../shared beside the checkout; a user's clone
+NLG/src and NLU/src are the packages `nlg` and `nlu` (pip install -e .). The folders of plain
+scripts the tests import (the scorers, the demo's generators, the math pipeline) go on sys.path
+here, the one place the tests edit it. Data the tests may read lives in ../shared beside the checkout; a user's clone
 may not have it, so tests that need it skip with a clear message.
 """
 import os
@@ -12,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LORA_SHARED_DIR", ROOT.parent / "shared"))
-for sub in ("NLG/src", "NLG/eval", "NLU/src"):
+for sub in ("NLG/eval", "NLG/demo", "NLG/MetaMathQA"):
     p = str(ROOT / sub)
     if p not in sys.path:
         sys.path.insert(0, p)

@@ -130,7 +130,8 @@ def reference_weight(layer):
     W = w0.clone()
     T_shared = None
     if isinstance(layer, lora.MTLoRALinear) and layer.shared_t:
-        C = layer.lora_C.detach(); D = getattr(layer, "lora_D", None)
+        C = layer.lora_C.detach()
+        D = getattr(layer, "lora_D", None)
         T_shared = {"SHIM": lambda: C, "ICFM": lambda: C @ C.T, "CTCM": lambda: C @ D.detach(),
                     "DTSM": lambda: C + D.detach()}[layer.structure]()
     for j, i in enumerate(layer.enabled_slices):

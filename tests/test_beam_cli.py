@@ -43,7 +43,7 @@ def read_predictions(path):
 
 def random_adapted_model(card, method, seed=0, std=0.3):
     """A GPT2LMModel whose backbone and adapter are all random (so the adapter matters)."""
-    from model import GPT2LMModel, config_from_card
+    from nlg.model import GPT2LMModel, config_from_card
     torch.manual_seed(seed)
     model = GPT2LMModel(config_from_card(card, method=method))
     with torch.no_grad():
@@ -55,7 +55,7 @@ def random_adapted_model(card, method, seed=0, std=0.3):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     import loralib as lora
-    from checkpoint import backbone_state_dict, training_state_dict
+    from nlg.checkpoint import backbone_state_dict, training_state_dict
     d = tmp_path_factory.mktemp("beam_cli")
     card = d / "card.json"
     card.write_text(json.dumps(CARD))
@@ -80,12 +80,13 @@ def common_args(tiny, out, name, eval_len=10):
 
 
 def test_final_checkpoint_and_backbone_plus_adapter_match_the_reference(tiny, tmp_path, capsys, monkeypatch):
-    import beam_search
-    from beam_search import BeamSettings
+    from nlg import beam_search
+    from nlg.beam_search import BeamSettings
     decoded = []
     real = beam_search.beam_search
     monkeypatch.setattr(beam_search, "beam_search",
-                        lambda model, contexts, *a, **k: decoded.extend(map(tuple, contexts)) or real(model, contexts, *a, **k))
+                        lambda model, contexts, *a, **k: decoded.extend(map(tuple, contexts))
+                        or real(model, contexts, *a, **k))
     lora_flags = ["--lora_dim", "2", "--lora_alpha", "4"]
     run_beam("gpt2_beam.py", common_args(tiny, tmp_path, "final.jsonl")
              + ["--init_checkpoint", tiny["dir"] / "model.final.pt"] + lora_flags)
@@ -123,10 +124,10 @@ def test_every_method_decodes_merged_as_the_unmerged_model(tiny, tmp_path, scrip
     """The CLI merges each method's adapter before decoding; the result is the reference search
     on the unmerged model loaded from the same final checkpoint."""
     import loralib as lora
-    from beam_search import BeamSettings
-    from checkpoint import load_model_weights, training_state_dict
-    from gpt2_beam import build_parser
-    from model import GPT2LMModel, config_from_card
+    from nlg.beam_search import BeamSettings
+    from nlg.checkpoint import load_model_weights, training_state_dict
+    from nlg.gpt2_beam import build_parser
+    from nlg.model import GPT2LMModel, config_from_card
     args = build_parser(_preset(script)).parse_args(["--data", "x"] + flags)
     method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
     ckpt = tmp_path / "model.final.pt"
@@ -168,7 +169,7 @@ def test_errors_are_clear(tiny, tmp_path):
 
 
 def test_eos_ids(shared_data):
-    from gpt2_beam import build_parser, settings_from_args
+    from nlg.gpt2_beam import build_parser, settings_from_args
     base = ["--data", "x"]
     s = settings_from_args(build_parser().parse_args(base + ["--eos_token_id", "628"]))
     assert s.eos_token_ids == (50256, 628)
@@ -204,10 +205,10 @@ def test_seed_beam_commands_run(shared_data, tmp_path):
     """Every beam command of seed_commands.md, as written but for paths, the model card (no GPT-2
     M weights here) and eval_len; MTLoRA's README flags also through gpt2_beam_mtlora.py, and
     LoRMA's through the LoRMA_pi entry point."""
-    import encoder
+    from nlg import encoder
     import loralib as lora
-    from checkpoint import training_state_dict
-    from gpt2_beam import build_parser
+    from nlg.checkpoint import training_state_dict
+    from nlg.gpt2_beam import build_parser
 
     enc = encoder.get_encoder(str(shared_data / "vocab"))
     lines = (shared_data / "e2e" / "valid.txt").read_text().splitlines()[:12]

@@ -6,12 +6,11 @@ for the penalty, the n-gram ban and the candidates, as the original does. Models
 so that batching and padding (different summation order) cannot flip a near-tie: the token
 sequences must be identical.
 """
-import math
 
 import pytest
 import torch
 
-from beam_search import (BeamSettings, ban_repeated_ngrams_, batches_by_length, beam_search,
+from nlg.beam_search import (BeamSettings, ban_repeated_ngrams_, batches_by_length, beam_search,
                          decode_contexts, truncate_context, unique_contexts)
 
 NEG_INF = float("-inf")
@@ -20,7 +19,7 @@ NEG_INF = float("-inf")
 def tiny_lm(vocab, seed, embed_std=0.02, eos_boost=None, n_layer=2, n_embd=32, n_head=4):
     """A small random GPT2LMModel in float64. embed_std sets how confident it is (logits come
     from the tied embedding); eos_boost=(token, c) makes that token likely everywhere."""
-    from model import GPT2Config, GPT2LMModel
+    from nlg.model import GPT2Config, GPT2LMModel
     torch.manual_seed(seed)
     model = GPT2LMModel(GPT2Config(vocab_size_or_config_json_file=vocab, n_positions=128, n_ctx=128,
                                    n_embd=n_embd, n_layer=n_layer, n_head=n_head))
@@ -128,7 +127,8 @@ def _contexts(seed, n=7):
 
 
 SETTINGS = [
-    pytest.param(BeamSettings(beam=1, eval_len=10, no_repeat_ngram_size=0, eos_token_ids=(50256, 3, 8, 9, 10)), id="greedy"),
+    pytest.param(BeamSettings(beam=1, eval_len=10, no_repeat_ngram_size=0,
+                              eos_token_ids=(50256, 3, 8, 9, 10)), id="greedy"),
     pytest.param(BeamSettings(beam=4, eval_len=12, length_penalty=0.8, no_repeat_ngram_size=2, min_length=3,
                               eos_token_ids=(50256, 3, 5)), id="b4-lp0.8-ng2-min3"),
     pytest.param(BeamSettings(beam=5, eval_len=12, length_penalty=1.0, no_repeat_ngram_size=3,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import loralib as lora
-from checkpoint import (export_published, load_model_weights, load_state_file, save_atomic,
+from nlg.checkpoint import (export_published, load_model_weights, load_state_file, save_atomic,
                         training_state_dict)
-from model import GPT2Config, GPT2LMModel
+from nlg.model import GPT2Config, GPT2LMModel
 
 TINY = dict(vocab_size=61, n_positions=32, n_embd=16, n_layer=2, n_head=2)
 LORA = lora.MethodConfig(method="lora", r=2, alpha=4)
@@ -150,8 +150,8 @@ def test_save_atomic_never_leaves_a_partial_file(tmp_path, monkeypatch):
 def test_export_commands_write_the_merged_model(tmp_path):
     """gpt2_ft.py --export_published and `checkpoint.py export --merge` both write a published
     file whose plain model reproduces the trained adapter model."""
-    import checkpoint
-    from model import config_from_card
+    from nlg import checkpoint
+    from nlg.model import config_from_card
     from test_train_helpers import base_args, run_script, write_backbone, write_card, write_random_data
     card = write_card(tmp_path)
     data = write_random_data(tmp_path / "d.jsonl", 8)

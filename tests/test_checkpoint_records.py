@@ -1,6 +1,5 @@
 """Checkpoints record how they were trained: gpt2_beam.py builds the method from the file when
 no method flag is given, and a flag that contradicts the file is an error naming both values."""
-import json
 
 import pytest
 import torch

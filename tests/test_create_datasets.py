@@ -10,12 +10,12 @@ import subprocess
 
 import pytest
 
-import encoder
-import format_converting_dart
-import glue_data
-import format_converting_e2e
-import format_converting_webnlg
-import gpt2_encode
+from nlg import encoder
+from nlg import format_converting_dart
+from nlu import glue_data
+from nlg import format_converting_e2e
+from nlg import format_converting_webnlg
+from nlg import gpt2_encode
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash not installed")
@@ -121,7 +121,7 @@ def test_download_mode_verifies_and_records_checksums(repo_root, shared_data, tm
     (out / "e2e" / "train.txt").unlink()
     (mirror / "e2e" / "train.txt").write_text("name : B||B was swapped .\n", encoding="utf8")
     r = run(repo_root, "create_datasets.sh", *args, env=env)
-    assert f"download e2e/train.txt (sha256 mismatch" in r.stderr and f"expected {train_sha}" in r.stderr
+    assert "download e2e/train.txt (sha256 mismatch" in r.stderr and f"expected {train_sha}" in r.stderr
     # the published dev file passes its pinned hash and is built
     shutil.copy(shared_data / "e2e" / "valid.txt", mirror / "e2e" / "valid.txt")
     r = run(repo_root, "create_datasets.sh", *args, env=env)
@@ -187,7 +187,9 @@ def _fake_curl(bin_dir, content_file, etag):
     bin_dir.mkdir()
     script = bin_dir / "curl"
     script.write_text(f"""#!/usr/bin/env bash
-for a in "$@"; do [ "$a" = -sI ] && {{ printf 'HTTP/1.1 302 Found\\r\\nX-Linked-Etag: "{etag}"\\r\\n\\r\\n'; exit 0; }}; done
+for a in "$@"; do
+  [ "$a" = -sI ] && {{ printf 'HTTP/1.1 302 Found\\r\\nX-Linked-Etag: "{etag}"\\r\\n\\r\\n'; exit 0; }}
+done
 out=""; prev=""
 for a in "$@"; do [ "$prev" = -o ] && out="$a"; prev="$a"; done
 cp "{content_file}" "$out"

@@ -82,7 +82,8 @@ def test_small_demo_end_to_end_then_reuse(tmp_path):
     first_table = (out / "results.md").read_text()
     again = demo(out, "--jobs", "2")
     assert again.returncode == 0, again.stderr[-3000:]
-    for stage in ("data:", "vocabulary:", "encode train:", "pretrain the tiny GPT-2 base", "base model without adapter"):
+    for stage in ("data:", "vocabulary:", "encode train:", "pretrain the tiny GPT-2 base",
+                  "base model without adapter"):
         assert re.search(re.escape(stage) + r".*reusing", again.stdout), stage
     for key in METHOD_ROWS:
         log = (out / "logs" / f"{key}.log").read_text()

@@ -10,10 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "NLG" / "demo"
-sys.path.insert(0, str(DEMO))
 
 import build_vocab  # noqa: E402
-import make_data  # noqa: E402
 import summarize  # noqa: E402
 
 E2E_LABELS = {"name", "Type", "food", "price", "customer rating", "area", "family friendly", "near"}
@@ -110,7 +108,7 @@ def test_vocab_files_have_gpt2_layout(vocab):
 
 
 def test_vocab_round_trips_through_the_project_encoder(vocab, small_data):
-    import encoder
+    from nlg import encoder
     enc = encoder.get_encoder(str(vocab))
     assert enc.eos_id == len(enc.encoder) - 1
     text = (small_data / "test.txt").read_text(encoding="utf-8")
@@ -125,7 +123,7 @@ def test_vocab_round_trips_through_the_project_encoder(vocab, small_data):
 
 def test_vocab_loads_in_hugging_face_gpt2_tokenizer_with_the_same_ids(vocab, small_data):
     transformers = pytest.importorskip("transformers")
-    import encoder
+    from nlg import encoder
     hf = transformers.GPT2Tokenizer(str(vocab / "encoder.json"), str(vocab / "vocab.bpe"))
     enc = encoder.get_encoder(str(vocab))
     for line in (small_data / "test.txt").read_text(encoding="utf-8").splitlines()[:20]:
@@ -160,8 +158,8 @@ def _fake_run(d, method, state, scores, losses=None):
             "method": method, "trainable_params": 6144, "total_params": 1000,
             "final_checkpoint": str(d / "model.10.pt"), "train_time_s": 12.5}))
     if losses:
-        (d / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": l, "lr": 0.1}) + "\n"
-                                                   for s, l in losses))
+        (d / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": v, "lr": 0.1}) + "\n"
+                                                   for s, v in losses))
     (d / "scores.json").write_text(json.dumps(scores))
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-import encoder
+from nlg import encoder
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 import loralib as lora
 from loralib_cases import official_nola_generate
-from model import GPT2LMModel, config_from_card
-from roberta import RobertaForSequenceClassification, config_from_card as roberta_card
+from nlg.model import GPT2LMModel, config_from_card
+from nlu.roberta import RobertaForSequenceClassification, config_from_card as roberta_card
 
 
 def gpt2(card, method, **kw):
@@ -328,7 +328,7 @@ def _official_file(model, method):
                 sd[f"{pre}.attn.{p}.lora_B.seed"] = a.nola_seed[j, 1:].clone()
                 sd[f"{pre}.attn.{p}.lora_A.coefficients"] = a.nola_alpha[j].detach().clone()
                 sd[f"{pre}.attn.{p}.lora_B.coefficients"] = a.nola_beta[j].detach().clone()
-    from checkpoint import backbone_state_dict
+    from nlg.checkpoint import backbone_state_dict
     sd.update({f"module.transformer.{k}": v for k, v in backbone_state_dict(model).items()})
     return {"model_state_dict": sd}
 
@@ -338,7 +338,7 @@ def _official_file(model, method):
     ("nola", {"num_basis_A": 16, "num_basis_B": 16})])
 def test_checkpoints_of_the_official_gpt2_code_load_and_compute_the_same(method, options,
                                                                        tmp_path):
-    from checkpoint import load_model_weights
+    from nlg.checkpoint import load_model_weights
     c = lora.MethodConfig(method=method, r=2, alpha=4, options=options, pipeline="gpt2")
     torch.manual_seed(0)
     trained = GPT2LMModel(config_from_card("gpt2.tiny", method=c))
@@ -361,7 +361,7 @@ def test_checkpoints_of_the_official_gpt2_code_load_and_compute_the_same(method,
 def test_adapters_of_the_official_nlu_code_load_and_compute_the_same(method, options, tmp_path):
     """LoRMA's NLU files name the wrapped weight `original_layer`; MTLoRA's name the factors
     xtuning_* and carry a never-used key_proj adapter."""
-    from roberta import load_weights
+    from nlu.roberta import load_weights
     c = lora.MethodConfig(method=method, r=2, alpha=4, options=options, pipeline="roberta")
     torch.manual_seed(0)
     trained = RobertaForSequenceClassification(roberta_card("roberta-tiny", num_labels=2,

@@ -29,11 +29,11 @@ def test_e2e_valid_split(repo_root, shared_data, tmp_path):
         assert list(x) == ["context", "completion"]
         assert line == json.dumps(x)  # json.dumps defaults: ascii escapes, ", " and ": "
         assert x["context"] + "||" + x["completion"] == src.strip()
-    assert len({json.loads(l)["context"] for l in lines}) == 547
+    assert len({json.loads(ln)["context"] for ln in lines}) == 547
 
 
 def test_e2e_exact_output(tmp_path):
-    import format_converting_e2e as conv
+    from nlg import format_converting_e2e as conv
     src = tmp_path / "in.txt"
     src.write_text("name : Café | food : Thai|| Café serves Thai food . \n"
                    "name : X||X is \"ok\" .\n", encoding="utf8")
@@ -66,7 +66,7 @@ def _webnlg_entry(n, category, triples, lexs):
 
 
 def test_webnlg_exact_output_and_seen_flag(tmp_path, capsys):
-    import format_converting_webnlg as conv
+    from nlg import format_converting_webnlg as conv
     data = {"entries": [
         _webnlg_entry(1, "Airport", [("Aarhus", "leaderName", "Jacob_Bundsgaard")],
                       [("good", "The leader of Aarhus is Jacob Bundsgaard."), ("bad", "dropped")]),
@@ -77,9 +77,9 @@ def test_webnlg_exact_output_and_seen_flag(tmp_path, capsys):
     src.write_text(json.dumps(data), encoding="utf8")
     conv.convert(str(src), str(tmp_path / "out.jsonl"))
     assert read_jsonl_lines(tmp_path / "out.jsonl") == [
-        '{"context": "Aarhus : leaderName : Jacob_Bundsgaard", "completion": "The leader of Aarhus is Jacob Bundsgaard.", "cate": true}',
-        '{"context": "A_B : club : C_D | A_B : birthPlace : \\"\\u00c9rd\\"", "completion": "A B plays for C D.", "cate": false}',
-        '{"context": "A_B : club : C_D | A_B : birthPlace : \\"\\u00c9rd\\"", "completion": "Born in \\u00c9rd, A B plays for C D.", "cate": false}',
+        '{"context": "Aarhus : leaderName : Jacob_Bundsgaard", "completion": "The leader of Aarhus is Jacob Bundsgaard.", "cate": true}',  # noqa: E501 (exact data)
+        '{"context": "A_B : club : C_D | A_B : birthPlace : \\"\\u00c9rd\\"", "completion": "A B plays for C D.", "cate": false}',  # noqa: E501 (exact data)
+        '{"context": "A_B : club : C_D | A_B : birthPlace : \\"\\u00c9rd\\"", "completion": "Born in \\u00c9rd, A B plays for C D.", "cate": false}',  # noqa: E501 (exact data)
     ]
     assert capsys.readouterr().out.splitlines() == ["cate Airport 1", "cate Athlete 1"]
 
@@ -92,14 +92,14 @@ def test_webnlg_dev_split(repo_root, shared_data, tmp_path):
     entries = [w[str(i + 1)] for i, w in enumerate(json.loads(src.read_text(encoding="utf8"))["entries"])]
     assert len(entries) == 872
     good = [(e, lex["lex"]) for e in entries for lex in e["lexicalisations"] if lex["comment"] == "good"]
-    recs = [json.loads(l) for l in read_jsonl_lines(out)]
+    recs = [json.loads(ln) for ln in read_jsonl_lines(out)]
     assert len(recs) == len(good)
     for (e, text), x in zip(good, recs):
         assert x["completion"] == text
         assert x["context"].count(" | ") == len(e["modifiedtripleset"]) - 1
         assert x["cate"] == (e["category"] in ("Airport", "Astronaut", "Building", "City", "ComicsCharacter",
                                                "Food", "Monument", "SportsTeam", "University", "WrittenWork"))
-    printed = dict((l.split()[1], int(l.split()[2])) for l in r.stdout.splitlines() if l.startswith("cate "))
+    printed = dict((ln.split()[1], int(ln.split()[2])) for ln in r.stdout.splitlines() if ln.startswith("cate "))
     assert sum(printed.values()) == 872
 
 
@@ -122,7 +122,7 @@ def test_webnlg_malformed_entry_names_file_and_index(repo_root, tmp_path, breaka
 # ------------------------------------ DART ------------------------------------
 
 def test_dart_exact_output(tmp_path, capsys):
-    import format_converting_dart as conv
+    from nlg import format_converting_dart as conv
     data = [
         {"tripleset": [["Mars Hill College", "JOINED", "1973"], ["Mars Hill College", "LOCATION", "Mars Hill, NC"]],
          "subtree_was_extended": True,
@@ -135,7 +135,7 @@ def test_dart_exact_output(tmp_path, capsys):
     src.write_text(json.dumps(data), encoding="utf8")
     conv.convert(str(src), str(tmp_path / "out.jsonl"))
     ctx = "Mars Hill College : joined : 1973 | Mars Hill College : location : Mars Hill, NC"
-    assert [json.loads(l) for l in read_jsonl_lines(tmp_path / "out.jsonl")] == [
+    assert [json.loads(ln) for ln in read_jsonl_lines(tmp_path / "out.jsonl")] == [
         {"context": ctx, "completion": "A school from Mars Hill, NC, joined in 1973."},
         {"context": ctx, "completion": "Mars Hill College joined in 1973."},
         {"context": "Newberry College : [title] : Wolves", "completion": "Newberry's nickname is the wolves."},
@@ -150,7 +150,7 @@ def test_dart_dev_split(repo_root, shared_data, tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads(src.read_text(encoding="utf8"))
     assert r.stdout.strip() == f"unique source is {len(data)}" == "unique source is 2768"
-    recs = [json.loads(l) for l in read_jsonl_lines(out)]
+    recs = [json.loads(ln) for ln in read_jsonl_lines(out)]
     assert [x["completion"] for x in recs] == [a["text"] for e in data for a in e["annotations"]]
     assert all(list(x) == ["context", "completion"] for x in recs)
 

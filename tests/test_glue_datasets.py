@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-import glue_data
+from nlu import glue_data
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash not installed")

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-import encoder
-import format_converting_e2e
-import format_converting_webnlg
-import gpt2_decode
+from nlg import encoder
+from nlg import format_converting_e2e
+from nlg import format_converting_webnlg
+from nlg import gpt2_decode
 
 @pytest.fixture(scope="module")
 def vocab(shared_data):
@@ -22,7 +22,7 @@ def enc(vocab):
 
 
 def read_jsonl(path):
-    return [json.loads(l) for l in open(path, encoding="utf8")]
+    return [json.loads(ln) for ln in open(path, encoding="utf8")]
 
 
 def grouped(records):
@@ -48,8 +48,8 @@ def run_decode(repo_root, *args):
 
 def test_tokenize_lower_as_reference():
     pp = gpt2_decode.post_process
-    assert pp("Aarhus Airport's runway length is 2702.0.", True, True) == "aarhus airport ' s runway length is 2702 . 0 ."
-    assert pp("Adolfo Suárez Madrid–Barajas  Airport\t(MAD)", True, False) == "Adolfo Suárez Madrid – Barajas Airport ( MAD )"
+    assert pp("Aarhus Airport's runway length is 2702.0.", True, True) == "aarhus airport ' s runway length is 2702 . 0 ."  # noqa: E501 (exact data)
+    assert pp("Adolfo Suárez Madrid–Barajas  Airport\t(MAD)", True, False) == "Adolfo Suárez Madrid – Barajas Airport ( MAD )"  # noqa: E501 (exact data)
     assert pp("Snake_case stays, ÉCOLE", False, True) == "snake_case stays, école"
     assert pp("  keep  spacing ", False, False) == "  keep  spacing "
 
@@ -184,7 +184,7 @@ def _small_case(tmp_path, enc, sample_lines, records=None):
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf8")
     samples = tmp_path / "s.jsonl"
-    samples.write_text("".join(l + "\n" for l in sample_lines), encoding="utf8")
+    samples.write_text("".join(ln + "\n" for ln in sample_lines), encoding="utf8")
     return inp, samples
 
 

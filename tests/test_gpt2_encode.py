@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-import encoder
-import gpt2_encode
+from nlg import encoder
+from nlg import gpt2_encode
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,7 +30,7 @@ def test_e2e_valid_against_hf_tokenizer(repo_root, shared_data, tmp_path):
     tok = transformers.GPT2Tokenizer(str(vocab / "encoder.json"), str(vocab / "vocab.bpe"))
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     assert eot == 50256
-    src = [json.loads(l) for l in formatted.read_text(encoding="utf8").splitlines()]
+    src = [json.loads(ln) for ln in formatted.read_text(encoding="utf8").splitlines()]
     lines = out.read_text(encoding="utf8").splitlines()
     assert len(lines) == len(src) == 4672
     for s, line in zip(src, lines):

@@ -17,7 +17,6 @@ pytest.importorskip("accelerate")
 
 ROOT = Path(__file__).resolve().parents[1]
 MATH = ROOT / "NLG" / "MetaMathQA"
-sys.path.insert(0, str(MATH))
 
 import answers  # noqa: E402
 import math_data  # noqa: E402

@@ -1,5 +1,4 @@
 """Drop-in compatibility with Microsoft's loralib 0.1.2: names, shapes, semantics, checkpoints."""
-import math
 
 import pytest
 import torch

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import loralib as lora
-from loralib_cases import (LAYOUTS, VARIANT_IDS, VARIANTS, adapter_params, frozen_w,
+from loralib_cases import (LAYOUTS, VARIANT_IDS, VARIANTS, frozen_w,
                            identity_at_init, make_layer, perturb, reference_weight)
 
 matrix = pytest.mark.parametrize("layout", list(LAYOUTS))

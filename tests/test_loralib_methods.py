@@ -102,8 +102,9 @@ def test_nola_seeds_are_per_module_drawn_from_torch_and_saved():
 
 
 def test_nola_config_mismatch_on_load_is_an_error():
-    mk = lambda k: lora.adapt_linear(8, 8, lora.MethodConfig(
-        method="nola", r=2, options={"num_basis_A": k, "num_basis_B": 4}))
+    def mk(k):
+        return lora.adapt_linear(8, 8, lora.MethodConfig(
+            method="nola", r=2, options={"num_basis_A": k, "num_basis_B": 4}))
     with pytest.raises(ValueError, match="nola_alpha.*shape"):
         lora.load_lora_state_dict(mk(4), lora.lora_state_dict(mk(5)))
     # same shapes, other settings: nola_config names the difference

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from model import GPT2Config, GPT2LMModel, config_from_card
+from nlg.model import GPT2Config, GPT2LMModel, config_from_card
 
 TINY = dict(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4)
 

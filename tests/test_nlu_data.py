@@ -1,19 +1,13 @@
 """GLUE TSV reading, the RoBERTa BPE input format, and the GLUE metrics."""
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-NLU_SRC = str(Path(__file__).resolve().parents[1] / "NLU" / "src")
-if NLU_SRC not in sys.path:
-    sys.path.insert(0, NLU_SRC)
-
-from glue_data import (RobertaTokenizer, load_split, num_labels, read_tsv,  # noqa: E402
+from nlu.glue_data import (RobertaTokenizer, load_split, num_labels, read_tsv,  # noqa: E402
                        task_spec)
-from glue_metrics import (accuracy, average_ranks, f1_binary, glue_metrics,  # noqa: E402
+from nlu.glue_metrics import (accuracy, average_ranks, f1_binary, glue_metrics,  # noqa: E402
                           matthews_corr, pearson, spearman)
 
 
@@ -168,8 +162,10 @@ def _slow_ranks(x):
 def test_metrics_against_hand_formulas():
     rng = np.random.default_rng(0)
     pred, label = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
-    tp = np.sum((pred == 1) & (label == 1)); tn = np.sum((pred == 0) & (label == 0))
-    fp = np.sum((pred == 1) & (label == 0)); fn = np.sum((pred == 0) & (label == 1))
+    tp = np.sum((pred == 1) & (label == 1))
+    tn = np.sum((pred == 0) & (label == 0))
+    fp = np.sum((pred == 1) & (label == 0))
+    fn = np.sum((pred == 0) & (label == 1))
     phi = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     assert matthews_corr(pred, label) == pytest.approx(phi, abs=1e-12)
     assert f1_binary(pred, label) == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12)

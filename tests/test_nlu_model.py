@@ -1,17 +1,11 @@
 """NLU RoBERTa: Hugging Face equality, checkpoint formats, Microsoft's released adapter, counts."""
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 
-NLU_SRC = str(Path(__file__).resolve().parents[1] / "NLU" / "src")
-if NLU_SRC not in sys.path:
-    sys.path.insert(0, NLU_SRC)
-
 import loralib as lora  # noqa: E402
-from roberta import (RobertaForSequenceClassification, config_from_card, load_weights,  # noqa: E402
+from nlu.roberta import (RobertaForSequenceClassification, config_from_card, load_weights,  # noqa: E402
                      trainable_state_dict)
 
 transformers = pytest.importorskip("transformers")

@@ -32,7 +32,7 @@ def same(a, b):
 
 
 def test_resume_after_a_stop_equals_the_whole_run(shared_data, tmp_path):
-    import run_glue
+    from nlu import run_glue
     run_glue.main(args(shared_data, tmp_path / "whole", "--num_train_epochs", "2",
                        "--evaluation_strategy", "epoch"))
     cut = tmp_path / "cut"
@@ -58,7 +58,7 @@ def test_resume_after_a_stop_equals_the_whole_run(shared_data, tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_kill_9_equals_the_whole_run(shared_data, tmp_path):
-    import run_glue
+    from nlu import run_glue
     run_glue.main(args(shared_data, tmp_path / "whole", "--max_steps", "40",
                        "--evaluation_strategy", "no"))
     killed = tmp_path / "killed"
@@ -81,7 +81,7 @@ def test_resume_after_kill_9_equals_the_whole_run(shared_data, tmp_path):
 
 
 def test_gradient_accumulation_equals_the_big_batch(shared_data, tmp_path):
-    import run_glue
+    from nlu import run_glue
     card = tmp_path / "config.json"      # roberta-tiny without dropout: the batches must agree
     card.write_text(json.dumps({"vocab_size": 50265, "hidden_size": 32, "num_hidden_layers": 2,
                                 "num_attention_heads": 4, "intermediate_size": 64,

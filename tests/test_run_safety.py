@@ -127,7 +127,7 @@ def test_gpt2_decode_refuses_an_empty_e2e_reference(tmp_path, shared_data):
 
 
 def test_nlu_refuses_a_finished_output_dir_and_a_diverged_adapter(shared_data, tmp_path):
-    import run_glue
+    from nlu import run_glue
     args = ["--task_name", "rte", "--data_dir", str(shared_data / "glue"), "--tokenizer_dir",
             str(shared_data / "vocab"), "--model_card", "roberta-tiny", "--random_init",
             "--max_seq_length", "32", "--max_train_samples", "8", "--max_eval_samples", "8",
@@ -182,7 +182,7 @@ def test_smaller_items_name_what_is_wrong(tiny, tmp_path, shared_data):
 
 
 def test_nlu_files_follow_the_umask(shared_data, tmp_path):
-    import run_glue
+    from nlu import run_glue
     old = os.umask(0o022)
     try:
         run_glue.main(["--task_name", "rte", "--data_dir", str(shared_data / "glue"),
@@ -197,7 +197,7 @@ def test_nlu_files_follow_the_umask(shared_data, tmp_path):
 
 
 def test_a_full_disk_is_reported_as_such(tmp_path, monkeypatch):
-    import checkpoint
+    from traincore import files as checkpoint   # where save_atomic lives
     monkeypatch.setattr(checkpoint.torch, "save", lambda obj, f: (_ for _ in ()).throw(
         RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed "
                      "writing file data/0: file write failed")))

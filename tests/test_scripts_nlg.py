@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+import loralib as lora
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "NLG" / "scripts"
 TASKS = ("e2e", "webnlg", "dart")
-import loralib as lora
 
 METHODS = tuple(lora.script_variants()) + ("ft",)   # one script per variant the registry lists
 SMOKE = {  # a few steps of a toy model: overrides of the papers' settings the scripts hold

@@ -56,7 +56,7 @@ def test_toy_method_trains_saves_decodes_and_runs_nlu(tmp_path, shared_data):
                               "--output_file", "p.jsonl"])
     assert len((work / "p.jsonl").read_text().splitlines()) == 12
     # an NLU step
-    import run_glue
+    from nlu import run_glue
     out = tmp_path / "nlu"
     run_glue.main(["--task_name", "rte", "--data_dir", str(shared_data / "glue"),
                    "--tokenizer_dir", str(shared_data / "vocab"), "--model_card", "roberta-tiny",

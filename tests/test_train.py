@@ -75,8 +75,8 @@ def test_gradient_accumulation_equals_larger_batch(tiny, tmp_path):
 
 def test_final_checkpoint_is_enough_to_decode(tiny, tmp_path):
     """The final model.<step>.pt loads alone; the adapter-only periodic one needs the backbone."""
-    from checkpoint import load_model_weights
-    from model import GPT2LMModel, config_from_card
+    from nlg.checkpoint import load_model_weights
+    from nlg.model import GPT2LMModel, config_from_card
     import loralib as lora
     w = tmp_path / "w"
     run_script("gpt2_ft_lorma_plus.py", base_args(
@@ -165,7 +165,7 @@ def reference_adamw_step(p, g, m, v, t, lr, b1, b2, eps, wd, correct_bias):
 
 @pytest.mark.parametrize("correct_bias", [True, False])
 def test_adamw_matches_reference_formula(correct_bias):
-    from optimizer import AdamW
+    from nlg.optimizer import AdamW
     torch.manual_seed(0)
     ps = [torch.randn(5, 3, dtype=torch.float64, requires_grad=True),
           torch.randn(7, dtype=torch.float64, requires_grad=True)]
@@ -185,7 +185,7 @@ def test_adamw_matches_reference_formula(correct_bias):
 
 
 def test_schedules_follow_reference_formulas():
-    from optimizer import lr_factor
+    from nlg.optimizer import lr_factor
     W, M = 4, 20
     for k in range(0, 25):
         warm = k / W

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from data_utils import BatchStream, FT_Dataset, collate_pad, eval_batches
+from nlg.data_utils import BatchStream, FT_Dataset, collate_pad, eval_batches
 
 
 def microsoft_item(context, completion, seq_len, joint_lm=False):

@@ -35,9 +35,8 @@ def write_random_data(path, n, seed=0, vocab=TINY_CARD["vocab_size"], eot=None):
 
 
 def write_backbone(path, card_path, seed=0):
-    sys.path.insert(0, str(SRC))
-    from model import GPT2LMModel, config_from_card
-    from checkpoint import export_published
+    from nlg.model import GPT2LMModel, config_from_card
+    from nlg.checkpoint import export_published
     torch.manual_seed(seed)
     m = GPT2LMModel(config_from_card(card_path))
     with torch.no_grad():  # weights large enough that adapters change the output visibly

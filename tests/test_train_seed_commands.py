@@ -36,7 +36,7 @@ def _options(tokens):
 
 @pytest.fixture(scope="module")
 def setup(shared_data, tmp_path_factory):
-    import encoder
+    from nlg import encoder
     d = tmp_path_factory.mktemp("seed")
     enc = encoder.get_encoder(str(shared_data / "vocab"))
     lines = (shared_data / "e2e" / "valid.txt").read_text().splitlines()[::400][:12]
@@ -71,9 +71,9 @@ EXPECTED = {"gpt2_ft_lorma_plus.py": ("lorma", {"kind": "rri"}),
 
 def test_seed_training_commands_run(setup, shared_data, tmp_path):
     import loralib as lora
-    from checkpoint import load_model_weights
-    from gpt2_ft import build_parser
-    from model import GPT2LMModel, config_from_card
+    from nlg.checkpoint import load_model_weights
+    from nlg.gpt2_ft import build_parser
+    from nlg.model import GPT2LMModel, config_from_card
 
     variants = _variants(shared_data.parent)
     assert len(variants) == 7, [v[0] for v in variants]  # 4 seed lines + 3 variants

@@ -1,7 +1,13 @@
-"""The random state a resumed run needs to continue bit for bit (dropout, Python's random)."""
+"""Seeding, and the random state a resumed run needs to continue bit for bit (dropout,
+Python's random)."""
 import random
 
 import torch
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state(device) -> dict:

@@ -17,8 +17,7 @@ import sys
 
 # The project's encoder supplies GPT-2's byte alphabet and pre-tokenizer, so the words counted
 # here are exactly the pieces it will run the merges on.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
-from encoder import EOT_TOKEN as EOT, Encoder, bytes_to_unicode  # noqa: E402
+from nlg.encoder import EOT_TOKEN as EOT, Encoder, bytes_to_unicode
 
 _SPLIT = Encoder({}, []).pat
 

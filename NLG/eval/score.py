@@ -2,7 +2,8 @@
 """The pipeline's score step: official scorers when installed, the built-in ones otherwise.
 
     python NLG/eval/score.py --task e2e --ref REF_FILE --hyp PRED_FILE [--json OUT.json] [--official auto|yes|no]
-    python NLG/eval/score.py --task webnlg|dart --ref REF_PREFIX --hyp HYP_FILE --nr N [--json OUT.json] [--official auto|yes|no]
+    python NLG/eval/score.py --task webnlg|dart --ref REF_PREFIX --hyp HYP_FILE --nr N
+        [--json OUT.json] [--official auto|yes|no]
 
 Official means NLG/eval/e2e/measure_scores.py (run as `measure_scores.py -p`) or
 NLG/eval/GenerationEval/eval.py (`-m bleu,meteor,ter,chrf++`), installed by
@@ -13,7 +14,6 @@ says which scorer ran, then come `NAME: value` lines; --json writes the scores a
 """
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,6 +28,7 @@ from metrics.gen import METRICS, score_gen  # noqa: E402
 from metrics.readers import (ScoreInputError, load_e2e, load_multi_ref,  # noqa: E402
                              reference_paths)
 from metrics.report import E2E_DECIMALS, GEN_DECIMALS, format_lines  # noqa: E402
+from nlg.tasks import TASKS  # noqa: E402
 
 E2E_OFFICIAL = HERE / "e2e" / "measure_scores.py"
 GEN_OFFICIAL = HERE / "GenerationEval" / "eval.py"
@@ -86,9 +87,15 @@ def run_official_gen(ref_prefix, hyp, num_refs):
     return scores
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", required=True, choices=["e2e", "webnlg", "dart"])
+def _one_file(args):
+    """E2E's layout (one reference file, e2e-metrics) rather than GenerationEval's."""
+    return TASKS[args.task].references == "e2e"
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--task", required=True, choices=list(TASKS), help="the task (NLG/src/tasks.py)")
     ap.add_argument("--ref", required=True,
                     help="E2E: reference file; WebNLG/DART: reference prefix (prefix0..N-1)")
     ap.add_argument("--hyp", required=True, help="prediction file, one per line")
@@ -98,79 +105,100 @@ def main(argv=None):
     ap.add_argument("--no-meteor", action="store_true",
                     help="skip METEOR (no Java start-up); implies the built-in scorers, since the "
                          "official ones always run it")
+    return ap
+
+
+class _Fail(Exception):
+    """An error already worded for the user, with the exit status it gets."""
+
+    def __init__(self, msg, status):
+        super().__init__(msg)
+        self.status = status
+
+
+def _try_official(args):
+    """(scores, notes) of the official scorer, or None where the built-in one is to run."""
+    official = E2E_OFFICIAL if _one_file(args) else GEN_OFFICIAL
+    if args.official == "no":
+        return None
+    if not official.is_file():
+        why = f"{official} not installed (run NLG/eval/download_evalscript.sh)"
+        if args.official == "yes":
+            raise _Fail(f"--official yes but {why}", 1)
+        print(f"note: official scorer not used: {why}", file=sys.stderr)
+        return None
+    try:
+        if _one_file(args):
+            return run_official_e2e(args.ref, args.hyp), {}
+        return run_official_gen(args.ref, args.hyp, args.nr), {}
+    except OfficialFailed as e:
+        if args.official == "yes":
+            raise _Fail(str(e), 1) from None
+        print(f"note: official scorer failed, using the built-in one: {e}", file=sys.stderr)
+        return None
+
+
+def _builtin(args, refs, hyps):
+    """(scores, notes, the scorer file) of the built-in scorers."""
+    if _one_file(args):
+        scores, notes = score_e2e(refs, hyps, meteor=not args.no_meteor)
+        return scores, notes, HERE / "score_e2e.py"
+    try:
+        if args.no_meteor:
+            scores, notes = score_gen(refs, hyps, args.nr, metrics=["bleu", "ter", "chrf++"])
+            scores = {"BLEU": scores["BLEU"], "METEOR": None, "TER": scores["TER"],
+                      "chrF++": scores["chrF++"]}
+            notes["METEOR"] = "--no-meteor given"
+        else:
+            scores, notes = score_gen(refs, hyps, args.nr)
+    except ValueError as e:
+        raise _Fail(f"{args.hyp}: {e}", 2) from None
+    return scores, notes, HERE / "score_gen.py"
+
+
+def _write_json(path, scores, notes, scorer):
+    obj = dict(scores)
+    unavailable = {k: v for k, v in (notes or {}).items() if scores.get(k) is None}
+    if unavailable:
+        obj["unavailable"] = unavailable
+    obj["scorer"] = scorer
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
-    if args.task != "e2e" and args.nr is None:
+    if not _one_file(args) and args.nr is None:
         ap.error(f"--task {args.task} needs --nr")
     if args.no_meteor:
         if args.official == "yes":
             ap.error("--no-meteor needs the built-in scorers; the official ones always run METEOR")
         args.official = "no"
-
-    official = E2E_OFFICIAL if args.task == "e2e" else GEN_OFFICIAL
-    scores = notes = None
-    scorer = "builtin"
     try:
         # read the inputs first: bad files get our clear error whichever scorer runs
-        if args.task == "e2e":
+        if _one_file(args):
             refs, hyps = load_e2e(args.ref, args.hyp)
         else:
             refs, hyps = load_multi_ref(args.ref, args.hyp, args.nr)
+        found = _try_official(args)
+        if found is not None:
+            (scores, notes), scorer = found, "official"
+            print(f"scorer: official ({E2E_OFFICIAL if _one_file(args) else GEN_OFFICIAL})")
+        else:
+            scores, notes, where = _builtin(args, refs, hyps)
+            scorer = "builtin"
+            print(f"scorer: built-in ({where})")
     except ScoreInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    if args.official != "no":
-        if not official.is_file():
-            why = f"{official} not installed (run NLG/eval/download_evalscript.sh)"
-            if args.official == "yes":
-                print(f"error: --official yes but {why}", file=sys.stderr)
-                return 1
-            print(f"note: official scorer not used: {why}", file=sys.stderr)
-        else:
-            try:
-                if args.task == "e2e":
-                    scores = run_official_e2e(args.ref, args.hyp)
-                else:
-                    scores = run_official_gen(args.ref, args.hyp, args.nr)
-                scorer, notes = "official", {}
-            except OfficialFailed as e:
-                if args.official == "yes":
-                    print(f"error: {e}", file=sys.stderr)
-                    return 1
-                print(f"note: official scorer failed, using the built-in one: {e}",
-                      file=sys.stderr)
-
-    if scorer == "official":
-        print(f"scorer: official ({official})")
-    else:
-        if args.task == "e2e":
-            scores, notes = score_e2e(refs, hyps, meteor=not args.no_meteor)
-            where = HERE / "score_e2e.py"
-        else:
-            try:
-                if args.no_meteor:
-                    scores, notes = score_gen(refs, hyps, args.nr, metrics=["bleu", "ter", "chrf++"])
-                    scores = {"BLEU": scores["BLEU"], "METEOR": None, "TER": scores["TER"],
-                              "chrF++": scores["chrF++"]}
-                    notes["METEOR"] = "--no-meteor given"
-                else:
-                    scores, notes = score_gen(refs, hyps, args.nr)
-            except ValueError as e:
-                print(f"error: {args.hyp}: {e}", file=sys.stderr)
-                return 2
-            where = HERE / "score_gen.py"
-        print(f"scorer: built-in ({where})")
-    decimals = E2E_DECIMALS if args.task == "e2e" else GEN_DECIMALS
+    except _Fail as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.status
+    decimals = E2E_DECIMALS if _one_file(args) else GEN_DECIMALS
     print("\n".join(format_lines(scores, notes, decimals)))
     if args.json:
-        obj = dict(scores)
-        if notes:
-            obj["unavailable"] = {k: v for k, v in notes.items() if scores.get(k) is None}
-            if not obj["unavailable"]:
-                del obj["unavailable"]
-        obj["scorer"] = scorer
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(obj, indent=1) + "\n")
+        _write_json(args.json, scores, notes, scorer)
     return 0
 
 

@@ -39,12 +39,10 @@ except (ImportError, AttributeError):   # run from a checkout without `pip insta
     sys.modules.pop("loralib", None)
     import loralib as lora
 
-TASKS = {
-    #          weight decay, dropout, label smoothing, E2E-style length penalty
-    "e2e":    dict(WEIGHT_DECAY="0.01", DROPOUT="0.1", LABEL_SMOOTH="0.1", LENGTH_PENALTY="0.9"),
-    "webnlg": dict(WEIGHT_DECAY="0.01", DROPOUT="0.1", LABEL_SMOOTH="0.1", LENGTH_PENALTY="0.8"),
-    "dart":   dict(WEIGHT_DECAY="0.0", DROPOUT="0.0", LABEL_SMOOTH="0.0", LENGTH_PENALTY="0.8"),
-}
+from nlg.tasks import TASKS as NLG_TASKS  # noqa: E402
+
+# weight decay, dropout, label smoothing, length penalty per task (the task table, nlg/tasks.py)
+TASKS = {name: dict(task.defaults) for name, task in NLG_TASKS.items()}
 COMMON = dict(LR="0.0002", WARMUP_STEP="500", MAX_EPOCH="5", TRAIN_BATCH_SIZE="8", BEAM="10",
               NO_REPEAT_NGRAM_SIZE="4")
 LORA_R = "--lora_dim 4 --lora_alpha 32 --lora_dropout ${DROPOUT}"
@@ -87,7 +85,7 @@ def methods():
 
 ORDER = ["LR", "WEIGHT_DECAY", "DROPOUT", "LABEL_SMOOTH", "WARMUP_STEP", "MAX_EPOCH", "TRAIN_BATCH_SIZE",
          "LORMA_MODE", "NOLA_C", "NOLA_NUM_BASIS", "QBITS", "BEAM", "LENGTH_PENALTY", "NO_REPEAT_NGRAM_SIZE"]
-TASK_TITLE = {"e2e": "E2E", "webnlg": "WebNLG 2017", "dart": "DART"}
+TASK_TITLE = {name: task.title for name, task in NLG_TASKS.items()}
 
 
 LORA_TABLE = "LoRA paper Table 11"

@@ -114,13 +114,10 @@ if [ -z "$INIT_CHECKPOINT" ]; then
   [ -n "$ckpt_name" ] || die "--init_checkpoint is required with model card $MODEL_CARD (a file, or random)"
   INIT_CHECKPOINT=$nlg/pretrained_checkpoints/$ckpt_name
 fi
-case "$TASK" in
-  e2e) default_data=data/e2e ;;
-  webnlg) default_data=data/webnlg_challenge_2017 ;;
-  dart) default_data=data/dart ;;
-  *) die "unknown TASK '$TASK' (e2e, webnlg, dart)" ;;
-esac
-DATA_DIR=${DATA_DIR:-$nlg/$default_data}
+# data folder, reference layout, scored splits: the task table (src/tasks.py)
+task_vars=$("$PYTHON" -m nlg.tasks shell "$TASK" 2>&1) || die "TASK '$TASK': ${task_vars#nlg.tasks: }"
+eval "$task_vars"
+DATA_DIR=${DATA_DIR:-$nlg/$TASK_DATA}
 WORK_DIR=${WORK_DIR:-$nlg/trained_models/GPT2_${size}/$TASK/${METHOD_NAME}_seed$SEED}
 
 if [ "$INIT_CHECKPOINT" = random ]; then
@@ -139,8 +136,7 @@ for f in encoder.json; do
 done
 card_check=$("$PYTHON" - "$MODEL_CARD" "$VOCAB/encoder.json" <<'PY' 2>&1
 import json, sys
-sys.path.insert(0, "src")
-from model import config_from_card
+from nlg.model import config_from_card
 try:
     card = config_from_card(sys.argv[1])
 except ValueError as e:
@@ -263,11 +259,12 @@ else
 fi
 
 # 3. Decode and 4. score. WebNLG is scored on the seen / unseen categories and on all of them.
-score_key=("$TASK" "$VOCAB" "${REF_NUM:-6}" "${NO_METEOR:-}")
+REF_NUM=${REF_NUM:-$TASK_REF_NUM}
+score_key=("$TASK" "$VOCAB" "$REF_NUM" "${NO_METEOR:-}")
 if [ "$FORCE" != 1 ] && [ "$WORK_DIR/scores.json" -nt "$WORK_DIR/$predict" ] \
     && ! stamp_differs score "${score_key[@]}" -- "$WORK_DIR/$predict" "$DATA_DIR/test_formatted.jsonl"; then
   say "decode + score: reusing $WORK_DIR/scores.json (newer than $predict)"
-elif [ "$TASK" = e2e ]; then
+elif [ "$TASK_REFERENCES" = e2e ]; then
   say "decode + score"
   "$PYTHON" src/gpt2_decode.py \
     --vocab "$VOCAB" \
@@ -278,8 +275,7 @@ elif [ "$TASK" = e2e ]; then
   "$PYTHON" eval/score.py --task e2e --ref "$WORK_DIR/e2e_ref.txt" --hyp "$WORK_DIR/e2e_pred.txt" \
     --json "$WORK_DIR/scores.json" ${NO_METEOR:+--no-meteor}
 else
-  if [ "$TASK" = webnlg ]; then splits="all seen unseen"; else splits="all"; fi
-  for split in $splits; do
+  for split in $TASK_SCORE_SPLITS; do
     say "decode + score ($split)"
     out=$WORK_DIR/eval_$split
     mkdir -p "$out"
@@ -288,14 +284,14 @@ else
       --sample_file "$WORK_DIR/$predict" \
       --input_file "$DATA_DIR/test_formatted.jsonl" \
       --ref_type "$TASK" \
-      --ref_num "${REF_NUM:-6}" \
+      --ref_num "$REF_NUM" \
       --output_ref_file "$out/references" \
       --output_pred_file "$out/hypothesis" \
       --tokenize --lower \
       --filter "$split"
     if [ ! -s "$out/hypothesis" ]; then say "no $split examples in this test set: not scored"; continue; fi
     "$PYTHON" eval/score.py --task "$TASK" --ref "$out/references/reference" --hyp "$out/hypothesis" \
-      --nr "${REF_NUM:-6}" --json "$out/scores.json" ${NO_METEOR:+--no-meteor}
+      --nr "$REF_NUM" --json "$out/scores.json" ${NO_METEOR:+--no-meteor}
   done
   cp "$WORK_DIR/eval_all/scores.json" "$WORK_DIR/scores.json"
 fi

@@ -29,66 +29,29 @@ then adapter_checkpoint; later files win per key) and must cover every backbone 
 has, else ValueError listing the missing ones (unless random_init). Adapter tensors are taken as a
 whole from the last file that has any and loaded with `lora.load_lora_state_dict` (strict).
 """
-import errno
 import os
 import re
-import shutil
-import tempfile
 
 import torch
 
-from model import lora
-from official_keys import translate as translate_official_keys
+from nlg.model import lora
+from nlg.official_keys import translate as translate_official_keys
+from traincore import few, read_checkpoint, remove_stale_temporaries, save_atomic, unwrap_state_dict  # noqa: F401
 
-_PREFIXES = ("module.", "transformer.")
+_PREFIXES = ("transformer.",)   # after DDP's `module.` (traincore.unwrap_state_dict)
 _SUFFIXES = {".g": ".weight", ".b": ".bias", ".w": ".weight"}  # TF-converted GPT-2 names
 _ATTN_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 
 
 def load_state_file(path):
     """A flat {published key: tensor} dict from any checkpoint file above; clear errors otherwise."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
-    if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ImportError(f"checkpoint {path}: reading .safetensors needs the `safetensors` "
-                              f"package (pip install safetensors)") from None
-        try:
-            obj = load_file(path)
-        except Exception as e:
-            raise ValueError(f"checkpoint {path}: not a readable safetensors file ({e})") from None
-    else:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint (neither torch.save's "
-                             f"zip format nor a pickle; starts with {head!r})")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            # torch's own message suggests weights_only=False, which we never do
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-            what = f" ({found.group(1)})" if found else ""
-            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint of tensors: it holds "
-                             f"objects that torch.load(weights_only=True) refuses to unpickle"
-                             f"{what}, or it is damaged ({type(e).__name__})") from None
-    return normalize_state_dict(obj, source=path)
+    return normalize_state_dict(read_checkpoint(path), source=os.fspath(path))
 
 
 def normalize_state_dict(obj, source="<state dict>"):
     """Unwrap `model_state_dict`, strip training prefixes, drop tied / buffer entries."""
-    if isinstance(obj, dict) and "model_state_dict" in obj:
-        obj = obj["model_state_dict"]
-    if not isinstance(obj, dict) or not obj:
-        raise ValueError(f"checkpoint {source}: expected a state dict (name -> tensor), got "
-                         f"{type(obj).__name__}{' (empty)' if isinstance(obj, dict) else ''}")
     out = {}
-    for key, value in obj.items():
-        if not isinstance(key, str):
-            raise ValueError(f"checkpoint {source}: key {key!r} is not a string")
+    for key, value in unwrap_state_dict(obj, source).items():
         k = key
         changed = True
         while changed:
@@ -114,11 +77,6 @@ def split_state(sd):
     return backbone, adapter
 
 
-def _few(keys, n=5):
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
-
-
 def _model_has_adapter(model):
     return any(lora.is_adapter_key(n) for n, _ in model.named_parameters())
 
@@ -133,7 +91,7 @@ def load_state_dict_into(model, state_dict, random_init=False, require_adapter=F
     unexpected = set(backbone) - set(want)
     if unexpected:
         raise ValueError(f"checkpoint {source}: {len(unexpected)} tensor(s) this model does not "
-                         f"have (wrong --model_card?): {_few(unexpected)}")
+                         f"have (wrong --model_card?): {few(unexpected)}")
     for k, v in backbone.items():
         if tuple(v.shape) != tuple(want[k].shape):
             raise ValueError(f"checkpoint {source}: {k} has shape {tuple(v.shape)}, the model "
@@ -142,7 +100,7 @@ def load_state_dict_into(model, state_dict, random_init=False, require_adapter=F
         hint = (" It holds only adapter weights: also give the pretrained backbone"
                 " (e.g. gpt2-medium-pytorch_model.bin)," if adapter and not backbone else "")
         raise ValueError(f"checkpoint {source}: missing {len(missing)} of {len(want)} backbone "
-                         f"tensor(s) the model needs: {_few(missing)}.{hint} Pass --random_init "
+                         f"tensor(s) the model needs: {few(missing)}.{hint} Pass --random_init "
                          f"to start those from random weights on purpose.")
     with torch.no_grad():
         model.transformer.load_state_dict(backbone, strict=False)
@@ -150,7 +108,7 @@ def load_state_dict_into(model, state_dict, random_init=False, require_adapter=F
     if adapter:
         if not has_adapter:
             raise ValueError(f"checkpoint {adapter_source or source}: holds adapter tensors "
-                             f"({_few(adapter)}) but the model was built without an adapter: "
+                             f"({few(adapter)}) but the model was built without an adapter: "
                              f"pass the method flags used for training (e.g. --lora_dim 4 "
                              f"--lora_alpha 32, --nola_rank 8 ..., --method ...)")
         try:
@@ -226,73 +184,6 @@ def check_method_matches(given, stored, path):
                          f"{'; '.join(diffs)}. Drop the method flags to use the checkpoint's own")
 
 
-def _disk_full(e, folder):
-    """torch.save reports a full disk as RuntimeError('[enforce fail at inline_container.cc]
-    ... file write failed'); an OSError says ENOSPC."""
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return True
-    if isinstance(e, RuntimeError) and "write failed" in str(e):
-        try:
-            return shutil.disk_usage(folder).free < 64 * 2**20
-        except OSError:
-            return False
-    return False
-
-
-def remove_stale_temporaries(folder, names=("model.", "resume.pt")):
-    """Temporary files of saves a killed run left behind (.<name>.<random>.tmp); call it while
-    holding the work dir's lock, so that no save of another run is in flight."""
-    removed = 0
-    for n in os.listdir(folder) if os.path.isdir(folder) else ():
-        if n.endswith(".tmp") and any(n.startswith("." + p) for p in names):
-            os.unlink(os.path.join(folder, n))
-            removed += 1
-    return removed
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save_atomic(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`: a crash
-    mid-write leaves the previous file (or none), never a truncated one under the final name."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; keep the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            if path.endswith(".safetensors"):
-                from safetensors.torch import save
-                f.write(save(obj))
-            else:
-                torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if _disk_full(e, folder):
-            raise OSError(errno.ENOSPC, f"no space left on the device of {folder} while writing "
-                          f"{path} ({shutil.disk_usage(folder).free // 2**20} MiB free); the "
-                          f"previous file, if any, is kept") from None
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 def backbone_state_dict(model):
     """The model's backbone in the published naming and layout (no adapter tensors)."""
     return {k: v.detach().clone().contiguous() for k, v in model.transformer.state_dict().items()
@@ -337,7 +228,7 @@ def main(argv=None):
                     help="fold the adapter into the weights (otherwise an adapter is dropped)")
     lora.add_method_args(ex)
     args = ap.parse_args(argv)
-    from model import GPT2LMModel, config_from_card
+    from nlg.model import GPT2LMModel, config_from_card
     method = lora.method_config_from_args(args, default="full", pipeline="gpt2")
     model = GPT2LMModel(config_from_card(args.model_card, method=method))
     load_model_weights(model, args.init_checkpoint, backbone_checkpoint=args.backbone_checkpoint,

@@ -8,7 +8,13 @@ context is "subj : relation : obj" joined by " | ", with the relation lowercased
 number of entries ("unique source is N"). A malformed entry stops the run with the file and
 the entry's index.
 """
-from format_io import cli, read_json, write_jsonl
+if not __package__:  # run as a file (python src/format_converting_dart.py), as in Microsoft's repo
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from traincore.entry import as_package
+    as_package(__file__, "nlg")
+from nlg.format_io import cli, read_json, write_jsonl
 
 
 def convert_entries(data, path):

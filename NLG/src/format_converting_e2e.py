@@ -5,7 +5,13 @@
 Output is the same as Microsoft's LoRA script: the line is stripped of surrounding whitespace,
 then split at '||'. A line without exactly one '||' stops the run with the file and line number.
 """
-from format_io import cli, text_lines, write_jsonl
+if not __package__:  # run as a file (python src/format_converting_e2e.py), as in Microsoft's repo
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from traincore.entry import as_package
+    as_package(__file__, "nlg")
+from nlg.format_io import cli, text_lines, write_jsonl
 
 
 def convert_line(line, path, lineno):

@@ -9,7 +9,13 @@ Output is the same as Microsoft's LoRA script: one line per lexicalisation whose
 training, which gpt2_decode.py --filter seen|unseen uses. Prints each category's entry count.
 A malformed entry stops the run with the file and the entry's index.
 """
-from format_io import cli, read_json, write_jsonl
+if not __package__:  # run as a file (python src/format_converting_webnlg.py), as in Microsoft's repo
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from traincore.entry import as_package
+    as_package(__file__, "nlg")
+from nlg.format_io import cli, read_json, write_jsonl
 
 SEEN_CATEGORIES = (
     "Airport", "Astronaut", "Building", "City", "ComicsCharacter",

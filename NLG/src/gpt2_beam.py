@@ -18,9 +18,15 @@ context is decoded once, many contexts per batch (sorted by length, padded per b
 --seq_len), one prefill per context. --seq_len only bounds the context: its last
 seq_len - eval_len tokens are kept. A batch holds about 160 hypotheses on CPU, 1024 on GPU
 (distinct contexts x beam, at least --batch_size contexts), fewer where long contexts would
-overrun the KV-cache budget; --decode_batch sets the number of contexts outright. With N processes (torchrun / torch.distributed.launch)
-the distinct contexts are split across ranks and rank 0 writes the file.
+overrun the KV-cache budget; --decode_batch sets the number of contexts outright. With N
+processes (torchrun / torch.distributed.launch) the distinct contexts are split across ranks and rank 0 writes the file.
 """
+if not __package__:  # run as a file (python src/gpt2_beam.py), as in Microsoft's repo
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from traincore.entry import as_package
+    as_package(__file__, "nlg")
 import argparse
 import json
 import os
@@ -30,11 +36,12 @@ import time
 
 import torch
 
-from beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
-from checkpoint import check_method_matches, load_model_weights, stored_method
-from data_utils import read_ft_file
-from gpu import add_gpu_params, all_gather_object, cleanup, distributed_sync, parse_gpu
-from model import GPT2LMModel, config_from_card, lora
+from nlg.beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
+from nlg.checkpoint import check_method_matches, load_model_weights, stored_method
+from nlg.data_utils import read_ft_file
+from nlg.gpu import add_gpu_params, cleanup, parse_gpu
+from nlg.model import GPT2LMModel, config_from_card, lora
+from traincore import Precision, barrier, gather_objects, write_text_atomic
 
 DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
 ROWS_PER_BATCH = {"cpu": 160, "cuda": 1024}  # hypotheses (contexts x beam) decoded together
@@ -84,8 +91,8 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
                    help="pad every context to seq_len - eval_len as the reference does (for benchmarks)")
     p.add_argument("--no_early_exit", action="store_true",
                    help="run all eval_len steps for every context even once its result is settled")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU; results may differ from fp32)")
-    p.add_argument("--fp16", action="store_true", help="fp16 autocast (GPU; results may differ from fp32)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU; results may differ from fp32)")
+    p.add_argument("--fp16", action="store_true", help="fp16 autocast (GPU or CPU; results may differ from fp32)")
     lora.add_method_args(p)
     if defaults:
         p.set_defaults(**defaults)
@@ -95,7 +102,7 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
 def eos_ids(args):
     default = DEFAULT_EOS
     if args.vocab:
-        from encoder import get_encoder
+        from nlg.encoder import get_encoder
         default = get_encoder(args.vocab).eos_id
     return tuple([default] + list(args.eos_token_id or []))
 
@@ -174,40 +181,28 @@ def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=pri
     if rank == 0:
         log(f"{len(contexts)} lines, {len(uniq)} distinct contexts; {len(mine)} on rank 0, "
             f"up to {per_batch} per batch, beam {s.beam}, eval_len {s.eval_len}")
-    autocast = _autocast(args, device)
-    with autocast:
+    with Precision.from_flags(args.fp16, args.bf16, device).autocast():
         preds = decode_contexts(model, [uniq[j] for j in mine], s, per_batch,
                                 pad_to=(args.seq_len - args.eval_len) if args.pad_to_seq_len else 0,
                                 early_exit=not args.no_early_exit, progress=progress,
                                 cache_rows=cache_rows)
     gathered = {}
-    for part in all_gather_object(list(zip(mine, preds)), args):
+    for part in gather_objects(list(zip(mine, preds))):
         gathered.update(part)
     return [gathered[j] for j in inverse]
 
 
-def _autocast(args, device):
-    if args.bf16 or args.fp16:
-        if device.type != "cuda":
-            raise ValueError("--bf16 / --fp16 need a GPU")
-        return torch.autocast("cuda", dtype=torch.bfloat16 if args.bf16 else torch.float16)
-    return torch.autocast(device.type, enabled=False)
-
-
 def write_predictions(path, predictions):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for i, pred in enumerate(predictions):
-            f.write(json.dumps({"id": i, "predict": pred}) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic("".join(json.dumps({"id": i, "predict": pred}) + "\n"
+                              for i, pred in enumerate(predictions)), path)
 
 
 def main(argv=None, defaults=None, description=None):
     args = build_parser(defaults, **({"description": description} if description else {})
                         ).parse_args(argv)
     if args.fp16 and args.bf16:
-        raise SystemExit("--fp16 and --bf16 are exclusive")
+        print("gpt2_beam: --fp16 and --bf16 are exclusive (pick one)", file=sys.stderr)
+        sys.exit(2)
     try:
         method = resolve_method(args)
         s = settings_from_args(args)
@@ -258,7 +253,8 @@ def run(args, method, s):
     if rank == 0:
         print("=" * 80)
         for k, v in vars(args).items():
-            print(f"    - {k} : {v}")
+            if k != "procs":
+                print(f"    - {k} : {v}")
         print("=" * 80)
     if rank == 0:
         _check_writable(os.path.join(args.work_dir, args.output_file))
@@ -282,7 +278,7 @@ def run(args, method, s):
         write_predictions(path, preds)
         dt = time.time() - t0
         print(f"saved {len(preds)} predictions to {path} ({dt:.1f}s, {len(preds) / max(dt, 1e-9):.2f} lines/s)")
-    distributed_sync(args)
+    barrier()
 
 
 if __name__ == "__main__":

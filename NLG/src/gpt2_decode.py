@@ -20,13 +20,20 @@ are cut at "<|endoftext|>", then at the first blank line, then stripped.
 --output_pred_file gets one prediction per context. --lower lowercases; --tokenize splits at every
 non-word character (re's \\W) and single-spaces the result, as the reference does (no NLTK).
 """
+if not __package__:  # run as a file (python src/gpt2_decode.py), as in Microsoft's repo
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from traincore.entry import as_package
+    as_package(__file__, "nlg")
 import argparse
 import json
 import os
 import re
 import sys
 
-import encoder
+from nlg import encoder
+from nlg.tasks import TASKS
 
 EOT = "<|endoftext|>"
 
@@ -126,11 +133,12 @@ def write_outputs(refer, samples, ref_type, ref_num, output_ref_file, output_pre
         return post_process(s, tokenize, lower)
 
     # GenerationEval's data/ folder may not exist yet (download_evalscript.sh not run).
-    for path in (output_pred_file, output_ref_file if ref_type == "e2e" else None):
+    one_file = TASKS[ref_type].references == "e2e"   # else reference0..N-1 in a folder
+    for path in (output_pred_file, output_ref_file if one_file else None):
         if path and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(output_pred_file, "w", encoding="utf8") as pred_writer:
-        if ref_type == "e2e":
+        if one_file:
             # Blank lines separate the contexts' reference blocks, so an empty reference would
             # end its block early and shift every later context onto the wrong references.
             for key, refs in refer.items():
@@ -168,7 +176,7 @@ def build_parser():
     p.add_argument("--output_pred_file", type=str, required=True, help="prediction file")
     p.add_argument("--ref_unique_file", type=str, default=None,
                    help="one integer per input line: group references by these ids instead of by context")
-    p.add_argument("--ref_type", default="e2e", choices=["e2e", "webnlg", "dart"], help="reference layout")
+    p.add_argument("--ref_type", default="e2e", choices=list(TASKS), help="reference layout (the task's)")
     p.add_argument("--ref_num", default=4, type=int, help="number of reference files (webnlg/dart)")
     p.add_argument("--tokenize", action="store_true", help="split off non-word characters")
     p.add_argument("--lower", action="store_true", help="lowercase")

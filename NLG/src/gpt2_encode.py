@@ -8,6 +8,12 @@ context = BPE(context) (+ [eot] with --add_bos), completion = BPE(" " + completi
 (+ [eot] with --add_eos), where eot is the vocabulary's "<|endoftext|>" id (50256 for GPT-2).
 The context may be empty (plain-text language modelling). Other keys (e.g. "cate") are dropped.
 """
+if not __package__:  # run as a file (python src/gpt2_encode.py), as in Microsoft's repo
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from traincore.entry import as_package
+    as_package(__file__, "nlg")
 import argparse
 import json
 import os
@@ -15,8 +21,8 @@ import sys
 
 from tqdm import tqdm
 
-import encoder
-from format_io import text_lines
+from nlg import encoder
+from nlg.format_io import text_lines
 
 
 def encode_record(enc, items, add_bos, add_eos):

@@ -3,9 +3,15 @@
 Same command line as gpt2_ft.py (Microsoft's flags plus loralib's); this entry point only presets
 --method mtlora --mtlora_structure ICFM (the official default; or SHIM, CTCM, DTSM).
 """
+if not __package__:  # run as a file (python src/gpt2_ft_mtlora.py), as in Microsoft's repo
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from traincore.entry import as_package
+    as_package(__file__, "nlg")
 import sys
 
-from gpt2_ft import main
+from nlg.gpt2_ft import main
 
 if __name__ == "__main__":
     main(sys.argv[1:], defaults={"method": "mtlora", "mtlora_structure": "ICFM"},

@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,15 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-try:
-    import loralib as lora
-    lora.adapt_linear  # an empty loralib/ folder imports as a namespace package
-except (ImportError, AttributeError):
-    # Scripts run as `python src/gpt2_ft.py` from NLG/ without `pip install -e .`: use the
-    # loralib that sits at the root of this repository.
-    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-    sys.modules.pop("loralib", None)
-    import loralib as lora
+import loralib as lora
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,7 +336,7 @@ class GPT2LMModel(nn.Module):
 
     def load_weight(self, state_dict, random_init=False):
         """Microsoft's entry point: load a published / fine-tuned state dict (see checkpoint.py)."""
-        from checkpoint import load_state_dict_into
+        from nlg.checkpoint import load_state_dict_into
         return load_state_dict_into(self, state_dict, random_init=random_init)
 
 

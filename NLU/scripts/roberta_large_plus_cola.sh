@@ -17,7 +17,7 @@ case "$lorma_mode" in pre|post) ;; *) echo "$0: MODE must be pre or post, got '$
 case "$lorma_r" in ''|*[!0-9]*) echo "$0: R must be a positive integer, got '$lorma_r'" >&2; exit 2;; esac
 case "$do_pi" in True|true|1|False|false|0) ;;
   *) echo "$0: DO_PI must be True or False, got '$do_pi'" >&2; exit 2;; esac
-echo "note: DO_PI=$do_pi has no effect, as in LoRMA's official roberta_large_plus_cola.sh (LoRMA_+ always); for LoRMA_pi run roberta_large_lorma_pi_cola.sh" >&2
+echo "note: DO_PI=$do_pi has no effect, as in LoRMA's official roberta_large_plus_cola.sh"   "(LoRMA_+ always); for LoRMA_pi run roberta_large_lorma_pi_cola.sh" >&2
 kind=rri; variant=lorma_plus
 alpha=$((lorma_r / 2))   # the official script's integer arithmetic
 export MODEL_SIZE=large TASK=cola METHOD_NAME="${variant}_${lorma_mode}_r${lorma_r}"

@@ -23,14 +23,10 @@ Inputs are `<s> A </s>` or `<s> A </s></s> B </s>`, truncated longest-first as H
 """
 import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-_NLG_SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "NLG", "src"))
-if _NLG_SRC not in sys.path:
-    sys.path.append(_NLG_SRC)   # appended: modules of NLU/src keep precedence
-from encoder import Encoder, read_merges  # noqa: E402
+from nlg.encoder import Encoder, read_merges
 
 
 @dataclass(frozen=True)
@@ -43,17 +39,30 @@ class TaskSpec:
     header: bool = True
     columns: Optional[int] = None   # fixed field count (headerless files); else the header's
     dev_files: Tuple[str, ...] = ("dev.tsv",)
-    metric: str = "accuracy"
+    scores: Tuple[str, ...] = ("accuracy",)     # what evaluation reports (glue_metrics.py)
+    metric: str = "accuracy"    # the one the papers report; the best epoch is chosen by it
+
+    @property
+    def reported(self) -> str:
+        """The key of `metric` in run_glue's results (MNLI: dev_matched_accuracy)."""
+        if len(self.dev_files) > 1:
+            return f"{os.path.splitext(self.dev_files[0])[0]}_{self.metric}"
+        return self.metric
 
 
+# The metric: what the LoRA paper (and LoRMA's, MTLoRA's) report: Matthews correlation for CoLA,
+# Pearson for STS-B, accuracy for the others (MRPC and QQP too; their F1 is reported beside it).
+_F1 = ("accuracy", "f1", "acc_and_f1")
 TASKS: Dict[str, TaskSpec] = {
-    "cola": TaskSpec("CoLA", 3, None, 1, ("0", "1"), header=False, columns=4, metric="mcc"),
+    "cola": TaskSpec("CoLA", 3, None, 1, ("0", "1"), header=False, columns=4,
+                     scores=("mcc", "accuracy"), metric="mcc"),
     "sst2": TaskSpec("SST-2", 0, None, 1, ("0", "1")),
-    "mrpc": TaskSpec("MRPC", 3, 4, 0, ("0", "1"), metric="f1"),
-    "stsb": TaskSpec("STS-B", 7, 8, -1, None, metric="pearson"),
+    "mrpc": TaskSpec("MRPC", 3, 4, 0, ("0", "1"), scores=_F1),
+    "stsb": TaskSpec("STS-B", 7, 8, -1, None, scores=("pearson", "spearmanr", "corr"),
+                     metric="pearson"),
     "rte": TaskSpec("RTE", 1, 2, -1, ("entailment", "not_entailment")),
     "qnli": TaskSpec("QNLI", 1, 2, -1, ("entailment", "not_entailment")),
-    "qqp": TaskSpec("QQP", 3, 4, 5, ("0", "1"), metric="f1"),
+    "qqp": TaskSpec("QQP", 3, 4, 5, ("0", "1"), scores=_F1),
     # HF's label order, which Microsoft's released MNLI head uses.
     "mnli": TaskSpec("MNLI", 8, 9, -1, ("contradiction", "entailment", "neutral"),
                      dev_files=("dev_matched.tsv", "dev_mismatched.tsv")),

@@ -1,8 +1,7 @@
 """GLUE metrics in numpy (the standard definitions, as sklearn / scipy compute them).
 
-    CoLA: Matthews correlation        SST-2, RTE, QNLI, MNLI: accuracy
-    MRPC, QQP: F1 of the positive class and accuracy
-    STS-B: Pearson and Spearman correlation (Spearman = Pearson of average ranks)
+    accuracy; F1 of the positive class; Matthews correlation; Pearson and Spearman correlation
+    (Spearman = Pearson of average ranks). Which task reports which: glue_data.TASKS.
 Degenerate inputs (a constant prediction) give 0.0 where the formula divides by zero, as
 sklearn's matthews_corrcoef does.
 """
@@ -67,17 +66,26 @@ def spearman(x, y) -> float:
     return pearson(average_ranks(x), average_ranks(y))
 
 
+# name -> f(pred, label, scores computed so far); a task's list is in glue_data.TASKS
+_SCORES = {
+    "accuracy": lambda p, y, done: accuracy(p, y),
+    "f1": lambda p, y, done: f1_binary(p, y),
+    "acc_and_f1": lambda p, y, done: (done["accuracy"] + done["f1"]) / 2,
+    "mcc": lambda p, y, done: matthews_corr(p, y),
+    "pearson": lambda p, y, done: pearson(p, y),
+    "spearmanr": lambda p, y, done: spearman(p, y),
+    "corr": lambda p, y, done: (done["pearson"] + done["spearmanr"]) / 2,
+}
+
+
 def glue_metrics(task: str, pred, label) -> Dict[str, float]:
-    """Scores of one task; `pred` are class ids (scores for STS-B)."""
-    t = task.lower().replace("-", "")
-    if t == "cola":
-        return {"mcc": matthews_corr(pred, label), "accuracy": accuracy(pred, label)}
-    if t == "stsb":
-        p, s = pearson(pred, label), spearman(pred, label)
-        return {"pearson": p, "spearmanr": s, "corr": (p + s) / 2}
-    if t in ("mrpc", "qqp"):
-        a, f = accuracy(pred, label), f1_binary(pred, label)
-        return {"accuracy": a, "f1": f, "acc_and_f1": (a + f) / 2}
-    if t in ("sst2", "rte", "qnli", "mnli", "mnlim", "mnlimm", "wnli"):
-        return {"accuracy": accuracy(pred, label)}
-    raise ValueError(f"no metric for task {task!r}")
+    """The task's scores (glue_data.TASKS names them); `pred` are class ids (scores for STS-B)."""
+    from nlu.glue_data import task_spec   # the table; imported here so the metrics load alone
+    try:
+        spec = task_spec(task)
+    except ValueError as e:
+        raise ValueError(f"no metric for task {task!r}: {e}") from None
+    done: Dict[str, float] = {}
+    for name in spec.scores:
+        done[name] = _SCORES[name](pred, label, done)
+    return done

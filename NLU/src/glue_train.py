@@ -1,4 +1,5 @@
-"""run_glue.py's training loop: gradient accumulation, a resumable state, the run log.
+"""run_glue.py's part of the training loop (traincore.TrainLoop does the steps): the epochs of a
+DistributedSampler, gradient accumulation within an epoch, the resumable state, the run log.
 
 The resumable state (<output_dir>/resume.pt, written every --save_steps optimizer steps and at
 every epoch end) holds the trainable tensors, optimizer, scheduler, loss scaler, every process's
@@ -13,8 +14,8 @@ import time
 
 import torch
 
-from traincore import (LossWatch, changed_settings, check_finite_state, read_jsonl, rng_state,
-                       set_rng_state)
+from traincore import (LossWatch, Precision, RunLog, TrainLoop, allowed_changes, load_resume,
+                       save_resume)
 
 # What --resume must see unchanged (they decide what the steps compute).
 RESUME_SETTINGS = ("task_name", "model_card", "init_checkpoint", "adapter_checkpoint",
@@ -23,189 +24,142 @@ RESUME_SETTINGS = ("task_name", "model_card", "init_checkpoint", "adapter_checkp
                    "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
                    "max_grad_norm", "seed", "cls_dropout", "fp16", "bf16", "max_train_samples",
                    "world_size", "method")
+HINT = " (a lower --learning_rate or --max_grad_norm 1.0 usually helps)"
 
 
-def resume_settings(args, env, method):
+def resume_settings(args, procs, method):
     out = {k: getattr(args, k, None) for k in RESUME_SETTINGS if k not in ("world_size", "method")}
-    out.update(world_size=env.world, method=method.to_dict())
+    out.update(world_size=procs.world, method=method.to_dict())
     return out
 
 
-class RunLog:
-    """train_log.jsonl and TensorBoard scalars (main process)."""
-
-    def __init__(self, args, env, start_step):
-        self.f = self.tb = None
-        if not env.main:
-            return
-        path = os.path.join(args.output_dir, "train_log.jsonl")
-        keep = []
-        if start_step and os.path.isfile(path):   # drop what a killed run logged after its state
-            keep = [r for r in read_jsonl(path) if r.get("step", 0) <= start_step]
-        self.f = open(path, "w")
-        for r in keep:
-            self.f.write(json.dumps(r) + "\n")
-        if not getattr(args, "no_tensorboard", False):
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(os.path.join(args.output_dir, "tensorboard"),
-                                        purge_step=start_step + 1 if start_step else None)
-            except ImportError:
-                pass
-
-    def write(self, rec):
-        if self.f is None:
-            return
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
-        if self.tb is not None:
-            for k, v in rec.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"train/{k}", v, rec["step"])
-
-    def close(self):
-        if self.f is not None:
-            self.f.close()
-        if self.tb is not None:
-            self.tb.close()
+def linear_schedule(optimizer, warmup, total):
+    """Hugging Face's linear warmup then linear decay to 0."""
+    def f(step):
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
 
-def _save_resume(path, model, opt, sched, scaler, env, step, epoch, batch, tracking, settings,
-                 save):
-    rngs = env.gather(rng_state(next(model.parameters()).device))
-    if not env.main:
-        return
-    trained = {k: v for k, v in model.state_dict().items()
-               if k in {n for n, p in model.named_parameters() if p.requires_grad}}
-    check_finite_state(trained, path)
-    state = {"model_state_dict": trained, "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(),
-             "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
-             "step": step, "epoch": epoch, "batch": batch,
-             "tracking": json.dumps(tracking), "settings": settings}
-    save(state, path)
+def _groups(loader, acc, skip):
+    """(batches consumed, micro-batches) per optimizer step of one epoch: `acc` batches, fewer for
+    the epoch's last step; the first `skip` batches (consumed before a resume) are passed over."""
+    group = []
+    for b, batch in enumerate(loader):
+        if b < skip:
+            continue
+        group.append(batch)
+        if len(group) == acc or b == len(loader) - 1:
+            yield b + 1, group
+            group = []
 
 
-def _load_resume(path, model, opt, sched, scaler, env, settings, allowed):
-    if not os.path.isfile(path):
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SystemExit(f"--resume: {path} is not readable ({type(e).__name__})") from None
-    changed = changed_settings(state.get("settings", {}), settings, allowed)
-    if changed:
-        raise SystemExit(f"--resume: {path} was written with other settings: "
-                         + "; ".join(changed) + ". Use the original settings, or "
-                         "--resume_allow_changes NAME[,NAME]")
-    missing = model.load_state_dict(state["model_state_dict"], strict=False).unexpected_keys
-    if missing:
-        raise SystemExit(f"--resume: {path} holds tensors this model does not have: {missing[:5]}")
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    rngs = state["rng"]
-    set_rng_state(rngs[min(env.rank, len(rngs) - 1)], next(model.parameters()).device)
-    return state
+class GlueTraining:
+    """One run's optimizer, schedule, loop, log and resumable state."""
 
+    def __init__(self, model, ddp, loader, sampler, args, procs, log, settings, tracking,
+                 build_optimizer):
+        self.model, self.loader, self.sampler, self.args = model, loader, sampler, args
+        self.procs, self.log, self.settings, self.tracking = procs, log, settings, tracking
+        self.acc = args.gradient_accumulation_steps
+        self.per_epoch = math.ceil(len(loader) / self.acc)
+        self.total = args.max_steps if args.max_steps > 0 else \
+            math.ceil(self.per_epoch * args.num_train_epochs)
+        self.epochs = math.ceil(self.total / self.per_epoch)
+        self.warmup = math.ceil(self.total * args.warmup_ratio)
+        self.device = procs.device
+        opt = build_optimizer(model, args, self.device)
+        precision = Precision.from_flags(args.fp16, args.bf16, self.device)
+        self.loop = TrainLoop(ddp, opt, linear_schedule(opt, self.warmup, self.total), precision,
+                              precision.grad_scaler(), clip=args.max_grad_norm,
+                              distributed=procs.distributed,
+                              params=[p for p in model.parameters() if p.requires_grad])
+        self.trained = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.resume_path = os.path.join(args.output_dir, "resume.pt")
+        self.watch = LossWatch(self.device)
+        self.epoch = self.run_steps = 0
+        self.last_loss = None
 
-def train(model, ddp, loader, sampler, args, env, device, log, settings, on_epoch_end,
-          tracking, hooks):
-    """hooks: autocast(args, device), build_optimizer(model, args, device),
-    linear_schedule(opt, warmup, total), save(state, path) of run_glue.py."""
-    autocast, build_optimizer = hooks["autocast"], hooks["build_optimizer"]
-    linear_schedule, save = hooks["linear_schedule"], hooks["save"]
-    acc = args.gradient_accumulation_steps
-    per_epoch = math.ceil(len(loader) / acc)
-    total = args.max_steps if args.max_steps > 0 else math.ceil(per_epoch * args.num_train_epochs)
-    epochs = math.ceil(total / per_epoch)
-    warmup = math.ceil(total * args.warmup_ratio)
-    opt = build_optimizer(model, args, device)
-    sched = linear_schedule(opt, warmup, total)
-    scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    resume_path = os.path.join(args.output_dir, "resume.pt")
-    step, start_epoch, skip = 0, 0, 0
-    if args.resume:
-        allowed = [a.strip() for a in args.resume_allow_changes.split(",") if a.strip()]
-        state = _load_resume(resume_path, model, opt, sched, scaler, env, settings, allowed)
-        if state is not None:
-            step, start_epoch, skip = int(state["step"]), int(state["epoch"]), int(state["batch"])
-            tracking.update(json.loads(state["tracking"]))
-            log(f"resumed from {resume_path} at step {step} (epoch {start_epoch}, batch {skip})")
-        else:
-            log(f"--resume: no {resume_path} yet: starting at step 0")
-    log(f"training: {total} steps ({per_epoch} per epoch, {env.world} process(es) x batch "
-        f"{args.per_device_train_batch_size} x {acc} accumulated), warmup {warmup}")
-    runlog = RunLog(args, env, step)
-    watch = LossWatch(device)
-    t0, run_steps = time.time(), 0
-    model.train()
-    hint = " (a lower --learning_rate or --max_grad_norm 1.0 usually helps)"
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        micro = 0
-        for b, (_, ids, mask, labels) in enumerate(loader):
-            if epoch == start_epoch and b < skip:
-                continue
-            ids, mask, labels = (t.to(device, non_blocking=True) for t in (ids, mask, labels))
-            last = micro == acc - 1 or b == len(loader) - 1
-            sync = ddp.no_sync() if (env.on and not last) else _nullcontext()
-            with sync:
-                with autocast(args, device):
-                    loss, _ = ddp(ids, mask, labels=labels)
-                loss = loss / acc
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            micro += 1
-            if not last:
-                continue
-            micro = 0
-            if scaler is not None:
-                scaler.unscale_(opt)
-            if args.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            run_steps += 1
-            watch.update(loss, step)
-            if step % args.logging_steps == 0 or step == total:
-                watch.check(hint)       # .item() syncs with the device: only on logging steps
-                runlog.write({"step": step, "epoch": epoch, "loss": loss.item() * acc,
-                              "lr": sched.get_last_lr()[0],
-                              "elapsed_s": round(time.time() - t0, 2)})
-                log(f"step {step}/{total} | epoch {epoch} | loss {loss.item() * acc:.4f}")
-            stopping = args.stop_after_steps is not None and run_steps >= args.stop_after_steps
-            if step % args.save_steps == 0 or stopping:
-                watch.check(hint)
-                _save_resume(resume_path, model, opt, sched, scaler, env, step, epoch, b + 1,
-                             tracking, settings, save)
-            if stopping and step < total:
-                runlog.close()
-                log(f"stopping after {run_steps} steps at step {step}; continue with --resume")
-                return step, False
-            if step >= total:
-                break
-        on_epoch_end(epoch, step)
-        if step >= total:
-            break
-        watch.check(hint)
-        _save_resume(resume_path, model, opt, sched, scaler, env, step, epoch + 1, 0, tracking,
-                     settings, save)
-    watch.check(hint)
-    runlog.close()
-    return step, True
+    def _save(self, epoch, batch):
+        lp = self.loop
+        save_resume(self.resume_path, self.model, self.trained, lp.optimizer, lp.scheduler,
+                    lp.scaler, lp.step, self.settings, self.device, main=self.procs.main,
+                    extra={"epoch": epoch, "batch": batch, "tracking": json.dumps(self.tracking)},
+                    hint=HINT)
 
+    def _resume(self):
+        """(epoch, batches to skip) where this run starts."""
+        if not self.args.resume:
+            return 0, 0
+        if not os.path.isfile(self.resume_path):
+            self.log(f"--resume: no {self.resume_path} yet: starting at step 0")
+            return 0, 0
+        lp = self.loop
+        state = load_resume(self.resume_path, self.model, self.trained, lp.optimizer, lp.scheduler,
+                            lp.scaler, self.settings,
+                            allowed_changes(self.args.resume_allow_changes, RESUME_SETTINGS),
+                            self.device, self.procs.rank, self.procs.world, log=self.log)
+        lp.step = int(state["step"])
+        epoch, skip = int(state["epoch"]), int(state["batch"])
+        self.tracking.update(json.loads(state["tracking"]))
+        self.log(f"resumed from {self.resume_path} at step {lp.step} (epoch {epoch}, batch {skip})")
+        return epoch, skip
 
-class _nullcontext:
-    def __enter__(self):
-        return self
+    def loss_of(self, net, batch):
+        _, ids, mask, labels = (t.to(self.device, non_blocking=True) for t in batch)
+        loss, _ = net(ids, mask, labels=labels)
+        self.last_loss = loss / self.acc
+        return self.last_loss
 
-    def __exit__(self, *a):
-        return False
+    def after_step(self, step, _lr, batches_done):
+        args, loss = self.args, self.last_loss
+        self.run_steps += 1
+        self.watch.update(loss, step)
+        if step % args.logging_steps == 0 or step == self.total:
+            self.watch.check(HINT)       # .item() syncs with the device: only on logging steps
+            value = loss.item() * self.acc
+            self.runlog.write("train", {"step": step, "epoch": self.epoch, "loss": value,
+                                        "lr": self.loop.scheduler.get_last_lr()[0],
+                                        "elapsed_s": round(time.time() - self.t0, 2)},
+                              echo=f"step {step}/{self.total} | epoch {self.epoch} | loss {value:.4f}")
+        self.runlog.step()
+        self.stopped = args.stop_after_steps is not None and self.run_steps >= args.stop_after_steps
+        if step % args.save_steps == 0 or self.stopped:
+            self.watch.check(HINT)
+            self._save(self.epoch, batches_done)
+        if self.stopped and step < self.total:
+            self.log(f"stopping after {self.run_steps} steps at step {step}; continue with --resume")
+            return True
+        self.stopped = False
+        return step >= self.total
+
+    def run(self, on_epoch_end):
+        """Train to the last step (True) or until --stop_after_steps (False); on_epoch_end(epoch,
+        step) evaluates after every epoch and at the last step."""
+        args = self.args
+        start_epoch, skip = self._resume()
+        self.log(f"training: {self.total} steps ({self.per_epoch} per epoch, {self.procs.world} "
+                 f"process(es) x batch {args.per_device_train_batch_size} x {self.acc} "
+                 f"accumulated), warmup {self.warmup}")
+        self.runlog = RunLog(args.output_dir, ("train",), self.loop.step, self.total,
+                             main=self.procs.main, tensorboard=not args.no_tensorboard)
+        self.t0, self.stopped = time.time(), False
+        self.model.train()
+        try:
+            for epoch in range(start_epoch, self.epochs):
+                self.epoch = epoch
+                self.sampler.set_epoch(epoch)
+                self.loop.run(_groups(self.loader, self.acc, skip if epoch == start_epoch else 0),
+                              self.loss_of, self.after_step)
+                if self.stopped:
+                    return False
+                on_epoch_end(epoch, self.loop.step)
+                if self.loop.step >= self.total:
+                    break
+                self.watch.check(HINT)
+                self._save(epoch + 1, 0)
+            self.watch.check(HINT)
+            return True
+        finally:
+            self.runlog.close()

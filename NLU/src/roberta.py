@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -26,14 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-try:
-    import loralib as lora
-    lora.adapt_linear  # an empty loralib/ folder imports as a namespace package
-except (ImportError, AttributeError):
-    # Run as `python src/run_glue.py` from NLU/ without `pip install -e .`.
-    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-    sys.modules.pop("loralib", None)
-    import loralib as lora
+import loralib as lora
+from traincore import read_checkpoint, unwrap_state_dict
 
 # loralib target name -> attribute path inside one encoder layer
 TARGET_MODULES = {
@@ -183,7 +176,9 @@ class RobertaSelfAttention(nn.Module):
 
     def forward(self, x, keep):
         B, T, C = x.shape
-        split = lambda t: t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
+
+        def split(t):
+            return t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                            dropout_p=self.dropout_p if self.training else 0.0)
@@ -329,35 +324,10 @@ def read_state_file(path) -> Dict[str, torch.Tensor]:
     .safetensors; `module.` prefixes (DDP) dropped and bare RobertaModel keys (`embeddings.`,
     `encoder.`) given the `roberta.` prefix."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
-    if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ImportError(f"checkpoint {path}: reading .safetensors needs the `safetensors` "
-                              f"package") from None
-        obj = load_file(path)
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint of tensors ({first})") \
-                from None
-    for key in ("model_state_dict", "state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint {path}: expected a dict of tensors, got {type(obj).__name__}")
+    sd = unwrap_state_dict(read_checkpoint(path), path,
+                           containers=("model_state_dict", "state_dict", "model"), tensors_only=True)
     out = {}
-    for k, v in obj.items():
-        if not isinstance(v, torch.Tensor):
-            raise ValueError(f"checkpoint {path}: key {k!r} holds a {type(v).__name__}, "
-                             f"not a tensor")
-        while k.startswith("module."):
-            k = k[len("module."):]
+    for k, v in sd.items():
         if k.startswith(("embeddings.", "encoder.", "pooler.")):
             k = "roberta." + k
         k = _official_key(k)

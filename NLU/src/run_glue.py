@@ -27,37 +27,30 @@ Outputs in --output_dir:
   run_config.json     the arguments, the method and the model config
   train_log.jsonl     loss / learning rate every --logging_steps
 """
+if not __package__:  # run as a file (python src/run_glue.py), as in Microsoft's repo
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from traincore.entry import as_package
+    as_package(__file__, "nlu")
 import argparse
-import contextlib
-import datetime
-import json
-import math
 import os
-import random
-import sys
-import tempfile
 import time
 
 import torch
-import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from roberta import (RobertaForSequenceClassification, config_from_card, load_weights,  # noqa
+from nlu.roberta import (RobertaForSequenceClassification, config_from_card, load_weights,
                      lora, trainable_state_dict)
-from glue_data import RobertaTokenizer, encode_examples, load_split, num_labels, task_spec  # noqa
-from glue_metrics import glue_metrics  # noqa
-import glue_train  # noqa: E402
-try:
-    import traincore
-except ImportError:    # `python src/run_glue.py` without `pip install -e .`
-    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-    import traincore
-from traincore import (LossWatch, NonFiniteError, WorkDirBusy, check_finite_state,  # noqa: E402
-                       claim_work_dir, release_work_dir)
+from nlu.glue_data import RobertaTokenizer, encode_examples, load_split, num_labels, task_spec
+from nlu.glue_metrics import glue_metrics
+from nlu import glue_train
+from traincore import (NonFiniteError, Precision, Processes, WorkDirBusy, barrier, check_finite_state,
+                       claim_work_dir, gather_objects, release_work_dir, remove_stale_temporaries,
+                       save_atomic, seed_all, write_json_atomic)
 
 # What a run writes in --output_dir (removed first when --overwrite_output_dir replaces a run).
 RUN_OUTPUTS = ("pytorch_model.bin", "best_model.bin", "adapter_config.json", "train_log.jsonl",
-               "eval_results.json", "run_config.json", "tensorboard", "resume.pt", ".tmp_")
+               "eval_results.json", "run_config.json", "tensorboard", "resume.pt")
 
 
 def build_parser(defaults=None):
@@ -96,8 +89,9 @@ def build_parser(defaults=None):
                    help="replace a finished run in --output_dir (without it, refused)")
     p.add_argument("--cls_dropout", type=float, default=None,
                    help="dropout of the classifier head (default: hidden_dropout_prob)")
-    p.add_argument("--fp16", action="store_true", help="fp16 autocast + loss scaling (GPU)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--fp16", action="store_true",
+                   help="fp16 autocast + loss scaling (GPU or CPU; traincore/precision.py)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU)")
     p.add_argument("--do_train", action="store_true", help="(neither --do_train nor --do_eval: both)")
     p.add_argument("--do_eval", action="store_true")
     p.add_argument("--evaluation_strategy", default="end", choices=("no", "end", "epoch"),
@@ -127,49 +121,6 @@ def build_parser(defaults=None):
     return p
 
 
-# ----------------------------------------------------------------------------------------------
-# Processes
-
-class Dist:
-    def __init__(self, local_rank=None):
-        env = os.environ
-        self.world = int(env.get("WORLD_SIZE", 1))
-        self.rank = int(env.get("RANK", 0))
-        self.local_rank = int(env.get("LOCAL_RANK", local_rank or 0))
-        if torch.cuda.is_available():
-            torch.cuda.set_device(self.local_rank % torch.cuda.device_count())
-            self.device = torch.device("cuda", torch.cuda.current_device())
-        else:
-            self.device = torch.device("cpu")
-        self.on = self.world > 1
-        if self.on and not dist.is_initialized():
-            for var in ("MASTER_ADDR", "MASTER_PORT"):
-                if var not in env:
-                    raise RuntimeError(f"WORLD_SIZE={self.world} but {var} is not set: "
-                                       f"start the processes with torchrun")
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(minutes=30))
-
-    @property
-    def main(self):
-        return self.rank == 0
-
-    def gather(self, obj):
-        if not self.on:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def barrier(self):
-        if self.on:
-            dist.barrier()
-
-    def close(self):
-        if self.on and dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def save_checked(state, path):
     """No adapter file holding nan or inf is ever written."""
     try:
@@ -177,25 +128,6 @@ def save_checked(state, path):
     except NonFiniteError as e:
         raise NonFiniteError(f"training diverged: {e}") from None
     save_atomic(state, path)
-
-
-def save_atomic(obj, path, as_json=False):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_" + os.path.basename(path))
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600; the user's umask decides, as in NLG
-        with os.fdopen(fd, "wb") as f:
-            if as_json:
-                f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8"))
-            else:
-                torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,22 +181,6 @@ def build_optimizer(model, args, device):
                              eps=args.adam_epsilon, **kw)
 
 
-def linear_schedule(optimizer, warmup, total):
-    def f(step):
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
-
-
-def autocast(args, device):
-    if args.bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if args.fp16:
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def evaluate(model, encoded, args, dist_env, pad_id, task):
     """Dev metrics; each process scores a shard, predictions are gathered in file order."""
@@ -278,13 +194,13 @@ def evaluate(model, encoded, args, dist_env, pad_id, task):
     for s in range(0, len(mine), bs):
         batch = [data[i] for i in mine[s:s + bs]]
         index, ids, mask, _ = collate(batch, pad_id, regression)
-        with autocast(args, dist_env.device):
+        with Precision.from_flags(args.fp16, args.bf16, dist_env.device).autocast():
             logits = model(ids.to(dist_env.device), mask.to(dist_env.device))
         logits = logits.float().cpu()
         out = logits.squeeze(-1) if regression else logits.argmax(-1)
         preds.update(zip(index.tolist(), out.tolist()))
     merged = {}
-    for part in dist_env.gather(preds):
+    for part in gather_objects(preds):
         merged.update(part)
     p = [merged[i] for i in range(len(encoded))]
     y = [lab for _, lab in encoded]
@@ -299,13 +215,6 @@ def run_eval(model, dev_sets, args, dist_env, pad_id):
             # MNLI's keys name the file (dev_matched_accuracy) even when only one is present.
             out[f"{name}_{k}" if len(task_spec(args.task_name).dev_files) > 1 else k] = v
     return out
-
-
-def main_metric(task):
-    """The number the LoRA paper reports: MCC (CoLA), Pearson (STS-B), else accuracy
-    (MNLI: matched)."""
-    t = task_spec(task).folder
-    return {"CoLA": "mcc", "STS-B": "pearson", "MNLI": "dev_matched_accuracy"}.get(t, "accuracy")
 
 
 RECORD = "adapter_config.json"   # beside pytorch_model.bin: how the adapter was trained
@@ -372,23 +281,30 @@ def _run(args):
     for name in ("gradient_accumulation_steps", "save_steps", "logging_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    env = Dist(args.local_rank)
-    device = env.device
-    if args.fp16 and device.type != "cuda":
-        raise ValueError("--fp16 needs a GPU (use --bf16 on CPU)")
-    log = print if env.main else (lambda *a, **k: None)
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    spec = task_spec(args.task_name)
-    regression = spec.labels is None
+    procs = Processes(args.local_rank)
+    log = print if procs.main else (lambda *a, **k: None)
+    seed_all(args.seed)
     method = resolve_method(args)
-    if env.main:
+    if procs.main:
         claim_work_dir(args.output_dir, overwrite=args.overwrite_output_dir,
                        resuming=args.resume,
                        occupied=("pytorch_model.bin", "resume.pt") if args.do_train else (),
                        outputs=RUN_OUTPUTS, overwrite_flag="--overwrite_output_dir")
+        remove_stale_temporaries(args.output_dir, RUN_OUTPUTS)
+    try:
+        tok = RobertaTokenizer(args.tokenizer_dir)
+        cfg = _model_config(args, tok, method)
+        train, dev_sets = _encode_data(args, tok, cfg, procs, log)
+        model = _build_model(args, cfg, method, procs.device, log)
+        os.makedirs(args.output_dir, exist_ok=True)
+        results = _train_and_evaluate(args, model, cfg, method, tok, train, dev_sets, procs, log)
+        barrier()
+        return results
+    finally:
+        procs.close()
 
-    tok = RobertaTokenizer(args.tokenizer_dir)
+
+def _model_config(args, tok, method):
     cfg = config_from_card(args.model_card, num_labels=num_labels(args.task_name),
                            classifier_dropout=args.cls_dropout, method=method)
     if tok.vocab_size > cfg.vocab_size:
@@ -397,17 +313,22 @@ def _run(args):
     if tok.pad_id != cfg.pad_token_id:
         raise ValueError(f"{args.tokenizer_dir}: <pad> is id {tok.pad_id}, the model's "
                          f"pad_token_id is {cfg.pad_token_id}")
+    return cfg
+
+
+def _encode_data(args, tok, cfg, procs, log):
+    """(train examples, {dev split: examples}) as token ids."""
     max_len = min(args.max_seq_length, cfg.max_position_embeddings - cfg.pad_token_id - 1)
 
     def encode(examples, limit):
         examples = examples[:limit] if limit else examples
-        if not env.on:
+        if not procs.distributed:
             return encode_examples(tok, examples, max_len)
         # The BPE is pure Python: each process encodes every world-th example, then all share.
-        parts = env.gather(encode_examples(tok, examples[env.rank::env.world], max_len))
+        parts = gather_objects(encode_examples(tok, examples[procs.rank::procs.world], max_len))
         out = [None] * len(examples)
         for r, part in enumerate(parts):
-            out[r::env.world] = part
+            out[r::procs.world] = part
         return out
 
     t0 = time.time()
@@ -419,7 +340,10 @@ def _run(args):
     log(f"task {args.task_name}: {len(train)} train examples; dev: "
         f"{', '.join(f'{k} {len(v)}' for k, v in dev_sets.items()) or 'none'} "
         f"(tokenized in {time.time() - t0:.1f}s)")
+    return train, dev_sets
 
+
+def _build_model(args, cfg, method, device, log):
     model = RobertaForSequenceClassification(cfg)
     info = load_weights(model, args.init_checkpoint, args.adapter_checkpoint,
                         random_init=args.random_init, log=log)
@@ -433,80 +357,70 @@ def _run(args):
     for note in method.notes():
         log(f"note: {note}")
     log(lora.parameter_report(model))
-    model.to(device)
-    os.makedirs(args.output_dir, exist_ok=True)
-    tracking = {"history": [], "best": None}   # per-epoch evaluations (kept on resume)
-    history = tracking["history"]
-    results = {}
-    key = main_metric(args.task_name)
+    return model.to(device)
 
-    def epoch_eval(epoch, step):
+
+def _train_loader(args, train, pad_id, procs):
+    if not train:
+        raise ValueError(f"no training examples for {args.task_name} in {args.data_dir}")
+    regression = task_spec(args.task_name).labels is None
+    data = Indexed(train)
+    sampler = torch.utils.data.DistributedSampler(data, num_replicas=procs.world,
+                                                  rank=procs.rank, shuffle=True, seed=args.seed)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=args.per_device_train_batch_size, sampler=sampler,
+        collate_fn=lambda b: collate(b, pad_id, regression),
+        pin_memory=procs.device.type == "cuda",
+        # its own generator: creating an epoch's iterator then draws nothing from the
+        # global RNG that dropout uses, so a resumed run draws the same dropout masks
+        generator=torch.Generator().manual_seed(args.seed))
+    return loader, sampler
+
+
+def _train_and_evaluate(args, model, cfg, method, tok, train, dev_sets, procs, log):
+    out_dir = args.output_dir
+    tracking = {"history": [], "best": None}   # per-epoch evaluations (kept on resume)
+    results = {}
+    key = task_spec(args.task_name).reported
+
+    def on_epoch_end(epoch, step):
         """Per-epoch evaluation (the papers report the best epoch); keeps best_model.bin."""
-        m = run_eval(model, dev_sets, args, env, tok.pad_id)
+        if not (args.do_eval and args.evaluation_strategy == "epoch"):
+            return
+        m = run_eval(model, dev_sets, args, procs, tok.pad_id)
         tracking["history"].append({"epoch": epoch, "step": step, **m})
         log(f"eval epoch {epoch}: {m}")
         if tracking["best"] is None or m[key] > tracking["best"][key]:
             tracking["best"] = tracking["history"][-1]
-            if env.main:
-                save_checked(trainable_state_dict(model),
-                             os.path.join(args.output_dir, "best_model.bin"))
-        return m
+            if procs.main:
+                save_checked(trainable_state_dict(model), os.path.join(out_dir, "best_model.bin"))
+        results.clear()
+        results.update(m)
 
     if args.do_train:
-        if not train:
-            raise ValueError(f"no training examples for {args.task_name} in {args.data_dir}")
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if env.on else model
-        data = Indexed(train)
-        sampler = torch.utils.data.DistributedSampler(data, num_replicas=env.world,
-                                                      rank=env.rank, shuffle=True, seed=args.seed)
-        loader = torch.utils.data.DataLoader(
-            data, batch_size=args.per_device_train_batch_size, sampler=sampler,
-            collate_fn=lambda b: collate(b, tok.pad_id, regression),
-            pin_memory=device.type == "cuda",
-            # its own generator: creating an epoch's iterator then draws nothing from the
-            # global RNG that dropout uses, so a resumed run draws the same dropout masks
-            generator=torch.Generator().manual_seed(args.seed))
-
-        def on_epoch_end(epoch, step):
-            if args.do_eval and args.evaluation_strategy == "epoch":
-                results.clear()
-                results.update(epoch_eval(epoch, step))
-
-        _, finished = glue_train.train(
-            model, ddp, loader, sampler, args, env, device, log,
-            glue_train.resume_settings(args, env, method), on_epoch_end, tracking,
-            {"autocast": autocast, "build_optimizer": build_optimizer,
-             "linear_schedule": linear_schedule, "save": save_atomic})
-        if not finished:
-            env.barrier()
-            env.close()
+        loader, sampler = _train_loader(args, train, tok.pad_id, procs)
+        run = glue_train.GlueTraining(model, procs.wrap(model), loader, sampler, args, procs, log,
+                                      glue_train.resume_settings(args, procs, method), tracking,
+                                      build_optimizer)
+        if not run.run(on_epoch_end):
             return {}
-        if env.main:
-            save_checked(trainable_state_dict(model), os.path.join(args.output_dir,
-                                                                   "pytorch_model.bin"))
-            save_atomic(method_record(method, cfg), os.path.join(args.output_dir, RECORD),
-                        as_json=True)
-            log(f"saved {os.path.join(args.output_dir, 'pytorch_model.bin')}")
-            resume_file = os.path.join(args.output_dir, "resume.pt")
-            if os.path.exists(resume_file):
-                os.unlink(resume_file)    # finished: nothing to resume
+        if procs.main:
+            save_checked(trainable_state_dict(model), os.path.join(out_dir, "pytorch_model.bin"))
+            write_json_atomic(method_record(method, cfg), os.path.join(out_dir, RECORD))
+            log(f"saved {os.path.join(out_dir, 'pytorch_model.bin')}")
+            if os.path.exists(run.resume_path):
+                os.unlink(run.resume_path)    # finished: nothing to resume
     history, best = tracking["history"], tracking["best"]
     if args.do_eval and args.evaluation_strategy != "no" and not history:
-        results = run_eval(model, dev_sets, args, env, tok.pad_id)
+        results = run_eval(model, dev_sets, args, procs, tok.pad_id)
         log(f"eval: {results}")
-    if env.main:
+    if procs.main:
         out = {"task": args.task_name, **results}
         if history:
-            out["per_epoch"] = history
-            out["best_metric"] = key
-            out["best"] = best
-        save_atomic(out, os.path.join(args.output_dir, "eval_results.json"), as_json=True)
-        save_atomic({"args": vars(args), "method": method.to_dict(), "model": cfg.to_dict()},
-                    os.path.join(args.output_dir, "run_config.json"), as_json=True)
-    env.barrier()
-    env.close()
+            out.update(per_epoch=history, best_metric=key, best=best)
+        write_json_atomic(out, os.path.join(out_dir, "eval_results.json"))
+        write_json_atomic({"args": vars(args), "method": method.to_dict(), "model": cfg.to_dict()},
+                          os.path.join(out_dir, "run_config.json"))
     return results
 
 

@@ -1,0 +1,61 @@
+"""The code base passes ruff with the project's configuration (pyproject.toml [tool.ruff]), and no
+module outside the entry files and tests/conftest.py edits sys.path."""
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ruff():
+    try:
+        import ruff  # noqa: F401
+    except ImportError:
+        if shutil.which("ruff") is None:
+            pytest.skip("ruff is not installed (pip install -r requirements-dev.txt)")
+        return ["ruff"]
+    return [sys.executable, "-m", "ruff"]
+
+
+def test_ruff_finds_nothing():
+    r = subprocess.run(_ruff() + ["check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def _edits_sys_path(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                isinstance(node.value, ast.Name) and node.value.id == "sys":
+            return True
+    return False
+
+
+def test_library_modules_do_not_edit_sys_path():
+    """NLG/src and NLU/src are packages: only their entry files (run as `python src/X.py`) touch
+    sys.path, through traincore.entry; library modules import `nlg.*` / `nlu.*`."""
+    offenders = []
+    for pkg in ("NLG/src", "NLU/src", "loralib", "traincore"):
+        for f in sorted((ROOT / pkg).glob("*.py")):
+            entry = f.name.startswith(("gpt2_", "format_converting_", "run_glue")) or \
+                f.name == "entry.py"
+            if not entry and _edits_sys_path(f):
+                offenders.append(str(f.relative_to(ROOT)))
+    assert offenders == []
+
+
+@pytest.mark.parametrize("where,script", [("NLG", "src/gpt2_ft.py"), ("NLU", "src/run_glue.py")])
+def test_entry_files_import_the_package_not_the_folder(where, script):
+    """Run as a file (Python puts the script's folder first on sys.path), an entry file still
+    imports its folder as the package (`nlg.model`), never as top-level modules (`model`)."""
+    r = subprocess.run([sys.executable, "-X", "importtime", script, "--help"], cwd=ROOT / where,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+    package = "nlg" if where == "NLG" else "nlu"
+    own = {f.stem for f in (ROOT / where / "src").glob("*.py")} - {"__init__"}
+    assert f"{package}.{'model' if where == 'NLG' else 'roberta'}" in names
+    assert not (own & names), sorted(own & names)
