@@ -165,3 +165,16 @@ def test_glue_table_names_each_task_s_scores_and_reported_metric():
     assert {n: s.reported for n, s in TASKS.items()} == {
         "cola": "mcc", "sst2": "accuracy", "mrpc": "accuracy", "stsb": "pearson",
         "rte": "accuracy", "qnli": "accuracy", "qqp": "accuracy", "mnli": "dev_matched_accuracy"}
+
+
+def test_backbone_checks_are_strict_and_name_the_file():
+    from traincore import check_backbone
+    want = {"a": torch.Size([2]), "b": torch.Size([3])}
+    with pytest.raises(KeyError) as e:
+        check_backbone(want, {"a": torch.zeros(2), "zz": torch.zeros(1)}, "f.bin")
+    assert isinstance(e.value, ValueError) and str(e.value).startswith("checkpoint f.bin: 1 tensor")
+    with pytest.raises(ValueError, match=r"f.bin: a has shape \(3,\), the model expects \(2,\)"):
+        check_backbone(want, {"a": torch.zeros(3)}, "f.bin")
+    with pytest.raises(ValueError, match=r"missing 1 of 2 backbone tensor\(s\) the model needs \(b\)\. Give it"):
+        check_backbone(want, {"a": torch.zeros(2)}, "f.bin", hint=" Give it.")
+    assert check_backbone(want, {"a": torch.zeros(2)}, "f.bin", random_init=True) == ["b"]

@@ -10,5 +10,5 @@ from .processes import Processes, all_reduce_sum, barrier, broadcast_object, gat
 from .resume import allowed_changes, changed_settings, load_resume, save_resume
 from .rng import rng_state, seed_all, set_rng_state
 from .runlog import RunLog
-from .statefile import few, read_checkpoint, unwrap_state_dict
+from .statefile import check_backbone, few, read_checkpoint, unwrap_state_dict
 from .workdir import WorkDirBusy, claim_work_dir, release_work_dir

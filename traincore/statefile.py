@@ -6,7 +6,7 @@ file is not copied into memory first); an old pickle is read whole; `.safetensor
 """
 import os
 import re
-from typing import Dict, Iterable
+from typing import Dict, Iterable, List
 
 import torch
 
@@ -74,3 +74,33 @@ def few(keys, n: int = 5) -> str:
     """'a, b, c, ... (N in all)': key lists in error messages."""
     keys = sorted(keys)
     return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+class UnexpectedKeys(KeyError, ValueError):
+    """Tensors a model does not have: a KeyError (a key problem) and a ValueError (bad input),
+    printed without KeyError's quotes."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+def check_backbone(want: Dict[str, torch.Size], got: Dict[str, torch.Tensor], source: str,
+                   random_init: bool = False, hint: str = "") -> List[str]:
+    """The strict checks every backbone load makes: no tensor the model lacks (KeyError), no
+    shape that differs, no tensor missing unless random_init (ValueError, with `hint` on what
+    to give). Returns the missing keys (left random with random_init)."""
+    unexpected = set(got) - set(want)
+    if unexpected:
+        raise UnexpectedKeys(f"checkpoint {source}: {len(unexpected)} tensor(s) this model does not "
+                       f"have (wrong --model_card?): {few(unexpected)}")
+    for k, v in got.items():
+        if tuple(v.shape) != tuple(want[k]):
+            raise ValueError(f"checkpoint {source}: {k} has shape {tuple(v.shape)}, the model "
+                             f"expects {tuple(want[k])} (wrong --model_card?)")
+    missing = sorted(set(want) - set(got))
+    if missing and not random_init:
+        raise ValueError(f"checkpoint {source}: backbone tensors missing: missing {len(missing)} "
+                         f"of {len(want)} backbone tensor(s) the model needs ({few(missing)})."
+                         f"{hint} Pass --random_init to start those from random weights on "
+                         f"purpose.")
+    return missing

@@ -36,7 +36,8 @@ import torch
 
 from nlg.model import lora
 from nlg.official_keys import translate as translate_official_keys
-from traincore import few, read_checkpoint, remove_stale_temporaries, save_atomic, unwrap_state_dict  # noqa: F401
+from traincore import (check_backbone, few, read_checkpoint, remove_stale_temporaries,  # noqa: F401
+                       save_atomic, unwrap_state_dict)
 
 _PREFIXES = ("transformer.",)   # after DDP's `module.` (traincore.unwrap_state_dict)
 _SUFFIXES = {".g": ".weight", ".b": ".bias", ".w": ".weight"}  # TF-converted GPT-2 names
@@ -86,22 +87,11 @@ def load_state_dict_into(model, state_dict, random_init=False, require_adapter=F
     """Load a (possibly raw) state dict into a GPT2LMModel with the checks described above."""
     sd = normalize_state_dict(state_dict, source=source)
     backbone, adapter = split_state(sd)
-    want = {k: v for k, v in model.transformer.state_dict().items() if not lora.is_adapter_key(k)}
-    missing = set(want) - set(backbone)
-    unexpected = set(backbone) - set(want)
-    if unexpected:
-        raise ValueError(f"checkpoint {source}: {len(unexpected)} tensor(s) this model does not "
-                         f"have (wrong --model_card?): {few(unexpected)}")
-    for k, v in backbone.items():
-        if tuple(v.shape) != tuple(want[k].shape):
-            raise ValueError(f"checkpoint {source}: {k} has shape {tuple(v.shape)}, the model "
-                             f"expects {tuple(want[k].shape)} (wrong --model_card?)")
-    if missing and not random_init:
-        hint = (" It holds only adapter weights: also give the pretrained backbone"
-                " (e.g. gpt2-medium-pytorch_model.bin)," if adapter and not backbone else "")
-        raise ValueError(f"checkpoint {source}: missing {len(missing)} of {len(want)} backbone "
-                         f"tensor(s) the model needs: {few(missing)}.{hint} Pass --random_init "
-                         f"to start those from random weights on purpose.")
+    want = {k: v.shape for k, v in model.transformer.state_dict().items()
+            if not lora.is_adapter_key(k)}
+    hint = (" It holds only adapter weights: also give the pretrained backbone"
+            " (e.g. gpt2-medium-pytorch_model.bin)." if adapter and not backbone else "")
+    missing = check_backbone(want, backbone, source, random_init, hint)
     with torch.no_grad():
         model.transformer.load_state_dict(backbone, strict=False)
     has_adapter = _model_has_adapter(model)

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import loralib as lora
-from traincore import read_checkpoint, unwrap_state_dict
+from traincore import check_backbone, read_checkpoint, unwrap_state_dict
 
 # loralib target name -> attribute path inside one encoder layer
 TARGET_MODULES = {
@@ -372,6 +372,7 @@ def load_weights(model: RobertaForSequenceClassification, init_checkpoint=None,
     """
     own = model.state_dict()
     backbone_keys = [k for k in own if not lora.is_adapter_key(k) and not _is_classifier(k)]
+    want = {k: own[k].shape for k in backbone_keys}
     backbone, adapter, head, head_src = {}, None, None, None
     adapter_src = None
     skipped: List[str] = []
@@ -379,20 +380,10 @@ def load_weights(model: RobertaForSequenceClassification, init_checkpoint=None,
         if path is None:
             continue
         sd = read_state_file(path)
-        unexpected = [k for k in sd if not lora.is_adapter_key(k) and not _is_classifier(k)
-                      and k not in own and k not in _IGNORED_KEYS
-                      and not k.startswith(_IGNORED_PREFIXES)]
-        if unexpected:
-            raise KeyError(f"checkpoint {path}: key(s) the model does not have: "
-                           f"{unexpected[:10]}" + (" ..." if len(unexpected) > 10 else "")
-                           + " (is it a RoBERTa checkpoint of this model card?)")
-        for k, v in sd.items():
-            if k in backbone_keys:
-                if tuple(v.shape) != tuple(own[k].shape):
-                    raise ValueError(f"checkpoint {path}: key {k!r} has shape {tuple(v.shape)}, "
-                                     f"the model expects {tuple(own[k].shape)} "
-                                     f"(wrong --model_card?)")
-                backbone[k] = v
+        part = {k: v for k, v in sd.items() if not lora.is_adapter_key(k) and not _is_classifier(k)
+                and k not in _IGNORED_KEYS and not k.startswith(_IGNORED_PREFIXES)}
+        check_backbone(want, part, path, random_init=True)   # tensors it lacks, shapes
+        backbone.update(part)
         ad = {k: v for k, v in sd.items() if lora.is_adapter_key(k)}
         if ad:
             if model.config.adapter is None:
@@ -403,14 +394,10 @@ def load_weights(model: RobertaForSequenceClassification, init_checkpoint=None,
         hd = {k: v for k, v in sd.items() if _is_classifier(k)}
         if hd:
             head, head_src = hd, path
-    missing = [k for k in backbone_keys if k not in backbone]
-    if missing and not random_init:
-        given = [p for p in (init_checkpoint, adapter_checkpoint) if p] or ["(none)"]
-        raise ValueError(
-            f"backbone tensors missing from {', '.join(map(str, given))}: {len(missing)} of "
-            f"{len(backbone_keys)}, e.g. {missing[:8]}. An adapter-only file needs the pretrained "
-            f"model too (--init_checkpoint pytorch_model.bin --adapter_checkpoint ADAPTER); "
-            f"--random_init allows a random backbone on purpose")
+    given = " + ".join(str(p) for p in (init_checkpoint, adapter_checkpoint) if p) or "(none)"
+    missing = check_backbone(want, backbone, given, random_init,
+                             " An adapter-only file needs the pretrained model too "
+                             "(--init_checkpoint pytorch_model.bin --adapter_checkpoint ADAPTER).")
     if missing:
         log(f"random_init: {len(missing)} of {len(backbone_keys)} backbone tensors left random")
     model.load_state_dict(backbone, strict=False)
