@@ -59,6 +59,12 @@ def test_small_demo_end_to_end_then_reuse(tmp_path):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     rows = table_rows(out / "results.md")
     assert set(rows) == {"base model, no adapter", *METHOD_ROWS.values()}
+    # the stages report progress with an ETA; every row was decoded alike, and the table says so
+    assert re.search(r"fine-tuning: \d+/\d+ methods done, \d+ s, ETA \d+", r.stdout), r.stdout[-3000:]
+    assert "Every row decoded alike: beam 2, length penalty 0.9" in (out / "results.md").read_text()
+    for key in METHOD_ROWS:
+        cfg = (out / "runs" / key / ".stamp.beam").read_text()
+        assert "--length_penalty\n0.9\n" in cfg, key
     assert rows["base model, no adapter"][1] == "0"
     for key, label in METHOD_ROWS.items():
         info = json.loads((out / "runs" / key / "run_info.json").read_text())
@@ -88,6 +94,8 @@ def test_small_demo_end_to_end_then_reuse(tmp_path):
     for key in METHOD_ROWS:
         log = (out / "logs" / f"{key}.log").read_text()
         assert "train: reusing" in log and "beam: reusing" in log
+        # a re-run appends: the first run's training lines are still there
+        assert log.count("=== demo.sh run of") == 2 and "saved final checkpoint" in log
     assert (out / "results.md").read_text() == first_table
     # a folder built with other settings is refused rather than mixed into
     other = demo(out, "--seed", "1")

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "NLG" / "demo"
 
 import build_vocab  # noqa: E402
+import make_data  # noqa: E402
 import summarize  # noqa: E402
 
 E2E_LABELS = {"name", "Type", "food", "price", "customer rating", "area", "family friendly", "near"}
@@ -156,7 +157,8 @@ def _fake_run(d, method, state, scores, losses=None):
         torch.save({"model_state_dict": state}, d / "model.10.pt")
         (d / "run_info.json").write_text(json.dumps({
             "method": method, "trainable_params": 6144, "total_params": 1000,
-            "final_checkpoint": str(d / "model.10.pt"), "train_time_s": 12.5}))
+            "final_checkpoint": str(d / "model.10.pt"), "train_time_s": 12.5, "train_cpu_s": 20.25,
+            "peak_mem_mb": 383.4}))
     if losses:
         (d / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": v, "lr": 0.1}) + "\n"
                                                    for s, v in losses))
@@ -177,20 +179,21 @@ def test_summary_table_and_plot(tmp_path):
     text, metrics = summarize.table(rows)
     lines = text.strip().split("\n")
     assert metrics == ["BLEU", "NIST", "ROUGE-L", "CIDEr"]  # no METEOR in the scores: no column
-    assert lines[0] == "| method | trainable params | adapter file | train time | BLEU | NIST | ROUGE-L | CIDEr |"
-    assert lines[2] == "| base | 0 | - | - | 3.12 | 1.500 | 20.00 | 0.100 |"
+    assert lines[0] == ("| method | trainable params | adapter file | train CPU time | peak memory | BLEU | NIST "
+                        "| ROUGE-L | CIDEr |")
+    assert lines[2] == "| base | 0 | - | - | - | 3.12 | 1.500 | 20.00 | 0.100 |"
     # the adapter alone is written next to the run and holds exactly the adapter tensors
     saved = torch.load(tmp_path / "lora" / "adapter.pt", weights_only=True)
     assert set(saved) == set(adapter) and all(torch.equal(saved[k], adapter[k]) for k in adapter)
     size = summarize.human_bytes((tmp_path / "lora" / "adapter.pt").stat().st_size)
-    assert lines[3] == f"| lora | 6,144 | {size} | 12.5 s | 45.67 | 5.250 | 61.00 | 2.500 |"
+    assert lines[3] == f"| lora | 6,144 | {size} | 20.2 s | 383 MB | 45.67 | 5.250 | 61.00 | 2.500 |"
     assert (tmp_path / "lora" / "adapter.pt").stat().st_size < (tmp_path / "lora" / "model.10.pt").stat().st_size
     # full fine-tuning: the whole checkpoint is the trained file
     ft_size = summarize.human_bytes((tmp_path / "ft" / "model.10.pt").stat().st_size)
     assert lines[4].startswith(f"| ft | 6,144 | {ft_size} |")
     summarize.main(["--row", f"base={tmp_path / 'base'}", "--row", f"lora={tmp_path / 'lora'}",
-                    "--out_md", str(md), "--out_png", str(png)])
-    assert md.read_text().strip().endswith(lines[3])
+                    "--out_md", str(md), "--out_png", str(png), "--note", "decoded alike"])
+    assert md.read_text().strip().endswith(lines[3] + "\n\ndecoded alike")
     pytest.importorskip("matplotlib")
     head = png.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
@@ -206,3 +209,31 @@ def test_summary_names_missing_or_bad_files(tmp_path):
     (tmp_path / "r" / "train_log.jsonl").write_text('{"step": 1, "loss": 2}\n{"step": 2}\n')
     with pytest.raises(SystemExit, match="train_log.jsonl:2"):
         summarize.collect("r", str(tmp_path / "r"))
+
+
+def test_fact_cards_never_state_a_held_out_mr_and_task_raw_files_convert(tmp_path, monkeypatch):
+    """The pretraining corpus's fact cards (what teaches the base to copy) never give away a
+    valid or test MR; --task_raw writes the same splits in every NLG task's raw format, and the
+    tasks' own converters read them back to the same references."""
+    import random
+    held = {make_data.mr_key(make_data.sample_mr(random.Random(i))) for i in range(200)}
+    carded = []
+    real = make_data.fact_card
+    monkeypatch.setattr(make_data, "fact_card", lambda mr, rng: carded.append(mr) or real(mr, rng))
+    rng = random.Random(0)
+    docs = [make_data.pretrain_doc(rng, frozenset(held)) for _ in range(400)]
+    assert 100 < len(carded) < 300 and sum(d.startswith("Card : ") for d in docs) == len(carded)
+    assert not {make_data.mr_key(m) for m in carded} & held
+    monkeypatch.undo()
+    out, raw = tmp_path / "demo", tmp_path / "raw"
+    make_data.main(["--out_dir", str(out), "--n_train", "12", "--n_valid", "3", "--n_test", "4",
+                    "--n_pretrain", "10", "--task_raw", str(raw)])
+    from nlg import format_converting_dart as dart, format_converting_webnlg as webnlg
+    from nlg.tasks import TASKS
+    e2e_refs = [ln.split("||")[1] for ln in (out / "test.txt").read_text().splitlines()]
+    web, cats = webnlg.convert_entries(json.loads((raw / TASKS["webnlg"].raw[1][1]).read_text()), "w")
+    assert [r["completion"] for r in web] == e2e_refs and set(cats) == {"Building", "Restaurant"}
+    assert {r["cate"] for r in web} == {True, False}       # both --filter halves have examples
+    d = dart.convert_entries(json.loads((raw / TASKS["dart"].raw[1][1]).read_text()), "d")
+    assert [r["completion"] for r in d] == e2e_refs
+    assert (raw / "e2e" / "test.txt").read_text() == (out / "test.txt").read_text()

@@ -178,3 +178,20 @@ def test_backbone_checks_are_strict_and_name_the_file():
     with pytest.raises(ValueError, match=r"missing 1 of 2 backbone tensor\(s\) the model needs \(b\)\. Give it"):
         check_backbone(want, {"a": torch.zeros(2)}, "f.bin", hint=" Give it.")
     assert check_backbone(want, {"a": torch.zeros(2)}, "f.bin", random_init=True) == ["b"]
+
+
+def test_progress_off_a_terminal_prints_periodic_lines_with_an_eta():
+    import io
+    from traincore.progress import Progress
+    out = io.StringIO()                         # not a terminal: no bar, lines instead
+    with Progress(4, "beam", "contexts", every_s=0.0, stream=out) as p:
+        for _ in range(4):
+            p.update()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("beam: 1/4 contexts (25%), ") and ", ETA " in lines[0]
+    assert len(lines) == 4 and lines[-1].startswith("beam: 4/4 contexts (100%)")
+    assert "ETA" not in lines[-1]
+    quiet = io.StringIO()
+    with Progress(4, "x", enabled=False, stream=quiet) as p:
+        p.update(4)
+    assert quiet.getvalue() == ""

@@ -6,9 +6,12 @@ Writes into --out_dir:
                                  (`name : X | Type : pub | ... ||Reference .`), several varied
                                  references per meaning representation (MR); the three splits
                                  share no MR.
-  pretrain.txt                   generic restaurant text of the same domain, one document a line,
-                                 written in other styles (reviews, questions and answers, guide
-                                 notes): the base model learns the words, not the MR -> text task.
+  pretrain.txt                   restaurant text of the same domain, one document a line: reviews,
+                                 questions and answers, guide notes, and fact cards in a notation
+                                 of their own followed by a sentence saying them (never a valid or
+                                 test MR): the base model learns the words and to copy from its
+                                 context, as a pretrained GPT-2 has; the MR notation and the
+                                 MR -> text task are new to it.
   pretrain_formatted.jsonl       the same documents as format_converting-style jsonl with an empty
   pretrain_valid_formatted.jsonl context, so the project's own encoder and trainer pretrain on them.
 
@@ -189,8 +192,28 @@ def join_and(parts):
 
 # --- generic same-domain text for pretraining ------------------------------------------------------
 
-def pretrain_doc(rng):
+FAMILY_CARD = {"yes": "kids welcome", "no": "no kids"}
+
+
+def fact_card(mr, rng):
+    """A fact card in a notation of its own (not the MR's `key : value | ...`) followed by a
+    sentence that says it: text in which the words to write appear earlier in the same
+    document, as they often do in a real pretraining corpus. A base model trained on it learns
+    to copy from its context, which is what an adapter then steers to the E2E format."""
+    vals = [FAMILY_CARD[v] if k == "familyFriendly" else f"near {v}" if k == "near" else
+            f"rated {v}" if k == "customer rating" else v
+            for k, v in mr.items() if k != "name"]
+    rng.shuffle(vals)
+    return f"Card : {mr['name']} ; {' ; '.join(vals)} . {realise(mr, rng)}"
+
+
+def pretrain_doc(rng, held_out=frozenset()):
+    """One document; fact cards never state a valid or test MR (held_out: their mr_key)."""
     mr = sample_mr(rng)
+    if rng.random() < 0.5:
+        while mr_key(mr) in held_out:
+            mr = sample_mr(rng)
+        return fact_card(mr, rng)
     name = mr["name"]
     food = food_adj(mr.get("food", rng.choice(FOODS)))
     kind = mr.get("eatType", "restaurant")
@@ -237,18 +260,59 @@ def split_mrs(rng, n_train, n_valid, n_test):
     return mrs[:n_train], mrs[n_train:n_train + n_valid], mrs[n_train + n_valid:]
 
 
-def write_split(path, mrs, refs, rng):
+def references(mrs, refs, rng):
+    """Up to `refs` distinct references per MR, in drawing order."""
+    out = []
+    for mr in mrs:
+        done = []
+        for _ in range(refs * 5):
+            if len(done) == refs:
+                break
+            ref = realise(mr, rng)
+            if ref not in done:
+                done.append(ref)
+        out.append(done)
+    return out
+
+
+def write_split(path, mrs, refs):
     with open(path, "w", encoding="utf-8") as f:
-        for mr in mrs:
-            done = set()
-            for _ in range(refs * 5):
-                if len(done) == refs:
-                    break
-                ref = realise(mr, rng)
-                if ref in done:
-                    continue
-                done.add(ref)
-                f.write(f"{mr_to_text(mr)}||{ref}\n")
+        for mr, rs in zip(mrs, refs):
+            f.writelines(f"{mr_to_text(mr)}||{ref}\n" for ref in rs)
+
+
+def triples(mr):
+    return [(mr["name"], key.replace(" ", "_"), mr[key]) for key, _ in FIELDS
+            if key != "name" and key in mr]
+
+
+def write_task_raw(root, splits):
+    """The same MRs and references as every NLG task's raw files (the paths of nlg/tasks.py):
+    E2E lines, WebNLG 2017 entries (even MRs in a category seen in training, odd ones in an
+    unseen one, so both --filter halves have examples), DART entries; for smoke runs of any
+    task script (run_task.sh --smoke)."""
+    from nlg.tasks import TASKS
+    for task in TASKS.values():
+        for split, rel in task.raw:
+            mrs, refs = splits["valid" if split == "valid" else split]
+            path = os.path.join(root, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if task.name == "e2e":
+                write_split(path, mrs, refs)
+                continue
+            if task.name == "webnlg":
+                data = {"entries": [{str(i + 1): {
+                    "category": "Building" if i % 2 == 0 else "Restaurant",
+                    "modifiedtripleset": [{"subject": a, "property": b, "object": c}
+                                          for a, b, c in triples(mr)],
+                    "lexicalisations": [{"comment": "good", "lex": r} for r in rs]}}
+                    for i, (mr, rs) in enumerate(zip(mrs, refs))]}
+            else:
+                data = [{"tripleset": [list(t) for t in triples(mr)],
+                         "annotations": [{"source": "demo", "text": r} for r in rs]}
+                        for mr, rs in zip(mrs, refs)]
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
 
 
 def main(argv=None):
@@ -261,6 +325,9 @@ def main(argv=None):
     ap.add_argument("--train_refs", type=int, default=3, help="references per training MR")
     ap.add_argument("--test_refs", type=int, default=5, help="references per valid/test MR")
     ap.add_argument("--n_pretrain", type=int, default=4000, help="pretraining documents")
+    ap.add_argument("--task_raw", default=None, metavar="ROOT",
+                    help="also write the splits as every NLG task's raw files under ROOT "
+                         "(e2e/, webnlg_challenge_2017/, dart/: create_datasets.sh --from ROOT)")
     args = ap.parse_args(argv)
     for k in ("n_train", "n_valid", "n_test", "train_refs", "test_refs", "n_pretrain"):
         if getattr(args, k) < 1:
@@ -269,12 +336,17 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     # One generator per output, so changing one size leaves the other files as they were.
     train, valid, test = split_mrs(random.Random(f"{args.seed}-mrs"), args.n_train, args.n_valid, args.n_test)
-    write_split(os.path.join(args.out_dir, "train.txt"), train, args.train_refs, random.Random(f"{args.seed}-train"))
-    write_split(os.path.join(args.out_dir, "valid.txt"), valid, args.test_refs, random.Random(f"{args.seed}-valid"))
-    write_split(os.path.join(args.out_dir, "test.txt"), test, args.test_refs, random.Random(f"{args.seed}-test"))
+    splits = {"train": (train, references(train, args.train_refs, random.Random(f"{args.seed}-train"))),
+              "valid": (valid, references(valid, args.test_refs, random.Random(f"{args.seed}-valid"))),
+              "test": (test, references(test, args.test_refs, random.Random(f"{args.seed}-test")))}
+    for split, (mrs, refs) in splits.items():
+        write_split(os.path.join(args.out_dir, f"{split}.txt"), mrs, refs)
+    if args.task_raw:
+        write_task_raw(args.task_raw, splits)
 
     prng = random.Random(f"{args.seed}-pretrain")
-    docs = [pretrain_doc(prng) for _ in range(args.n_pretrain)]
+    held_out = frozenset(mr_key(m) for m in valid + test)
+    docs = [pretrain_doc(prng, held_out) for _ in range(args.n_pretrain)]
     n_val = max(1, len(docs) // 20)
     with open(os.path.join(args.out_dir, "pretrain.txt"), "w", encoding="utf-8") as f:
         f.writelines(d + "\n" for d in docs)

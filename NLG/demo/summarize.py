@@ -6,8 +6,9 @@
 
 Each --row is LABEL=DIR, where DIR is a run's work_dir. From DIR it reads
   run_info.json     written by gpt2_ft.py (method, trainable/total parameters, final checkpoint,
-                    training time); absent for the un-adapted base row;
+                    the training's CPU time and peak memory); absent for the un-adapted base row;
   train_log.jsonl   gpt2_ft.py's per-interval {"step", "loss", ...} lines (the loss curves);
+  valid_log.jsonl   its {"step", "valid_loss", ...} lines (the validation points), if any;
   scores.json       written by eval/score.py --json.
 The adapter file: gpt2_ft.py's final checkpoint holds backbone + adapter, so the adapter tensors
 (loralib's lora_* / nola_* entries: for quantized NOLA the packed codes and scales) are written
@@ -55,7 +56,7 @@ def load_json(path, what):
         sys.exit(f"summarize.py: {path}:{e.lineno}: not valid JSON ({e.msg})")
 
 
-def load_log(path):
+def load_log(path, key="loss"):
     steps, losses = [], []
     if not os.path.isfile(path):
         return steps, losses
@@ -66,9 +67,9 @@ def load_log(path):
             try:
                 rec = json.loads(line)
                 steps.append(int(rec["step"]))
-                losses.append(float(rec["loss"]))
+                losses.append(float(rec[key]))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                sys.exit(f"summarize.py: {path}:{n}: expected a json line with 'step' and 'loss' ({e})")
+                sys.exit(f"summarize.py: {path}:{n}: expected a json line with 'step' and {key!r} ({e})")
     return steps, losses
 
 
@@ -98,7 +99,10 @@ def collect(label, run_dir):
     row["info"] = info
     if info is not None:
         try:
-            row["trainable"], row["train_time"] = info["trainable_params"], info["train_time_s"]
+            row["trainable"] = info["trainable_params"]
+            # CPU time (comparable between runs that shared the cores); older files: wall time
+            row["train_cpu"] = info.get("train_cpu_s")
+            row["peak_mem"] = info.get("peak_mem_mb")
             ckpt = info["final_checkpoint"]
         except KeyError as e:
             sys.exit(f"summarize.py: {info_path}: no {e.args[0]!r} (not written by gpt2_ft.py?)")
@@ -108,6 +112,7 @@ def collect(label, run_dir):
             sys.exit(f"summarize.py: final checkpoint of row {label!r} not found: {ckpt} (from {info_path})")
         row["ckpt_bytes"] = adapter_file_bytes(ckpt, info.get("method"), run_dir)
     row["log"] = load_log(os.path.join(run_dir, "train_log.jsonl"))
+    row["valid"] = load_log(os.path.join(run_dir, "valid_log.jsonl"), key="valid_loss")
     return row
 
 
@@ -132,22 +137,25 @@ def fmt_metric(v, label):
 def table(rows):
     present = [(lab, keys) for lab, keys in METRICS
                if any(find_metric(r["scores"], keys) is not None for r in rows)]
-    head = ["method", "trainable params", "adapter file", "train time"] + [lab for lab, _ in present]
+    head = ["method", "trainable params", "adapter file", "train CPU time", "peak memory"] + \
+        [lab for lab, _ in present]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["info"] is None:
-            cells = [r["label"], "0", "-", "-"]
+            cells = [r["label"], "0", "-", "-", "-"]
         else:
-            tr = r.get("trainable")
-            cells = [r["label"], f"{tr:,}",
-                     human_bytes(r.get("ckpt_bytes")),
-                     f"{r['train_time']:.1f} s" if isinstance(r.get("train_time"), (int, float)) else "-"]
+            tr, cpu, mem = r.get("trainable"), r.get("train_cpu"), r.get("peak_mem")
+            cells = [r["label"], f"{tr:,}", human_bytes(r.get("ckpt_bytes")),
+                     f"{cpu:.1f} s" if isinstance(cpu, (int, float)) else "-",
+                     f"{mem:.0f} MB" if isinstance(mem, (int, float)) else "-"]
         cells += [fmt_metric(find_metric(r["scores"], keys), lab) for lab, keys in present]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n", [lab for lab, _ in present]
 
 
 def plot(rows, path):
+    """Two panels: every run's training loss with its validation points, then the adapters alone
+    on their own scale (full fine-tuning's curve would squeeze them together)."""
     try:
         import matplotlib
         matplotlib.use("Agg")  # no display on servers / CI
@@ -156,19 +164,28 @@ def plot(rows, path):
         print("summarize.py: matplotlib is not installed, so no loss plot was drawn "
               "(pip install matplotlib); the table and TensorBoard logs are complete.")
         return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    drawn = 0
-    for r in rows:
-        steps, losses = r["log"]
-        if steps:
-            ax.plot(steps, losses, label=r["label"], linewidth=1.5)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    adapters = [r for r in rows if r["info"] is not None
+                and r["info"].get("method") not in ("full", "none", None)]
+    color = {r["label"]: f"C{i % 10}" for i, r in enumerate(rows)}   # the same in both panels
+    for ax, subset, title in ((axes[0], rows, "every run"), (axes[1], adapters, "adapters only")):
+        drawn = 0
+        for r in subset:
+            steps, losses = r["log"]
+            if not steps:
+                continue
+            ax.plot(steps, losses, label=r["label"], linewidth=1.5, color=color[r["label"]])
+            vs, vl = r["valid"]
+            if vs:
+                ax.plot(vs, vl, linestyle="--", marker="o", markersize=4, color=color[r["label"]])
             drawn += 1
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title("Demo: training loss per method")
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend()
+        ax.set_xlabel("step")
+        # the training loss includes the label smoothing (0.1 in E2E), the validation loss not
+        ax.set_ylabel("loss: training (solid, label-smoothed), validation (dashed)")
+        ax.set_title(f"Demo: {title}")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -181,6 +198,8 @@ def main(argv=None):
     ap.add_argument("--out_md", required=True)
     ap.add_argument("--out_png", default=None)
     ap.add_argument("--title", default=None, help="heading line above the table in the markdown file")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a line below the table (e.g. the decoding settings every row used)")
     args = ap.parse_args(argv)
     rows = []
     for spec in args.row:
@@ -193,7 +212,10 @@ def main(argv=None):
         if args.title:
             f.write(f"{args.title}\n\n")
         f.write(text)
+        f.writelines(f"\n{n}\n" for n in args.note)
     print(text, end="")
+    for n in args.note:
+        print(n)
     if "METEOR" not in metrics:
         print("(no METEOR column: the scorer found no Java runtime)")
     if args.out_png and plot(rows, args.out_png):

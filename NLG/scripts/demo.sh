@@ -3,8 +3,9 @@
 #
 #   bash NLG/scripts/demo.sh [--out DIR] [--size full|small] [--jobs N] [--force]
 #
-# 1. makes a small E2E-style data-to-text dataset (NLG/demo/make_data.py) and generic restaurant
-#    text of the same domain for pretraining;
+# 1. makes a small E2E-style data-to-text dataset (NLG/demo/make_data.py) and restaurant text of
+#    the same domain for pretraining (with fact cards in a notation of its own, so the base learns
+#    to copy from its context as a pretrained GPT-2 has; the MR format stays new to it);
 # 2. builds a small byte-level BPE vocabulary in GPT-2's file format (NLG/demo/build_vocab.py),
 #    or uses DEMO_VOCAB_DIR (e.g. NLG/vocab, GPT-2's own) when set;
 # 3. pretrains a tiny GPT-2 with the project's own trainer (gpt2_ft.py, full fine-tuning) and
@@ -12,7 +13,10 @@
 # 4. fine-tunes it with every method through the task scripts a real run uses
 #    (scripts/e2e_<method>.sh: gpt2_ft -> gpt2_beam -> gpt2_decode -> eval/score.py), and decodes
 #    the un-adapted base model as a baseline;
-# 5. prints one table (also written as markdown) and draws all training-loss curves in one PNG.
+# 5. prints one table (also written as markdown: trainable parameters, adapter size, training CPU
+#    time and peak memory, the E2E metrics; every row decoded with the same settings) and draws
+#    the training and validation losses in one PNG (a second panel for the adapters alone).
+#    Each run's log in OUT/logs/ keeps every earlier run's lines.
 #
 # Environment: DEMO_OUT (output folder, default NLG/demo_out/<size>), DEMO_SIZE (full = the
 # documented demo, small = the test-suite configuration), DEMO_JOBS (runs in parallel, default:
@@ -43,7 +47,7 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
@@ -77,14 +81,14 @@ case "$SIZE" in
   full)  # the documented demo: < 10 min on 2 CPU cores
     N_TRAIN=600 N_VALID=40 N_TEST=60 TRAIN_REFS=3 TEST_REFS=5 N_PRETRAIN=4000 VOCAB_SIZE=1024
     N_LAYER=3 N_EMBD=96 N_HEAD=4 N_POS=128 SEQ=96
-    PRE_STEPS=300 PRE_BATCH=32 PRE_LR=0.003 FT_STEPS=600 FT_BATCH=16 WARMUP=60
-    BEAM=5 EVAL_LEN=48 NOLA_BASIS=256 TB_ARGS="" NO_METEOR="" ;;
+    PRE_STEPS=600 PRE_BATCH=32 PRE_LR=0.003 FT_STEPS=600 FT_BATCH=16 WARMUP=60
+    BEAM=5 EVAL_LEN=48 NOLA_BASIS=256 TB_ARGS="" NO_METEOR="" LENGTH_PENALTY=0.9 ;;
   small)  # the test-suite configuration: same stages, everything tiny
     N_TRAIN=80 N_VALID=8 N_TEST=10 TRAIN_REFS=2 TEST_REFS=3 N_PRETRAIN=400 VOCAB_SIZE=400
     N_LAYER=2 N_EMBD=32 N_HEAD=2 N_POS=96 SEQ=80
     PRE_STEPS=30 PRE_BATCH=16 PRE_LR=0.003 FT_STEPS=15 FT_BATCH=8 WARMUP=3
     # TensorBoard's import and METEOR's Java start-up cost seconds per run: skipped here
-    BEAM=2 EVAL_LEN=24 NOLA_BASIS=32 TB_ARGS="--no_tensorboard" NO_METEOR=1 ;;
+    BEAM=2 EVAL_LEN=24 NOLA_BASIS=32 TB_ARGS="--no_tensorboard" NO_METEOR=1 LENGTH_PENALTY=0.9 ;;
   *) die "--size must be full or small, got '$SIZE'" ;;
 esac
 OUT=${OUT:-$nlg/demo_out/$SIZE}
@@ -119,12 +123,20 @@ stage() {
   log "$name: done in $((SECONDS - t0)) s"
 }
 
-# run_watched LABEL WORK_DIR TOTAL_STEPS LOG CMD...: run CMD (output to LOG) and, while it runs,
-# print the training progress it writes to WORK_DIR/train_log.jsonl every ~15 s.
+# eta ELAPSED DONE TOTAL: "ETA 1m05s" from the rate so far.
+eta() {
+  local left=$(( $1 * ($3 - $2) / ($2 > 0 ? $2 : 1) ))
+  if (( left >= 60 )); then printf 'ETA %dm%02ds' $((left / 60)) $((left % 60)); else printf 'ETA %ds' "$left"; fi
+}
+
+# run_watched LABEL WORK_DIR TOTAL_STEPS LOG CMD...: run CMD (output appended to LOG, after a line
+# naming this run: a re-run keeps the earlier runs' logs) and, while it runs, print the training
+# progress it writes to WORK_DIR/train_log.jsonl every ~15 s, with an ETA.
 run_watched() {
-  local label=$1 work=$2 total=$3 logf=$4 pid last="" line step loss
+  local label=$1 work=$2 total=$3 logf=$4 pid last="" line step loss t0=$SECONDS
   shift 4
-  "$@" > "$logf" 2>&1 &
+  printf '=== demo.sh run of %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" >> "$logf"
+  "$@" >> "$logf" 2>&1 &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do kill -0 "$pid" 2>/dev/null && sleep 1; done
@@ -132,7 +144,7 @@ run_watched() {
     step=$(echo "$line" | sed -n 's/.*"step": *\([0-9]*\).*/\1/p')
     loss=$(echo "$line" | sed -n 's/.*"loss": *\([0-9.]*\).*/\1/p')
     if [ -n "$step" ] && [ "$step" != "$last" ] && kill -0 "$pid" 2>/dev/null; then
-      log "$label: step $step/$total, loss ${loss:0:6}"
+      log "$label: step $step/$total ($((100 * step / total))%), loss ${loss:0:6}, $((SECONDS - t0)) s, $(eta $((SECONDS - t0)) "$step" "$total")"
       last=$step
     fi
   done
@@ -229,10 +241,11 @@ run_method() {
   if run_watched "${LABEL[$m]}" "$work" "$FT_STEPS" "$OUT/logs/$m.log" env ${DEMO_ENV[$m]:-} LR=${DEMO_LR[$m]} WARMUP_STEP=$WARMUP MAX_EPOCH=1000 MAX_STEP=$FT_STEPS TRAIN_BATCH_SIZE=$FT_BATCH \
      VALID_BATCH_SIZE=$FT_BATCH SEQ_LEN=$SEQ SAVE_INTERVAL=$FT_STEPS BEAM=$BEAM EVAL_LEN=$EVAL_LEN \
      BEAM_BATCH_SIZE=16 NOLA_NUM_BASIS=$NOLA_BASIS EOS_TOKEN_ID=$EOT PYTHON=$PY \
-     EXTRA_FT_ARGS="--log_interval $((FT_STEPS / 30 + 1)) --eval_interval $FT_STEPS --no_progress $TB_ARGS" \
+     LENGTH_PENALTY=$LENGTH_PENALTY \
+     EXTRA_FT_ARGS="--log_interval $((FT_STEPS / 30 + 1)) --eval_interval $((FT_STEPS / 4)) --no_progress $TB_ARGS" \
      bash "$here/e2e_$m.sh" --data_dir "$DATA" --vocab "$VOCAB" --model_card "$CARD" \
        --init_checkpoint "$BASE" --work_dir "$work" --launcher "${DEMO_LAUNCHER:-python}" --num_gpus 1 --seed "$SEED"; then
-    log "${LABEL[$m]}: finished in $((SECONDS - t0)) s ($(grep -c 'reusing' "$OUT/logs/$m.log" || true) step(s) reused)"
+    log "${LABEL[$m]}: finished in $((SECONDS - t0)) s"
   else
     log "${LABEL[$m]}: FAILED; last lines of $OUT/logs/$m.log:"
     tail -n 25 "$OUT/logs/$m.log" >&2
@@ -244,8 +257,16 @@ log "fine-tuning ${#METHODS[@]} methods, $JOBS at a time, $FT_STEPS steps each (
 failed=0
 pids=()
 names=()
-for m in "${METHODS[@]}"; do
+t_ft=$SECONDS
+reported=0
+for i in "${!METHODS[@]}"; do
+  m=${METHODS[$i]}
   while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n || true; done
+  done_n=$((i - $(jobs -rp | wc -l)))
+  if (( done_n > reported )); then   # the fine-tuning stage's progress, with an ETA from its rate
+    log "fine-tuning: $done_n/${#METHODS[@]} methods done, $((SECONDS - t_ft)) s, $(eta $((SECONDS - t_ft)) "$done_n" "${#METHODS[@]}")"
+    reported=$done_n
+  fi
   log "${LABEL[$m]}: started"
   run_method "$m" &
   pids+=($!)
@@ -261,9 +282,9 @@ NOAD=$OUT/runs/base_no_adapter
 mkdir -p "$NOAD"
 base_beam() {
   "$PY" src/gpt2_beam.py --data "$DATA/test.jsonl" --batch_size 16 --seq_len "$SEQ" --eval_len "$EVAL_LEN" \
-    --model_card "$CARD" --init_checkpoint "$BASE" --platform local --beam "$BEAM" --length_penalty 0.9 \
+    --model_card "$CARD" --init_checkpoint "$BASE" --platform local --beam "$BEAM" --length_penalty "$LENGTH_PENALTY" \
     --no_repeat_ngram_size 4 --repetition_penalty 1.0 --eos_token_id "$EOT" \
-    --work_dir "$NOAD" --output_file predict.base.jsonl > "$OUT/logs/base_no_adapter.log" 2>&1 \
+    --work_dir "$NOAD" --output_file predict.base.jsonl >> "$OUT/logs/base_no_adapter.log" 2>&1 \
     || { tail -n 25 "$OUT/logs/base_no_adapter.log" >&2; die "beam search of the base model failed"; }
 }
 stage "base model without adapter: beam search" "$NOAD/predict.base.jsonl" base_beam
@@ -283,6 +304,8 @@ rows=(--row "base model, no adapter=$NOAD")
 for m in "${METHODS[@]}"; do rows+=(--row "${LABEL[$m]}=$OUT/runs/$m"); done
 echo
 "$PY" "$nlg/demo/summarize.py" "${rows[@]}" --out_md "$OUT/results.md" --out_png "$OUT/loss_curves.png" \
+  --note "Every row decoded alike: beam $BEAM, length penalty $LENGTH_PENALTY, no-repeat n-gram 4 (the task scripts' per-method values are for the papers' runs)." \
+  --note "Train CPU time: the training process's CPU seconds (runs shared the cores, so wall time would not compare); peak memory: its peak resident set." \
   --title "Demo ($SIZE): tiny GPT-2 ($N_LAYER x $N_EMBD, vocab $V) on $N_TEST test MRs, $FT_STEPS fine-tuning steps"
 echo
 log "table: $OUT/results.md"

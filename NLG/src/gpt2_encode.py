@@ -19,10 +19,10 @@ import json
 import os
 import sys
 
-from tqdm import tqdm
 
 from nlg import encoder
 from nlg.format_io import text_lines
+from traincore.progress import Progress
 
 
 def encode_record(enc, items, add_bos, add_eos):
@@ -54,12 +54,13 @@ def encode_file(enc, in_path, out_path, add_bos, add_eos, progress=True):
     n = 0
     try:
         with open(tmp, "w", encoding="utf8") as writer:
-            for lineno, line in tqdm(text_lines(in_path), total=total,
-                                     desc=os.path.basename(in_path), unit="line",
-                                     disable=not progress):
-                items = parse_line(line.strip(), in_path, lineno)
-                writer.write(json.dumps(encode_record(enc, items, add_bos, add_eos)) + "\n")
-                n += 1
+            with Progress(total, f"encode {os.path.basename(in_path)}", "lines",
+                          enabled=progress) as bar:
+                for lineno, line in text_lines(in_path):
+                    items = parse_line(line.strip(), in_path, lineno)
+                    writer.write(json.dumps(encode_record(enc, items, add_bos, add_eos)) + "\n")
+                    n += 1
+                    bar.update()
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

@@ -246,14 +246,17 @@ def train(args, method):
                      distributed=args.world_size > 1, step=step,
                      params=[p for p in model.parameters() if p.requires_grad])
     steps = _Steps(args, method, model, full, trained, stream, valid_data, precision, loop, step)
-    t_start = time.time()
+    t_start, cpu_start = time.time(), time.process_time()
     net.train()
     try:
         loop.run(steps.groups(), steps.loss_of, steps.after_step)
     finally:
         steps.log.close()
-    return _finish(args, method, model, loop.step, dict(trainable=trainable, total=total,
-                   train_time=time.time() - t_start, resume_path=resume_path))
+    # CPU time of this process (all its threads): comparable between runs that shared the cores
+    return _finish(args, method, model, loop.step, dict(
+        trainable=trainable, total=total, train_time=time.time() - t_start,
+        train_cpu=time.process_time() - cpu_start, peak_mem=_peak_memory_mb(args.device),
+        resume_path=resume_path))
 
 
 def _claim(args):
@@ -424,7 +427,8 @@ def _finish(args, method, model, step, run):
                 "model_card": args.model_card, "trainable_params": run["trainable"],
                 "total_params": run["total"], "final_checkpoint": final_path, "last_step": step,
                 "max_step": args.max_step, "world_size": args.world_size,
-                "train_time_s": run["train_time"], "resumed_from": run["resume_path"],
+                "train_time_s": run["train_time"], "train_cpu_s": run["train_cpu"],
+                "peak_mem_mb": run["peak_mem"], "resumed_from": run["resume_path"],
                 "exported_published": exported}, os.path.join(args.work_dir, "run_info.json"))
     barrier()
     return final_path
