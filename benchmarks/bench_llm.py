@@ -26,6 +26,7 @@ import loralib as lora
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "NLG" / "MetaMathQA"))   # generate.py, the evaluation's own code
 import generate as gsm  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 
 def llama(args, vocab):
@@ -50,18 +51,6 @@ def step_fn(model):
     return step
 
 
-def timed_alternating(fns, batches):
-    secs = dict.fromkeys(fns, 0.0)
-    for fn in fns.values():
-        fn(batches[0])
-    for b in batches[1:]:
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn(b)
-            secs[k] += time.perf_counter() - t0
-    return {k: v / (len(batches) - 1) for k, v in secs.items()}
-
-
 def method_cfg(flags):
     p = argparse.ArgumentParser()
     lora.add_method_args(p)
@@ -77,12 +66,13 @@ def bench_train(args, vocab):
     fns = {"peft lora": step_fn(peft_model)}
     for name, (method, flags) in lora.script_variants().items():
         model = llama(args, vocab)
-        cfg = method_cfg(f"--method {method} {flags.replace('${QBITS}', '3')} --lora_dim 8 "
+        rank = "--lora_dim 8" if lora.get_spec(method).cli.uses_lora_dim else "--nola_rank 8"
+        cfg = method_cfg(f"--method {method} {flags.replace('${QBITS}', '3')} {rank} "
                          f"--lora_alpha 16 --lora_dropout 0.05")
         lora.inject(model, cfg, ["q_proj", "v_proj"])
         lora.mark_only_lora_as_trainable(model)
         fns[name] = step_fn(model)
-    secs = timed_alternating(fns, batches)
+    secs = interleaved(fns, batches)
     print(f"train: batch {args.batch} x seq {args.seq}, hidden {args.hidden}, {args.layers} layers")
     print("| setup | s/step | relative to PEFT LoRA |")
     print("|---|---:|---:|")

@@ -12,7 +12,6 @@ A train step is forward + backward + AdamW step over the trainable tensors (adap
 ours and transformers+peft alternate step by step, so a busy machine slows both alike.
 """
 import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ import torch
 import loralib as lora
 from nlu.glue_data import RobertaTokenizer, encode_examples, load_split
 from nlu.roberta import RobertaForSequenceClassification, config_from_card
+from timing import interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,23 +102,6 @@ def hf_peft(device):
     return train, evaluate
 
 
-def interleaved(fns, batches, device):
-    """Seconds per call of each function, run alternately on the same batches."""
-    secs = {k: 0.0 for k in fns}
-    for k, fn in fns.items():
-        fn(batches[0])        # untimed warm-up
-    for b in batches[1:]:
-        for k, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn(b)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            secs[k] += time.perf_counter() - t0
-    return {k: v / (len(batches) - 1) for k, v in secs.items()}
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
@@ -155,7 +138,8 @@ def main():
         return
     fns = {}
     for name, (method, flags) in lora.script_variants().items():
-        cfg = method_config(f"--method {method} {flags.replace('${QBITS}', '3')} --lora_dim 8 "
+        rank = "--lora_dim 8" if lora.get_spec(method).cli.uses_lora_dim else "--nola_rank 8"
+        cfg = method_config(f"--method {method} {flags.replace('${QBITS}', '3')} {rank} "
                             f"--lora_alpha 8")
         fns[name] = ours(device, cfg)[0]
     per = interleaved(fns, train_b, device)

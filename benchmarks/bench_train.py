@@ -30,6 +30,7 @@ from nlg import encoder  # noqa: E402
 from nlg.data_utils import FT_Dataset, collate_pad  # noqa: E402
 from nlg.model import GPT2LMModel, config_from_card  # noqa: E402
 from nlg.optimizer import AdamW  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 
 def make_batches(shared, n_batches, batch_size, work):
@@ -144,21 +145,9 @@ def main():
                 "ours@512": lambda: ours(batches, device, padded=True)}
     # ours and hf+peft run interleaved step by step, so that a busy machine slows both alike
     steps = {k: builders[k]() for k in ("ours", "hf+peft") if k not in skip}
-    tokens = {k: 0.0 for k in steps}
-    secs = {k: 0.0 for k in steps}
-    for k, fn in steps.items():
-        fn(batches[0])  # untimed warm-up
-    for b in batches[1:args.steps + 1]:
-        for k, fn in steps.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn(b)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            secs[k] += time.perf_counter() - t0
-            tokens[k] += b["n_tokens"]
-    rows = [(names[k], tokens[k] / secs[k], secs[k] / args.steps) for k in steps]
+    secs = interleaved(steps, batches[:args.steps + 1], device)
+    tokens = sum(b["n_tokens"] for b in batches[1:args.steps + 1]) / args.steps
+    rows = [(names[k], tokens / secs[k], secs[k]) for k in steps]
     del steps
     if "ours@512" not in skip and args.padded_steps > 0:
         tps, sec = timed(builders["ours@512"](), batches[0], batches[1:args.padded_steps + 1],

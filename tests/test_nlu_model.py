@@ -180,3 +180,36 @@ def test_bf16_autocast_and_length_guard():
     too_long = torch.full((1, TINY["max_position_embeddings"]), 5)
     with pytest.raises(ValueError, match="lower --max_seq_length"):
         ours(too_long)
+
+
+def test_padding_costs_nothing_and_changes_nothing():
+    """Token-wise layers run on the real tokens only (roberta.Layout): a padded batch gives each
+    example what it gives alone, in training (gradients) as in evaluation, and the hidden states
+    of padding are zero."""
+    from nlu.roberta import Layout
+    torch.manual_seed(0)
+    model = _ours(2, lora.MethodConfig(method="lora", r=2, alpha=4, pipeline="roberta"))
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)
+    ids, mask = _batch()
+    assert int(mask.sum()) < mask.numel()                    # the batch has padding
+    feats = model.roberta(ids, mask)
+    assert torch.equal(feats[mask == 0], torch.zeros_like(feats[mask == 0]))
+    logits = []
+    for i in range(ids.shape[0]):
+        n = int(mask[i].sum())
+        out = model(ids[i:i + 1, :n], mask[i:i + 1, :n])
+        out.sum().backward()
+        logits.append(out)
+    alone = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    batch = model(ids, mask)
+    batch.sum().backward()
+    torch.testing.assert_close(batch, torch.cat(logits), rtol=1e-5, atol=1e-5)
+    for a, b in zip(alone, [p.grad for p in model.parameters() if p.requires_grad]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    x = torch.randn(3, 5, 4)
+    lay = Layout(3, 5, mask[:, :5])
+    assert torch.equal(lay.pad(lay.unpad(x)), x * mask[:, :5, None])

@@ -149,7 +149,7 @@ class RobertaEmbeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
         self.padding_idx = cfg.pad_token_id
 
-    def forward(self, input_ids, token_type_ids=None):
+    def forward(self, input_ids, token_type_ids=None, layout=None):
         # RoBERTa numbers real tokens from padding_idx + 1; padding keeps padding_idx.
         longest = self.position_embeddings.num_embeddings - self.padding_idx - 1
         if input_ids.shape[1] > longest:   # a shape check: no device sync per step
@@ -161,7 +161,36 @@ class RobertaEmbeddings(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
              + self.position_embeddings(position_ids))
+        if layout is not None:
+            x = layout.unpad(x)
         return self.dropout(self.LayerNorm(x))
+
+
+class Layout:
+    """Where a batch's real tokens are. Every token-wise layer (projections, feed-forward, layer
+    norms, dropout) runs on the real tokens only, as rows (N, C): on GLUE about half of a padded
+    batch is padding, which would otherwise cost as much as the text. Only attention needs the
+    (B, T) grid: `pad` scatters rows into it (padding rows 0, masked out as keys, their query
+    outputs dropped) and `unpad` gathers them back. Each real token's result is what the padded
+    computation gives it; dropout draws a mask for the real tokens only, the same distribution."""
+
+    def __init__(self, batch: int, length: int, attention_mask=None):
+        self.B, self.T = batch, length
+        self.rows = None     # None: no padding, rows are the grid itself
+        if attention_mask is not None:
+            rows = attention_mask.reshape(-1).nonzero().squeeze(1)
+            if rows.numel() < batch * length:
+                self.rows = rows
+
+    def unpad(self, x):
+        flat = x.reshape(self.B * self.T, x.shape[-1])
+        return flat if self.rows is None else flat.index_select(0, self.rows)
+
+    def pad(self, rows):
+        if self.rows is None:
+            return rows.view(self.B, self.T, rows.shape[-1])
+        grid = rows.new_zeros(self.B * self.T, rows.shape[-1])
+        return grid.index_copy(0, self.rows, rows).view(self.B, self.T, rows.shape[-1])
 
 
 class RobertaSelfAttention(nn.Module):
@@ -174,15 +203,15 @@ class RobertaSelfAttention(nn.Module):
         self.value = _projection(cfg, "v", h, h)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(self, x, keep):
-        B, T, C = x.shape
+    def forward(self, x, keep, layout):
+        B, T, C = layout.B, layout.T, x.shape[-1]
 
         def split(t):
-            return t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
+            return layout.pad(t).view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                            dropout_p=self.dropout_p if self.training else 0.0)
-        return y.transpose(1, 2).reshape(B, T, C)
+        return layout.unpad(y.transpose(1, 2).reshape(B, T, C))
 
 
 class RobertaSelfOutput(nn.Module):
@@ -202,8 +231,8 @@ class RobertaAttention(nn.Module):
         self.self = RobertaSelfAttention(cfg)
         self.output = RobertaSelfOutput(cfg, "c_proj", cfg.hidden_size)
 
-    def forward(self, x, keep):
-        return self.output(self.self(x, keep), x)
+    def forward(self, x, keep, layout):
+        return self.output(self.self(x, keep, layout), x)
 
 
 class RobertaIntermediate(nn.Module):
@@ -223,8 +252,8 @@ class RobertaLayer(nn.Module):
         self.intermediate = RobertaIntermediate(cfg)
         self.output = RobertaSelfOutput(cfg, "mlp_proj", cfg.intermediate_size)
 
-    def forward(self, x, keep):
-        a = self.attention(x, keep)
+    def forward(self, x, keep, layout):
+        a = self.attention(x, keep, layout)
         return self.output(self.intermediate(a), a)
 
 
@@ -233,9 +262,9 @@ class RobertaEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(RobertaLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
-    def forward(self, x, keep):
+    def forward(self, x, keep, layout):
         for layer in self.layer:
-            x = layer(x, keep)
+            x = layer(x, keep, layout)
         return x
 
 
@@ -248,13 +277,15 @@ class RobertaModel(nn.Module):
         self.encoder = RobertaEncoder(cfg)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        x = self.embeddings(input_ids, token_type_ids)
+        """(B, T, C) hidden states; rows of padding hold zeros."""
+        layout = Layout(*input_ids.shape, attention_mask)
+        x = self.embeddings(input_ids, token_type_ids, layout)
         keep = None
         if attention_mask is not None:
             # Boolean (B, 1, 1, T), True = attend: valid for SDPA whatever dtype autocast gives
             # q/k/v (an additive float mask must match it). Every row keeps its <s> token.
             keep = attention_mask[:, None, None, :].to(torch.bool)
-        return self.encoder(x, keep)
+        return layout.pad(self.encoder(x, keep, layout))
 
 
 class RobertaClassificationHead(nn.Module):
