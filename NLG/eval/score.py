@@ -29,6 +29,7 @@ from metrics.readers import (ScoreInputError, load_e2e, load_multi_ref,  # noqa:
                              reference_paths)
 from metrics.report import E2E_DECIMALS, GEN_DECIMALS, format_lines  # noqa: E402
 from nlg.tasks import TASKS  # noqa: E402
+from traincore.progress import Progress  # noqa: E402
 
 E2E_OFFICIAL = HERE / "e2e" / "measure_scores.py"
 GEN_OFFICIAL = HERE / "GenerationEval" / "eval.py"
@@ -141,16 +142,19 @@ def _try_official(args):
 def _builtin(args, refs, hyps):
     """(scores, notes, the scorer file) of the built-in scorers."""
     if _one_file(args):
-        scores, notes = score_e2e(refs, hyps, meteor=not args.no_meteor)
+        with Progress(5, f"score {args.task}", "metrics") as bar:
+            scores, notes = score_e2e(refs, hyps, meteor=not args.no_meteor,
+                                      step=lambda name: bar.update())
         return scores, notes, HERE / "score_e2e.py"
+    metrics = ["bleu", "ter", "chrf++"] if args.no_meteor else list(METRICS)
     try:
+        with Progress(len(metrics), f"score {args.task}", "metrics") as bar:
+            scores, notes = score_gen(refs, hyps, args.nr, metrics=metrics,
+                                      step=lambda name: bar.update())
         if args.no_meteor:
-            scores, notes = score_gen(refs, hyps, args.nr, metrics=["bleu", "ter", "chrf++"])
             scores = {"BLEU": scores["BLEU"], "METEOR": None, "TER": scores["TER"],
                       "chrF++": scores["chrF++"]}
             notes["METEOR"] = "--no-meteor given"
-        else:
-            scores, notes = score_gen(refs, hyps, args.nr)
     except ValueError as e:
         raise _Fail(f"{args.hyp}: {e}", 2) from None
     return scores, notes, HERE / "score_gen.py"

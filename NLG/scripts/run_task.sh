@@ -3,17 +3,31 @@
 # decode (gpt2_decode.py) -> score (eval/score.py). Called by the <task>_<method>.sh scripts,
 # which only set the hyperparameters (as environment variables) and pass their arguments on.
 #
-#   bash scripts/e2e_lora.sh [--num_gpus N] [--seed S] [--model_card gpt2.sm|md|lg|tiny|card.json]
+#   bash scripts/e2e_lora.sh [--num_gpus N] [--seed S] [--model_card gpt2.sm|gpt2.md|gpt2.lg|card.json]
 #        [--init_checkpoint FILE|random] [--work_dir DIR] [--data_dir DIR] [--vocab DIR] [--max_step N]
-#        [--launcher auto|torchrun|launch|python] [--force]
+#        [--launcher auto|torchrun|launch|python] [--force] [--smoke]
 #
-# --init_checkpoint random trains from a random backbone (gpt2_ft.py --random_init; smoke tests).
-# Every option also reads from the environment (num_gpus / NUM_GPUS, SEED, MODEL_CARD, ...), and
-# every hyperparameter the calling script sets can be overridden there too (LR=1e-4 bash ...);
-# EXTRA_FT_ARGS / EXTRA_BEAM_ARGS append flags to gpt2_ft.py / gpt2_beam.py, BEAM_BATCH_SIZE sets
-# the beam search's --batch_size (the reference's 1 by default), EOS_TOKEN_ID its extra end id.
-# Run from the repository root or from NLG/. A step whose output exists is reused (the log says
-# so); --force (or FORCE=1) redoes them all.
+# --smoke: the whole pipeline of this task script offline in about a minute: the demo's
+#   generators write small splits in this task's raw format and a BPE vocabulary for them,
+#   create_datasets.sh builds the data as for a real run, a tiny random GPT-2 (a card made for
+#   that vocabulary) trains 20 steps (--max_step), then beam search, decoding and scoring run.
+#   Everything goes to SMOKE_DIR (default NLG/smoke_out); the data is built once and reused.
+# --init_checkpoint random trains from a random backbone (gpt2_ft.py --random_init).
+# A step whose output exists is reused when its settings and inputs are unchanged (the log says
+# so; changed ones stop with a message); --force (or FORCE=1) redoes them all.
+#
+# Environment (the calling script sets the hyperparameters; any can be overridden, LR=1e-4 bash ...):
+#   options:   NUM_GPUS (or num_gpus) SEED MODEL_CARD INIT_CHECKPOINT WORK_DIR DATA_DIR VOCAB
+#              MAX_STEP LAUNCHER FORCE SMOKE SMOKE_DIR PYTHON
+#   training:  LR WEIGHT_DECAY LABEL_SMOOTH WARMUP_STEP MAX_EPOCH TRAIN_BATCH_SIZE VALID_BATCH_SIZE
+#              GRAD_ACC SEQ_LEN CLIP ADAM_BETA2 SCHEDULER SAVE_INTERVAL METHOD_ARGS
+#              EXTRA_FT_ARGS (flags appended to gpt2_ft.py)
+#   decoding:  BEAM LENGTH_PENALTY NO_REPEAT_NGRAM_SIZE REPETITION_PENALTY EVAL_LEN
+#              BEAM_BATCH_SIZE (gpt2_beam.py --batch_size; the reference's 1 by default)
+#              EOS_TOKEN_ID (an extra end id; default the vocabulary's "\n\n")
+#              EXTRA_BEAM_ARGS (flags appended to gpt2_beam.py)
+#   scoring:   REF_NUM (references per context for WebNLG / DART) NO_METEOR (1: skip METEOR)
+# Run from the repository root or from NLG/.
 set -euo pipefail
 
 # One function, read completely before it runs: editing this file cannot change a running job.
@@ -43,6 +57,41 @@ stamp_differs() {  # true when a stamp exists and differs (a stage from before s
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nlg=$(cd "$here/.." && pwd)
 
+# --smoke: small data in this task's raw format, its vocabulary and a tiny card (built once in
+# SMOKE_DIR), then tiny settings for every step (they override the calling script's).
+smoke_setup() {
+  local dir src task_dir eot
+  dir=$(abspath "${SMOKE_DIR:-$nlg/smoke_out}")
+  src=$dir/source
+  if [ ! -f "$src/.done" ]; then
+    say "smoke: demo splits in every task's raw format, a vocabulary for them -> $src"
+    rm -rf "$src"
+    "$PYTHON" "$nlg/demo/make_data.py" --out_dir "$src/demo" --seed 0 --n_train 80 --n_valid 8 \
+      --n_test 10 --train_refs 2 --test_refs 3 --n_pretrain 100 --task_raw "$src/raw" > /dev/null \
+      || die "smoke: demo/make_data.py failed"
+    "$PYTHON" "$nlg/demo/build_vocab.py" "$src/demo/train.txt" "$src/demo/pretrain.txt" \
+      --out_dir "$src/vocab" --vocab_size 400 > /dev/null || die "smoke: demo/build_vocab.py failed"
+    touch "$src/.done"
+  fi
+  task_dir=$("$PYTHON" -c 'import sys, os; from nlg.tasks import get; print(os.path.basename(get(sys.argv[1]).data_dir))' "$TASK") \
+    || die "smoke: unknown TASK '$TASK'"
+  if [ ! -f "$dir/data/$task_dir/test_formatted.jsonl" ]; then
+    say "smoke: building the $TASK data with create_datasets.sh"
+    bash "$nlg/../create_datasets.sh" --from "$src/raw" --out "$dir/data" --vocab "$src/vocab" --tasks "$TASK" \
+      > "$dir/create_datasets_$TASK.log" 2>&1 || { tail -n 20 "$dir/create_datasets_$TASK.log" >&2; die "smoke: create_datasets.sh failed"; }
+  fi
+  "$PYTHON" -c 'import json, sys; n = len(json.load(open(sys.argv[1], encoding="utf-8"))); json.dump({"vocab_size": n, "n_positions": 128, "n_ctx": 128, "n_embd": 32, "n_layer": 2, "n_head": 2}, open(sys.argv[2], "w"))' \
+    "$src/vocab/encoder.json" "$dir/card.json"
+  eot=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1], encoding="utf-8"))["<|endoftext|>"])' "$src/vocab/encoder.json")
+  DATA_DIR=$dir/data/$task_dir VOCAB=$src/vocab MODEL_CARD=$dir/card.json INIT_CHECKPOINT=random
+  WORK_DIR=${WORK_DIR:-$dir/runs/${TASK}_$METHOD_NAME}
+  MAX_STEP=${MAX_STEP:-20} SAVE_INTERVAL=1000 WARMUP_STEP=2 MAX_EPOCH=1000
+  TRAIN_BATCH_SIZE=8 VALID_BATCH_SIZE=8 SEQ_LEN=96 EVAL_LEN=24 BEAM=2 BEAM_BATCH_SIZE=16
+  EOS_TOKEN_ID=$eot NO_METEOR=1 REF_NUM=3
+  EXTRA_FT_ARGS="--log_interval 5 --eval_interval 1000 --no_tensorboard ${EXTRA_FT_ARGS:-}"
+  say "smoke: data $DATA_DIR, card $MODEL_CARD (random weights), $MAX_STEP steps -> $WORK_DIR"
+}
+
 NUM_GPUS=${num_gpus:-${NUM_GPUS:-}}
 SEED=${SEED:-110}
 MODEL_CARD=${MODEL_CARD:-gpt2.md}
@@ -53,6 +102,7 @@ VOCAB=${VOCAB:-$nlg/vocab}
 MAX_STEP=${MAX_STEP:-}
 LAUNCHER=${LAUNCHER:-auto}
 FORCE=${FORCE:-0}
+SMOKE=${SMOKE:-0}
 PYTHON=${PYTHON:-python}
 
 while [ $# -gt 0 ]; do
@@ -67,7 +117,8 @@ while [ $# -gt 0 ]; do
     --max_step) MAX_STEP=$2; shift 2 ;;
     --launcher) LAUNCHER=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --smoke) SMOKE=1; shift ;;
+    -h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
@@ -95,6 +146,7 @@ esac
 
 # Paths given relative to where the user stands keep working after the cd into NLG/ below.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+[ "$SMOKE" != 1 ] || smoke_setup
 [ -z "$INIT_CHECKPOINT" ] || [ "$INIT_CHECKPOINT" = random ] || INIT_CHECKPOINT=$(abspath "$INIT_CHECKPOINT")
 [ -z "$WORK_DIR" ] || WORK_DIR=$(abspath "$WORK_DIR")
 [ -z "$DATA_DIR" ] || DATA_DIR=$(abspath "$DATA_DIR")

@@ -321,7 +321,7 @@ def decode_contexts(model, contexts: Sequence[Sequence[int]], s: BeamSettings,
                     examples_per_batch: int, pad_to: int = 0, early_exit: bool = True,
                     progress=None, cache_rows: Optional[int] = None) -> List[List[int]]:
     """Predictions (eval_len ids each) for every context, in input order (batches as in
-    batches_by_length)."""
+    batches_by_length); progress(n) is called after each batch with its number of contexts."""
     results: List[Optional[List[int]]] = [None] * len(contexts)
     plan = batches_by_length([len(c) for c in contexts], examples_per_batch, cache_rows,
                              s.beam, s.eval_len, pad_to)
@@ -330,5 +330,5 @@ def decode_contexts(model, contexts: Sequence[Sequence[int]], s: BeamSettings,
         for j, row in zip(idx, seqs.tolist()):
             results[j] = row
         if progress is not None:
-            progress(n + 1, len(plan))
+            progress(len(idx))          # contexts finished by this batch
     return results

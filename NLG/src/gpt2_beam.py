@@ -42,6 +42,7 @@ from nlg.data_utils import read_ft_file
 from nlg.gpu import add_gpu_params, cleanup, parse_gpu
 from nlg.model import GPT2LMModel, config_from_card, lora
 from traincore import Precision, barrier, gather_objects, write_text_atomic
+from traincore.progress import Progress
 
 DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
 ROWS_PER_BATCH = {"cpu": 160, "cuda": 1024}  # hypotheses (contexts x beam) decoded together
@@ -172,19 +173,16 @@ def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=pri
     order = sorted(range(len(uniq)), key=lambda j: (-len(uniq[j]), j))
     mine = order[rank::world_size]
     per_batch, cache_rows = batch_limits(args, model, device)
-    t0 = time.time()
-
-    def progress(done, total):
-        if rank == 0 and (done == total or done % 10 == 0):
-            log(f"rank 0: batch {done}/{total} ({time.time() - t0:.1f}s)")
-
     if rank == 0:
         log(f"{len(contexts)} lines, {len(uniq)} distinct contexts; {len(mine)} on rank 0, "
             f"up to {per_batch} per batch, beam {s.beam}, eval_len {s.eval_len}")
-    with Precision.from_flags(args.fp16, args.bf16, device).autocast():
+    # rank 0's share of the distinct contexts: a bar on a terminal, else a line every 30 s
+    bar = Progress(len(mine), "beam search" + (" (rank 0)" if world_size > 1 else ""),
+                   "contexts", enabled=rank == 0)
+    with bar, Precision.from_flags(args.fp16, args.bf16, device).autocast():
         preds = decode_contexts(model, [uniq[j] for j in mine], s, per_batch,
                                 pad_to=(args.seq_len - args.eval_len) if args.pad_to_seq_len else 0,
-                                early_exit=not args.no_early_exit, progress=progress,
+                                early_exit=not args.no_early_exit, progress=bar.update,
                                 cache_rows=cache_rows)
     gathered = {}
     for part in gather_objects(list(zip(mine, preds))):

@@ -21,8 +21,10 @@ def parse_metrics(spec):
     return names
 
 
-def score_gen(refs_per_seg, hyps, num_refs, metrics=METRICS, nworder=2, ncorder=6, beta=2.0):
-    """Returns (scores, notes) keyed by printed name; METEOR is None when it cannot run."""
+def score_gen(refs_per_seg, hyps, num_refs, metrics=METRICS, nworder=2, ncorder=6, beta=2.0,
+              step=None):
+    """Returns (scores, notes) keyed by printed name; METEOR is None when it cannot run.
+    step(name), if given, follows each metric."""
     scores, notes = {}, {}
     tok = None
     if any(m in metrics for m in ("meteor", "ter")):
@@ -44,4 +46,6 @@ def score_gen(refs_per_seg, hyps, num_refs, metrics=METRICS, nworder=2, ncorder=
         elif m == "chrf++":
             scores["chrF++"] = chrf_pp([refs[:num_refs] for refs in refs_per_seg], hyps,
                                        nworder, ncorder, beta)
+        if step is not None:
+            step(m)
     return scores, notes
