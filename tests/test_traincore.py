@@ -195,3 +195,16 @@ def test_progress_off_a_terminal_prints_periodic_lines_with_an_eta():
     with Progress(4, "x", enabled=False, stream=quiet) as p:
         p.update(4)
     assert quiet.getvalue() == ""
+
+
+def test_no_init_skips_initialisation_and_restores_it():
+    from traincore.noinit import no_init
+    real = torch.nn.init.normal_
+    t = torch.zeros(3)
+    with no_init():
+        assert torch.nn.init.normal_(t, 0.0, 1.0) is t and torch.equal(t, torch.zeros(3))
+        lin = torch.nn.Linear(4, 4)          # built: the right shapes, no init spent
+        assert lin.weight.shape == (4, 4)
+    assert torch.nn.init.normal_ is real
+    torch.nn.init.normal_(t)
+    assert not torch.equal(t, torch.zeros(3))

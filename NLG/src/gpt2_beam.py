@@ -42,6 +42,7 @@ from nlg.data_utils import read_ft_file
 from nlg.gpu import add_gpu_params, cleanup, parse_gpu
 from nlg.model import GPT2LMModel, config_from_card, lora
 from traincore import Precision, barrier, gather_objects, write_text_atomic
+from traincore.noinit import no_init
 from traincore.progress import Progress
 
 DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
@@ -154,7 +155,10 @@ def load_model(args, method):
     config = config_from_card(args.model_card, method=method)
     if args.seq_len > config.n_positions:
         raise ValueError(f"--seq_len {args.seq_len} exceeds the model's n_positions {config.n_positions}")
-    model = GPT2LMModel(config)
+    # Every tensor comes from the checkpoint (the loader refuses a file that lacks one), so the
+    # model is built without the random init the file would overwrite (traincore/noinit.py).
+    with no_init():
+        model = GPT2LMModel(config, init_weights=False)
     info = load_model_weights(model, args.init_checkpoint, adapter_checkpoint=args.adapter_checkpoint,
                               require_adapter=config.adapter is not None)
     merged = lora.merge_all(model)

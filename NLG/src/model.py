@@ -253,11 +253,14 @@ class GPT2Model(nn.Module):
 # Language model
 
 class GPT2LMModel(nn.Module):
-    def __init__(self, config: GPT2Config):
+    def __init__(self, config: GPT2Config, init_weights: bool = True):
+        """init_weights=False: leave the backbone's tensors as allocated (a checkpoint will set
+        every one; see traincore/noinit.py)."""
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
-        self._init_backbone(config.initializer_range)
+        if init_weights:
+            self._init_backbone(config.initializer_range)
 
     @torch.no_grad()
     def _init_backbone(self, std):
