@@ -67,6 +67,43 @@ def beam_args(opts, *extra):
         "--repetition_penalty", "1.0", "--eos_token_id", "628", "--batch_size", "1", *extra])
 
 
+class FlopCount:
+    """The model FLOPs of the work the decoder asks for: 2 per weight and token in the blocks'
+    matmuls (12 d^2 per layer), attention 4 d per layer and key position actually attended
+    (the cache positions a row has reached), and the LM head 2 d V per row it scores."""
+
+    def __init__(self, model):
+        c = model.config
+        self.d, self.L, self.V, self.flops = c.n_embd, c.n_layer, c.vocab_size, 0.0
+        tr, head = model.transformer, model.lm_head
+        forward = tr.forward
+
+        def counted_forward(input_ids, *a, past=None, len_past=None, **k):
+            B, T = input_ids.shape
+            if len_past is not None:           # one new token per row, keys 0..len_past
+                keys = float((len_past.float() + 1).sum())
+            else:
+                s_past = 0 if past is None else past[0].size(3)
+                keys = B * sum(s_past + t + 1 for t in range(T))   # causal
+            self.flops += 24 * self.L * self.d ** 2 * B * T + 4 * self.L * self.d * keys
+            return forward(input_ids, *a, past=past, len_past=len_past, **k)
+
+        def counted_head(hidden):
+            self.flops += 2 * self.d * self.V * hidden.reshape(-1, self.d).shape[0]
+            return head(hidden)
+        tr.forward, model.lm_head = counted_forward, counted_head
+
+
+def gemm_probe(n=2048, reps=5):
+    """fp32 matmul throughput of this machine, now (FLOP/s)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
 def run_ours(model, contexts, opts, *extra):
     args = beam_args(opts, *extra)
     s = settings_from_args(args)
@@ -144,7 +181,16 @@ def main():
           f"{opts.model_card}, beam {opts.beam}, eval_len {opts.eval_len}, {torch.get_num_threads()} threads")
 
     extra = ["--decode_batch", str(opts.decode_batch)] if opts.decode_batch else []
+    peak = gemm_probe()
+    counter = FlopCount(model)
+    t0 = time.perf_counter()
     rate, cpu_rate = run_ours(model, contexts[:n], opts, *extra)
+    achieved = counter.flops / (time.perf_counter() - t0)
+    peak = max(peak, gemm_probe())     # probed before and after: a busy machine moves both
+    res["gflops"] = {"achieved": achieved / 1e9, "gemm_probe": peak / 1e9,
+                     "fraction": achieved / peak}
+    print(f"ours: {achieved / 1e9:.1f} GFLOP/s of model work ({counter.flops / 1e9:.0f} GFLOP), "
+          f"{100 * achieved / peak:.0f}% of a 2048^3 fp32 GEMM's {peak / 1e9:.1f} GFLOP/s")
     res["ours"] = {"lines": n, "distinct": len(set(map(tuple, contexts[:n]))), "lines_per_s": rate,
                    "lines_per_cpu_s": cpu_rate}
     print(f"ours       {n:5d} lines: {rate:8.3f} lines/s ({cpu_rate:8.3f} per CPU-s)")
