@@ -206,3 +206,29 @@ def test_a_full_disk_is_reported_as_such(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="no space left on the device"):
         checkpoint.save_atomic({"a": torch.zeros(1)}, tmp_path / "m.pt")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where,script,groups", [
+    ("NLG", "src/gpt2_ft.py", ("data and model:", "training:", "logging, saving, resuming:",
+                               "optimizer and schedule:", "adaptation method (loralib):")),
+    ("NLG", "src/gpt2_beam.py", ("data and model:", "search:", "adaptation method (loralib):")),
+    ("NLU", "src/run_glue.py", ("task, data and model:", "training:", "evaluation:"))])
+def test_help_groups_the_flags_and_shows_defaults(where, script, groups):
+    r = subprocess.run([sys.executable, script, "--help"], cwd=ROOT / where, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "(default:" in r.stdout
+    assert all(f"\n{g}\n" in r.stdout for g in groups), r.stdout[:3000]
+
+
+@pytest.mark.parametrize("where,argv,line", [
+    ("NLG", ["src/gpt2_beam.py", "--data", "/nonexistent.jsonl"], "gpt2_beam: --data /nonexistent.jsonl: no such file"),
+    ("NLG", ["src/format_converting_e2e.py", "/nonexistent.txt", "out.jsonl"],
+     "format_converting_e2e.py: /nonexistent.txt: no such file"),
+    ("NLG", ["src/gpt2_decode.py", "--vocab", "/nonexistent", "--sample_file", "s", "--input_file", "i",
+             "--output_ref_file", "r", "--output_pred_file", "p"], "gpt2_decode.py: /nonexistent/encoder.json"),
+    ("NLU", ["src/run_glue.py", "--task_name", "xyz", "--output_dir", "o"], "run_glue.py: unknown GLUE task 'xyz'"),
+])
+def test_command_line_errors_are_one_line_and_exit_2(where, argv, line, tmp_path):
+    r = subprocess.run([sys.executable, *argv], cwd=ROOT / where, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith(line) and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stdout == ""            # nothing long printed before it

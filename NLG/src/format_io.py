@@ -1,7 +1,10 @@
 """What the three format_converting_*.py scripts share: reading the raw file with errors that
 name it, writing the formatted jsonl, and the two-argument command line."""
 import json
+import os
 import sys
+
+from traincore.cli import run, usage_error
 
 
 def _not_utf8(path, data: bytes, e: UnicodeDecodeError, first_line=1):
@@ -45,8 +48,8 @@ def write_jsonl(path, records):
 def cli(convert, script, input_kind, argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        sys.exit(f"usage: python src/{script} {input_kind} OUTPUT_formatted.jsonl")
-    try:
-        convert(argv[0], argv[1])
-    except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+        usage_error(script, f"expected 2 arguments, got {len(argv)} (usage: python src/{script} "
+                            f"{input_kind} OUTPUT_formatted.jsonl)")
+    if not os.path.isfile(argv[0]):
+        usage_error(script, f"{argv[0]}: no such file (give the raw {input_kind})")
+    run(script, convert, argv[0], argv[1])

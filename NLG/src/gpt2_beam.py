@@ -42,6 +42,7 @@ from nlg.data_utils import read_ft_file
 from nlg.gpu import add_gpu_params, cleanup, parse_gpu
 from nlg.model import GPT2LMModel, config_from_card, lora
 from traincore import Precision, barrier, gather_objects, write_text_atomic
+from traincore.cli import message, usage_error
 from traincore.noinit import no_init
 from traincore.progress import Progress
 
@@ -56,45 +57,49 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_gpu_params(p)
-    p.add_argument("--data", required=True, help="token-id jsonl ({'context', 'completion'}) from gpt2_encode.py")
-    p.add_argument("--batch_size", type=int, default=10,
-                   help="least number of distinct contexts decoded together (the reference's batch)")
-    p.add_argument("--seq_len", type=int, default=512,
-                   help="context + generation budget: the last seq_len - eval_len context tokens are kept")
-    p.add_argument("--eval_len", type=int, default=256, help="tokens generated (steps of the search)")
-    p.add_argument("--min_length", type=int, default=0, help="no eos before this many tokens")
-    p.add_argument("--model_card", default="gpt2.sm",
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data", required=True, help="token-id jsonl ({'context', 'completion'}) from gpt2_encode.py")
+    g.add_argument("--model_card", default="gpt2.sm",
                    help="gpt2.sm | gpt2.md | gpt2.lg | gpt2.tiny, or a JSON file of GPT2Config keywords")
-    p.add_argument("--init_checkpoint", default=None,
+    g.add_argument("--init_checkpoint", default=None,
                    help="trained model.<step>.pt (final: backbone + adapter), or the pretrained "
                         "backbone when --adapter_checkpoint is given")
-    p.add_argument("--adapter_checkpoint", default=None,
+    g.add_argument("--adapter_checkpoint", default=None,
                    help="adapter-only checkpoint (periodic model.<step>.pt), loaded over --init_checkpoint")
-    p.add_argument("--work_dir", type=str, default=os.getenv("PT_OUTPUT_DIR", "gpt2_model"),
+    g.add_argument("--vocab", default=None,
+                   help="folder with encoder.json: its <|endoftext|> is the default end id")
+    g.add_argument("--work_dir", type=str, default=os.getenv("PT_OUTPUT_DIR", "gpt2_model"),
                    help="output folder")
-    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
-    p.add_argument("--length_penalty", type=float, default=1.0,
+    g.add_argument("--output_file", type=str, default="beam_prediction.jsonl", help="output file name")
+    g = p.add_argument_group("search")
+    g.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    g.add_argument("--eval_len", type=int, default=256, help="tokens generated (steps of the search)")
+    g.add_argument("--seq_len", type=int, default=512,
+                   help="context + generation budget: the last seq_len - eval_len context tokens are kept")
+    g.add_argument("--min_length", type=int, default=0, help="no eos before this many tokens")
+    g.add_argument("--length_penalty", type=float, default=1.0,
                    help="a finished hypothesis scores sum(log p) / length ** length_penalty")
-    p.add_argument("--no_repeat_ngram_size", type=int, default=4,
+    g.add_argument("--no_repeat_ngram_size", type=int, default=4,
                    help="ban repeating an n-gram of the generated tokens (0: off)")
-    p.add_argument("--repetition_penalty", type=float, default=1.0, help="CTRL repetition penalty")
-    p.add_argument("--eos_token_id", action="append", type=int, default=None,
+    g.add_argument("--repetition_penalty", type=float, default=1.0, help="CTRL repetition penalty")
+    g.add_argument("--eos_token_id", action="append", type=int, default=None,
                    help="an extra end id (repeatable), added to <|endoftext|> (50256, or the "
                         "--vocab's); ids outside the model's vocabulary are ignored")
-    p.add_argument("--output_file", type=str, default="beam_prediction.jsonl", help="output file name")
-    p.add_argument("--vocab", default=None,
-                   help="folder with encoder.json: its <|endoftext|> is the default end id")
-    p.add_argument("--decode_batch", type=int, default=0,
+    g = p.add_argument_group("speed (the results stay the same; fp16 / bf16 may differ slightly)")
+    g.add_argument("--batch_size", type=int, default=10,
+                   help="least number of distinct contexts decoded together (the reference's batch)")
+    g.add_argument("--decode_batch", type=int, default=0,
                    help="distinct contexts per batch (0: about %d hypotheses on CPU, %d on GPU)"
                         % (ROWS_PER_BATCH["cpu"], ROWS_PER_BATCH["cuda"]))
-    p.add_argument("--no_dedup", action="store_true",
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU; results may differ from fp32)")
+    g.add_argument("--fp16", action="store_true", help="fp16 autocast (GPU or CPU; results may differ from fp32)")
+    g = p.add_argument_group("benchmarks: run the way the reference does")
+    g.add_argument("--no_dedup", action="store_true",
                    help="decode every line, also repeated contexts (for benchmarks)")
-    p.add_argument("--pad_to_seq_len", action="store_true",
+    g.add_argument("--pad_to_seq_len", action="store_true",
                    help="pad every context to seq_len - eval_len as the reference does (for benchmarks)")
-    p.add_argument("--no_early_exit", action="store_true",
+    g.add_argument("--no_early_exit", action="store_true",
                    help="run all eval_len steps for every context even once its result is settled")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU; results may differ from fp32)")
-    p.add_argument("--fp16", action="store_true", help="fp16 autocast (GPU or CPU; results may differ from fp32)")
     lora.add_method_args(p)
     if defaults:
         p.set_defaults(**defaults)
@@ -203,18 +208,34 @@ def main(argv=None, defaults=None, description=None):
     args = build_parser(defaults, **({"description": description} if description else {})
                         ).parse_args(argv)
     if args.fp16 and args.bf16:
-        print("gpt2_beam: --fp16 and --bf16 are exclusive (pick one)", file=sys.stderr)
-        sys.exit(2)
+        usage_error("gpt2_beam", "--fp16 and --bf16 are exclusive (pick one)")
+    check_inputs(args)
     try:
         method = resolve_method(args)
         s = settings_from_args(args)
     except (ValueError, KeyError) as e:
-        raise SystemExit(f"gpt2_beam: {e}")
+        usage_error("gpt2_beam", message(e))
     parse_gpu(args)
     try:
         return run(args, method, s)
     finally:
         cleanup(args)
+
+
+def check_inputs(args):
+    """The files and the model card, checked before the settings dump and the model build."""
+    if not os.path.isfile(args.data):
+        usage_error("gpt2_beam", f"--data {args.data}: no such file (the test split's token ids: "
+                                 f"create_datasets.sh)")
+    for flag in ("init_checkpoint", "adapter_checkpoint"):
+        path = getattr(args, flag)
+        if path and not os.path.isfile(path):
+            usage_error("gpt2_beam", f"--{flag} {path}: no such file (the trained model.<step>.pt "
+                                     f"in the training's --work_dir)")
+    try:
+        config_from_card(args.model_card)
+    except (ValueError, OSError) as e:
+        usage_error("gpt2_beam", str(e))
 
 
 def resolve_method(args):
@@ -246,8 +267,8 @@ def _check_writable(path):
         probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-", delete=True)
         probe.close()
     except OSError as e:
-        raise SystemExit(f"gpt2_beam: cannot write {path} ({e.strerror}): give a writable "
-                         f"--work_dir") from None
+        usage_error("gpt2_beam", f"cannot write {path} ({e.strerror}): give a writable "
+                                 f"--work_dir")
 
 
 def run(args, method, s):
@@ -265,7 +286,7 @@ def run(args, method, s):
         contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.config.vocab_size)
     except (ValueError, KeyError, FileNotFoundError) as e:
         # Decoding never starts from random weights, so the loader's --random_init hint is moot.
-        raise SystemExit(f"gpt2_beam: {str(e).split(' Pass --random_init')[0]}")
+        usage_error("gpt2_beam", message(e).split(" Pass --random_init")[0])
     model.to(args.device)
     if rank == 0:
         print(f"method: {method.method}; loaded {info}; merged {merged} adapted layer(s)")
@@ -274,7 +295,7 @@ def run(args, method, s):
     try:
         preds = decode(model, contexts, s, args, rank, args.world_size if args.distributed else 1)
     except ValueError as e:  # settings the model cannot serve (e.g. a beam wider than the vocabulary)
-        raise SystemExit(f"gpt2_beam: {e}")
+        usage_error("gpt2_beam", str(e))
     if rank == 0:
         path = os.path.join(args.work_dir, args.output_file)
         write_predictions(path, preds)

@@ -33,6 +33,7 @@ import re
 import sys
 
 from nlg import encoder
+from traincore.cli import message, usage_error
 from nlg.tasks import TASKS
 
 EOT = "<|endoftext|>"
@@ -188,7 +189,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.ref_num < 1:
-        sys.exit("error: --ref_num must be at least 1")
+        usage_error("gpt2_decode.py", "--ref_num must be at least 1")
     try:
         enc = encoder.get_encoder(args.vocab)
         ref_unique = None
@@ -205,7 +206,7 @@ def main(argv=None):
         write_outputs(refer, samples, args.ref_type, args.ref_num, args.output_ref_file,
                       args.output_pred_file, args.tokenize, args.lower)
     except (ValueError, KeyError, OSError) as e:
-        sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
+        usage_error("gpt2_decode.py", message(e))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import sys
 
 
 from nlg import encoder
+from traincore.cli import message, usage_error
 from nlg.format_io import text_lines
 from traincore.progress import Progress
 
@@ -80,7 +81,7 @@ def main(argv=None):
         enc = encoder.get_encoder(args.vocab)
         encode_file(enc, args.input, args.output, args.add_bos, args.add_eos)
     except (ValueError, KeyError, OSError) as e:
-        sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
+        usage_error("gpt2_encode.py", message(e))
 
 
 if __name__ == "__main__":

@@ -63,57 +63,61 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_gpu_params(parser)
     add_optimizer_params(parser)
-    parser.add_argument("--train_data", required=True, help="training token-id jsonl")
-    parser.add_argument("--valid_data", required=True, help="validation token-id jsonl")
-    parser.add_argument("--train_batch_size", type=int, default=8, help="batch size per process")
-    parser.add_argument("--valid_batch_size", type=int, default=4, help="validation batch size")
-    parser.add_argument("--grad_acc", type=int, default=1, help="gradient accumulation steps")
-    parser.add_argument("--clip", type=float, default=0.0, help="gradient clip (0: none)")
-    parser.add_argument("--seq_len", type=int, default=512,
+    g = parser.add_argument_group("data and model")
+    g.add_argument("--train_data", required=True, help="training token-id jsonl")
+    g.add_argument("--valid_data", required=True, help="validation token-id jsonl")
+    g.add_argument("--seq_len", type=int, default=512,
                         help="maximum tokens per example (batches are padded to their longest)")
-    parser.add_argument("--model_card", default="gpt2.md",
+    g.add_argument("--model_card", default="gpt2.md",
                         help="gpt2.sm | gpt2.md | gpt2.lg | gpt2.tiny, or a JSON file of "
                              "GPT2Config keywords")
-    parser.add_argument("--init_checkpoint", default=None,
+    g.add_argument("--init_checkpoint", default=None,
                         help="pretrained GPT-2 pytorch_model.bin / .safetensors, or a trained "
                              "model.<step>.pt")
-    parser.add_argument("--random_init", action="store_true",
+    g.add_argument("--random_init", action="store_true",
                         help="allow a random backbone (no checkpoint, or one lacking tensors)")
-    parser.add_argument("--fp16", action="store_true",
-                        help="fp16 autocast + loss scaling (GPU or CPU; traincore/precision.py)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU)")
-    parser.add_argument("--log_interval", type=int, default=100, help="log interval (steps)")
-    parser.add_argument("--eval_interval", type=int, default=2000, help="eval interval (steps)")
-    parser.add_argument("--save_interval", type=int, default=500, help="save interval (steps)")
-    parser.add_argument("--work_dir", type=str, default=os.getenv("PT_OUTPUT_DIR", "gpt2_model"),
-                        help="output folder")
-    parser.add_argument("--obj", default="clm", choices=["jlm", "clm"],
-                        help="clm: loss on the completion; jlm: on every token")
-    parser.add_argument("--label_smooth", default=0.0, type=float, help="label smoothing")
-    parser.add_argument("--roll_interval", type=int, default=-1, help="(Microsoft's; unused)")
-    parser.add_argument("--roll_lr", type=float, default=0.00001, help="(Microsoft's; unused)")
-    parser.add_argument("--roll_step", type=int, default=100, help="(Microsoft's; unused)")
-    parser.add_argument("--eval_epoch", type=int, default=1, help="(Microsoft's; unused)")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None,
-                        help="continue from a resumable state (default <work_dir>/resume.pt)")
-    parser.add_argument("--stop_after_steps", type=int, default=None,
-                        help="stop this invocation after N updates, saving the resumable state "
-                             "(for time-limited jobs; continue with --resume)")
-    parser.add_argument("--export_published", default=None, metavar="PATH",
-                        help="after the last step also write the model (adapter merged into the "
-                             "weights) as a published GPT-2 pytorch_model.bin / .safetensors")
-    parser.add_argument("--no_tensorboard", action="store_true", help="skip TensorBoard files")
-    parser.add_argument("--no_progress", action="store_true",
-                        help="no progress bar (it shows only on a terminal anyway)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a finished or interrupted run in --work_dir (its files go "
-                             "first); without it such a folder is refused")
-    parser.add_argument("--resume_allow_changes", default="",
-                        help="comma-separated settings --resume may change although they change "
-                             "the computation (e.g. lr); see RESUME_SETTINGS")
-    parser.add_argument("--independent_layer_init", action="store_true",
+    g.add_argument("--independent_layer_init", action="store_true",
                         help="draw each layer's adapter on its own (the official code deep-copies "
                              "one block, so all layers start from the same adapter values)")
+    g.add_argument("--obj", default="clm", choices=["jlm", "clm"],
+                        help="clm: loss on the completion; jlm: on every token")
+    g = parser.add_argument_group("training")
+    g.add_argument("--train_batch_size", type=int, default=8, help="batch size per process")
+    g.add_argument("--valid_batch_size", type=int, default=4, help="validation batch size")
+    g.add_argument("--grad_acc", type=int, default=1, help="gradient accumulation steps")
+    g.add_argument("--clip", type=float, default=0.0, help="gradient clip (0: none)")
+    g.add_argument("--label_smooth", default=0.0, type=float, help="label smoothing")
+    g.add_argument("--fp16", action="store_true",
+                        help="fp16 autocast + loss scaling (GPU or CPU; traincore/precision.py)")
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU)")
+    g = parser.add_argument_group("logging, saving, resuming")
+    g.add_argument("--work_dir", type=str, default=os.getenv("PT_OUTPUT_DIR", "gpt2_model"),
+                        help="output folder")
+    g.add_argument("--log_interval", type=int, default=100, help="log interval (steps)")
+    g.add_argument("--eval_interval", type=int, default=2000, help="eval interval (steps)")
+    g.add_argument("--save_interval", type=int, default=500, help="save interval (steps)")
+    g.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="continue from a resumable state (default <work_dir>/resume.pt)")
+    g.add_argument("--resume_allow_changes", default="",
+                        help="comma-separated settings --resume may change although they change "
+                             "the computation (e.g. lr); see RESUME_SETTINGS")
+    g.add_argument("--stop_after_steps", type=int, default=None,
+                        help="stop this invocation after N updates, saving the resumable state "
+                             "(for time-limited jobs; continue with --resume)")
+    g.add_argument("--overwrite", action="store_true",
+                        help="replace a finished or interrupted run in --work_dir (its files go "
+                             "first); without it such a folder is refused")
+    g.add_argument("--export_published", default=None, metavar="PATH",
+                        help="after the last step also write the model (adapter merged into the "
+                             "weights) as a published GPT-2 pytorch_model.bin / .safetensors")
+    g.add_argument("--no_tensorboard", action="store_true", help="skip TensorBoard files")
+    g.add_argument("--no_progress", action="store_true",
+                        help="no progress bar (it shows only on a terminal anyway)")
+    g = parser.add_argument_group("accepted for Microsoft's command lines (unused)")
+    g.add_argument("--roll_interval", type=int, default=-1, help="(Microsoft's; unused)")
+    g.add_argument("--roll_lr", type=float, default=0.00001, help="(Microsoft's; unused)")
+    g.add_argument("--roll_step", type=int, default=100, help="(Microsoft's; unused)")
+    g.add_argument("--eval_epoch", type=int, default=1, help="(Microsoft's; unused)")
     lora.add_method_args(parser)
     if defaults:
         parser.set_defaults(**defaults)

@@ -9,17 +9,18 @@ from traincore import Processes
 
 
 def add_gpu_params(parser: argparse.ArgumentParser):
-    parser.add_argument("--platform", default="local", type=str,
+    g = parser.add_argument_group("processes (the launcher sets them)")
+    g.add_argument("--platform", default="local", type=str,
                         choices=["local", "k8s", "philly", "azure"],
                         help="launcher environment; all use torch.distributed "
                              "(k8s also reads OMPI_COMM_WORLD_* variables)")
-    parser.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int,
+    g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int,
                         default=int(os.environ.get("LOCAL_RANK", 0)),
                         help="set by the launcher (torch.distributed.launch / torchrun)")
-    parser.add_argument("--rank", default=0, type=int, help="global rank (set from the environment)")
-    parser.add_argument("--device", default=0, help="set from the environment")
-    parser.add_argument("--world_size", default=0, type=int, help="set from the environment")
-    parser.add_argument("--random_seed", default=10, type=int, help="random seed")
+    g.add_argument("--rank", default=0, type=int, help="global rank (set from the environment)")
+    g.add_argument("--device", default=0, help="set from the environment")
+    g.add_argument("--world_size", default=0, type=int, help="set from the environment")
+    g.add_argument("--random_seed", default=10, type=int, help="random seed")
 
 
 def parse_gpu(args):

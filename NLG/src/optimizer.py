@@ -22,6 +22,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def add_optimizer_params(parser: argparse.ArgumentParser):
+    parser = parser.add_argument_group("optimizer and schedule")
     parser.add_argument("--lr", default=0.00001, type=float, help="learning rate")
     parser.add_argument("--weight_decay", default=0.01, type=float, help="weight decay rate")
     parser.add_argument("--correct_bias", action="store_true", help="correct adam bias term")

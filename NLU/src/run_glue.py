@@ -44,6 +44,7 @@ from nlu.roberta import (RobertaForSequenceClassification, config_from_card, loa
 from nlu.glue_data import RobertaTokenizer, encode_examples, load_split, num_labels, task_spec
 from nlu.glue_metrics import glue_metrics
 from nlu import glue_train
+from traincore.cli import run
 from traincore import (NonFiniteError, Precision, Processes, WorkDirBusy, barrier, check_finite_state,
                        claim_work_dir, gather_objects, release_work_dir, remove_stale_temporaries,
                        save_atomic, seed_all, write_json_atomic)
@@ -56,65 +57,69 @@ RUN_OUTPUTS = ("pytorch_model.bin", "best_model.bin", "adapter_config.json", "tr
 def build_parser(defaults=None):
     p = argparse.ArgumentParser(description="Fine-tune RoBERTa on GLUE with a loralib method",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task_name", required=True, help="cola sst2 mrpc stsb qqp mnli qnli rte")
-    p.add_argument("--data_dir", default=os.environ.get("GLUE_DIR", "data/glue"),
+    g = p.add_argument_group("task, data and model")
+    g.add_argument("--task_name", required=True, help="cola sst2 mrpc stsb qqp mnli qnli rte")
+    g.add_argument("--data_dir", default=os.environ.get("GLUE_DIR", "data/glue"),
                    help="GLUE root (with CoLA/, SST-2/, ...) or the task's own folder")
-    p.add_argument("--tokenizer_dir", default="pretrained_checkpoints/roberta-base",
+    g.add_argument("--tokenizer_dir", default="pretrained_checkpoints/roberta-base",
                    help="folder with vocab.json + merges.txt (or encoder.json + vocab.bpe)")
-    p.add_argument("--model_card", default="roberta-base",
+    g.add_argument("--model_card", default="roberta-base",
                    help="roberta-base | roberta-large | roberta-tiny, or a config.json")
-    p.add_argument("--init_checkpoint", default=None,
+    g.add_argument("--init_checkpoint", default=None,
                    help="pretrained RoBERTa pytorch_model.bin (HF keys) or a full checkpoint")
-    p.add_argument("--adapter_checkpoint", "--lora_path", dest="adapter_checkpoint", default=None,
+    g.add_argument("--adapter_checkpoint", "--lora_path", dest="adapter_checkpoint", default=None,
                    help="adapter (+ head) to start from, e.g. an MNLI run's pytorch_model.bin")
-    p.add_argument("--random_init", action="store_true",
+    g.add_argument("--random_init", action="store_true",
                    help="allow a random backbone (tests, smoke runs)")
-    p.add_argument("--max_seq_length", type=int, default=512)
-    p.add_argument("--per_device_train_batch_size", type=int, default=16)
-    p.add_argument("--per_device_eval_batch_size", type=int, default=64)
-    p.add_argument("--learning_rate", type=float, default=5e-4)
-    p.add_argument("--classifier_lr", type=float, default=None,
-                   help="learning rate of the classifier head (default: --learning_rate)")
-    p.add_argument("--num_train_epochs", type=float, default=3.0)
-    p.add_argument("--max_steps", type=int, default=-1, help="> 0: total updates (overrides epochs)")
-    p.add_argument("--warmup_ratio", type=float, default=0.06)
-    p.add_argument("--weight_decay", type=float, default=0.1)
-    p.add_argument("--adam_beta1", type=float, default=0.9)
-    p.add_argument("--adam_beta2", type=float, default=0.999)
-    p.add_argument("--adam_epsilon", type=float, default=1e-8)
-    p.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite_output_dir", action="store_true",
-                   help="replace a finished run in --output_dir (without it, refused)")
-    p.add_argument("--cls_dropout", type=float, default=None,
+    g.add_argument("--max_seq_length", type=int, default=512)
+    g.add_argument("--max_train_samples", type=int, default=None)
+    g.add_argument("--max_eval_samples", type=int, default=None)
+    g.add_argument("--cls_dropout", type=float, default=None,
                    help="dropout of the classifier head (default: hidden_dropout_prob)")
-    p.add_argument("--fp16", action="store_true",
-                   help="fp16 autocast + loss scaling (GPU or CPU; traincore/precision.py)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU)")
-    p.add_argument("--do_train", action="store_true", help="(neither --do_train nor --do_eval: both)")
-    p.add_argument("--do_eval", action="store_true")
-    p.add_argument("--evaluation_strategy", default="end", choices=("no", "end", "epoch"),
-                   help="evaluate on dev after every epoch (the papers report the best), "
-                        "only at the end, or never")
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
-                   help="passed by torch.distributed.launch without --use_env; LOCAL_RANK from "
-                        "the environment takes precedence")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1,
+    g = p.add_argument_group("training")
+    g.add_argument("--per_device_train_batch_size", type=int, default=16)
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1,
                    help="micro-batches per optimizer step (the update of one batch N times "
                         "larger)")
-    p.add_argument("--save_steps", type=int, default=500,
+    g.add_argument("--learning_rate", type=float, default=5e-4)
+    g.add_argument("--classifier_lr", type=float, default=None,
+                   help="learning rate of the classifier head (default: --learning_rate)")
+    g.add_argument("--num_train_epochs", type=float, default=3.0)
+    g.add_argument("--max_steps", type=int, default=-1, help="> 0: total updates (overrides epochs)")
+    g.add_argument("--warmup_ratio", type=float, default=0.06)
+    g.add_argument("--weight_decay", type=float, default=0.1)
+    g.add_argument("--adam_beta1", type=float, default=0.9)
+    g.add_argument("--adam_beta2", type=float, default=0.999)
+    g.add_argument("--adam_epsilon", type=float, default=1e-8)
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--fp16", action="store_true",
+                   help="fp16 autocast + loss scaling (GPU or CPU; traincore/precision.py)")
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU)")
+    g.add_argument("--do_train", action="store_true", help="(neither --do_train nor --do_eval: both)")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--do_eval", action="store_true")
+    g.add_argument("--evaluation_strategy", default="end", choices=("no", "end", "epoch"),
+                   help="evaluate on dev after every epoch (the papers report the best), "
+                        "only at the end, or never")
+    g.add_argument("--per_device_eval_batch_size", type=int, default=64)
+    g = p.add_argument_group("output, logging, resuming, processes")
+    g.add_argument("--output_dir", required=True)
+    g.add_argument("--overwrite_output_dir", action="store_true",
+                   help="replace a finished run in --output_dir (without it, refused)")
+    g.add_argument("--logging_steps", type=int, default=10)
+    g.add_argument("--save_steps", type=int, default=500,
                    help="optimizer steps between resumable states (resume.pt; also every epoch)")
-    p.add_argument("--resume", action="store_true",
+    g.add_argument("--resume", action="store_true",
                    help="continue a killed run from <output_dir>/resume.pt, bit for bit")
-    p.add_argument("--resume_allow_changes", default="",
+    g.add_argument("--resume_allow_changes", default="",
                    help="comma-separated settings --resume may change (see glue_train.py)")
-    p.add_argument("--stop_after_steps", type=int, default=None,
+    g.add_argument("--stop_after_steps", type=int, default=None,
                    help="end after N steps with the resumable state saved (tests of --resume)")
-    p.add_argument("--no_tensorboard", action="store_true", help="no TensorBoard scalars")
-    p.add_argument("--max_train_samples", type=int, default=None)
-    p.add_argument("--max_eval_samples", type=int, default=None)
+    g.add_argument("--no_tensorboard", action="store_true", help="no TensorBoard scalars")
+    g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
+                   help="passed by torch.distributed.launch without --use_env; LOCAL_RANK from "
+                        "the environment takes precedence")
     lora.add_method_args(p)
     if defaults:
         p.set_defaults(**defaults)
@@ -281,6 +286,12 @@ def _run(args):
     for name in ("gradient_accumulation_steps", "save_steps", "logging_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    task_spec(args.task_name)            # an unknown task: said before anything is created
+    for flag in ("data_dir", "tokenizer_dir"):
+        if not os.path.isdir(getattr(args, flag)):
+            raise FileNotFoundError(f"--{flag} {getattr(args, flag)}: no such folder"
+                                    + (" (create_datasets.sh --tasks glue)" if flag == "data_dir"
+                                       else " (download_pretrained_checkpoints.sh --models nlu)"))
     procs = Processes(args.local_rank)
     log = print if procs.main else (lambda *a, **k: None)
     seed_all(args.seed)
@@ -425,4 +436,4 @@ def _train_and_evaluate(args, model, cfg, method, tok, train, dev_sets, procs, l
 
 
 if __name__ == "__main__":
-    main()
+    run("run_glue.py", main)
