@@ -39,3 +39,9 @@ def shared_fixtures() -> Path:
     if not d.is_dir():
         pytest.skip(f"{d} not found: the shared fixtures sit beside the checkout in CI")
     return d
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end runs first: with `-n 2` (pytest-xdist) the two workers share them at the
+    start and the many short tests fill in after, instead of one long run finishing alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

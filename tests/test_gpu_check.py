@@ -6,9 +6,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_on_a_cpu_and_says_what_it_skipped(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}    # the CPU mode even on a GPU machine
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--out", str(tmp_path)],

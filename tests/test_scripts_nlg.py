@@ -240,22 +240,21 @@ def test_card_and_vocabulary_are_checked_before_training(tmp_path, shared_data):
     assert not (tmp_path / "w" / "train_log.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_smoke_runs_a_task_script_end_to_end_offline_from_the_demo_generators(tmp_path):
     """--smoke: the demo's generators write the task's raw files and a vocabulary,
     create_datasets.sh builds the data, a tiny random model runs every step; --help names
     every environment override run_task.sh reads."""
     env = {"SMOKE_DIR": str(tmp_path / "smoke"), "OMP_NUM_THREADS": "1"}
-    r = bash(SCRIPTS / "webnlg_lora.sh", "--smoke", "--max_step", "4", env=env)
+    r = bash(SCRIPTS / "webnlg_lora.sh", "--smoke", "--max_step", "2", env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     work = tmp_path / "smoke" / "runs" / "webnlg_lora"
-    assert json.loads((work / "run_info.json").read_text())["last_step"] == 4
+    assert json.loads((work / "run_info.json").read_text())["last_step"] == 2
     for split in ("all", "seen", "unseen"):        # WebNLG's three scored splits
         assert "BLEU" in json.loads((work / f"eval_{split}" / "scores.json").read_text())
     data = tmp_path / "smoke" / "data" / "webnlg_challenge_2017"
     assert all((data / f"{s}.jsonl").is_file() for s in ("train", "valid", "test"))
-    assert "beam search: 10/10 contexts (100%)" in r.stderr
-    again = bash(SCRIPTS / "webnlg_lora.sh", "--smoke", "--max_step", "4", env=env)
-    assert again.returncode == 0 and "train: reusing" in again.stdout and "beam: reusing" in again.stdout
+    assert "beam search: 10/10 contexts (100%)" in r.stderr   # (stage reuse: tested above)
     text = (SCRIPTS / "run_task.sh").read_text()
     import re
     used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text)) | set(re.findall(r'"\$([A-Z][A-Z0-9_]*)"', text))

@@ -194,10 +194,10 @@ def main(argv=None):
             scorer = "builtin"
             print(f"scorer: built-in ({where})")
     except ScoreInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{Path(__file__).name}: {e}", file=sys.stderr)
         return 2
     except _Fail as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{Path(__file__).name}: {e}", file=sys.stderr)
         return e.status
     decimals = E2E_DECIMALS if _one_file(args) else GEN_DECIMALS
     print("\n".join(format_lines(scores, notes, decimals)))

@@ -34,7 +34,7 @@ def main(argv=None):
     try:
         refs, hyps = load_e2e(args.ref_file, args.sys_file)
     except ScoreInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{os.path.basename(__file__)}: {e}", file=sys.stderr)
         return 2
     scores, notes = score_e2e(refs, hyps, meteor=not args.no_meteor)
     if args.json:

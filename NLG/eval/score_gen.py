@@ -42,13 +42,13 @@ def main(argv=None):
             raise ScoreInputError(f"-nr must be >= 1, got {args.num_refs}")
         refs, hyps = load_multi_ref(args.reference, args.hypothesis, args.num_refs)
     except (ScoreInputError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{os.path.basename(__file__)}: {e}", file=sys.stderr)
         return 2
     try:
         scores, notes = score_gen(refs, hyps, args.num_refs, metrics,
                                   args.nworder, args.ncorder, args.beta)
     except ValueError as e:
-        print(f"error: {args.hypothesis}: {e}", file=sys.stderr)
+        print(f"{os.path.basename(__file__)}: {args.hypothesis}: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(to_json(scores, notes))
