@@ -41,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from nlg.beam_search import truncate_context  # noqa: E402
+from common import gemm_probe  # noqa: E402
 from nlg.checkpoint import backbone_state_dict  # noqa: E402
 from nlg.encoder import get_encoder  # noqa: E402
 from nlg.gpt2_beam import build_parser, decode, settings_from_args  # noqa: E402
@@ -92,16 +93,6 @@ class FlopCount:
             self.flops += 2 * self.d * self.V * hidden.reshape(-1, self.d).shape[0]
             return head(hidden)
         tr.forward, model.lm_head = counted_forward, counted_head
-
-
-def gemm_probe(n=2048, reps=5):
-    """fp32 matmul throughput of this machine, now (FLOP/s)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
 def run_ours(model, contexts, opts, *extra):

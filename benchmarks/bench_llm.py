@@ -26,7 +26,7 @@ import loralib as lora
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "NLG" / "MetaMathQA"))   # generate.py, the evaluation's own code
 import generate as gsm  # noqa: E402
-from timing import interleaved  # noqa: E402
+from common import interleaved, variant_configs  # noqa: E402
 
 
 def llama(args, vocab):
@@ -51,12 +51,6 @@ def step_fn(model):
     return step
 
 
-def method_cfg(flags):
-    p = argparse.ArgumentParser()
-    lora.add_method_args(p)
-    return lora.method_config_from_args(p.parse_args(flags.split()), pipeline="llm")
-
-
 def bench_train(args, vocab):
     import peft
     batches = [torch.randint(vocab, (args.batch, args.seq)) for _ in range(args.steps + 1)]
@@ -64,11 +58,8 @@ def bench_train(args, vocab):
         r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
         task_type="CAUSAL_LM"))
     fns = {"peft lora": step_fn(peft_model)}
-    for name, (method, flags) in lora.script_variants().items():
+    for name, cfg in variant_configs("llm", 8, 16, dropout=0.05).items():
         model = llama(args, vocab)
-        rank = "--lora_dim 8" if lora.get_spec(method).cli.uses_lora_dim else "--nola_rank 8"
-        cfg = method_cfg(f"--method {method} {flags.replace('${QBITS}', '3')} {rank} "
-                         f"--lora_alpha 16 --lora_dropout 0.05")
         lora.inject(model, cfg, ["q_proj", "v_proj"])
         lora.mark_only_lora_as_trainable(model)
         fns[name] = step_fn(model)

@@ -19,7 +19,7 @@ import torch
 import loralib as lora
 from nlu.glue_data import RobertaTokenizer, encode_examples, load_split
 from nlu.roberta import RobertaForSequenceClassification, config_from_card
-from timing import interleaved
+from common import interleaved, variant_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,12 +40,6 @@ def make_batches(shared, n, batch_size, max_len):
                 mask[i, :len(x)] = 1
             out.append((ids, mask, torch.tensor([int(y) for _, y in rows])))
     return out
-
-
-def method_config(flags):
-    p = argparse.ArgumentParser()
-    lora.add_method_args(p)
-    return lora.method_config_from_args(p.parse_args(flags.split()), pipeline="roberta")
 
 
 def ours(device, cfg):
@@ -119,7 +113,8 @@ def main():
     n = max(args.steps, args.eval_batches) + 1
     batches = make_batches(Path(args.shared), (n + 1) // 2 + 1, args.batch_size, args.max_len)
     train_b, eval_b = batches[:args.steps + 1], batches[:args.eval_batches + 1]
-    lora_cfg = method_config("--method lora --lora_dim 8 --lora_alpha 8 --lora_dropout 0.1")
+    configs = variant_configs("roberta", 8, 8)
+    lora_cfg = variant_configs("roberta", 8, 8, dropout=0.1)["lora"]
     our_train, our_eval = ours(device, lora_cfg)
     hf_train, hf_eval = hf_peft(device)
     t = interleaved({"ours": our_train, "hf+peft": hf_train}, train_b, device)
@@ -136,12 +131,7 @@ def main():
           f"evaluation {e['hf+peft'] / e['ours']:.2f}x faster")
     if args.no_methods:
         return
-    fns = {}
-    for name, (method, flags) in lora.script_variants().items():
-        rank = "--lora_dim 8" if lora.get_spec(method).cli.uses_lora_dim else "--nola_rank 8"
-        cfg = method_config(f"--method {method} {flags.replace('${QBITS}', '3')} {rank} "
-                            f"--lora_alpha 8")
-        fns[name] = ours(device, cfg)[0]
+    fns = {name: ours(device, cfg)[0] for name, cfg in configs.items()}
     per = interleaved(fns, train_b, device)
     print("| method (roberta defaults, r=8) | train s/step | relative to LoRA |")
     print("|---|---:|---:|")

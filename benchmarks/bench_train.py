@@ -30,7 +30,7 @@ from nlg import encoder  # noqa: E402
 from nlg.data_utils import FT_Dataset, collate_pad  # noqa: E402
 from nlg.model import GPT2LMModel, config_from_card  # noqa: E402
 from nlg.optimizer import AdamW  # noqa: E402
-from timing import interleaved  # noqa: E402
+from common import interleaved  # noqa: E402
 
 
 def make_batches(shared, n_batches, batch_size, work):

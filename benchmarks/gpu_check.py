@@ -29,23 +29,11 @@ from pathlib import Path
 
 import torch
 
+from common import gemm_probe
+
 ROOT = Path(__file__).resolve().parents[1]
 NLG = ROOT / "NLG"
 CARDS = {"gpt2.md": (1024, 24, 50257), "gpt2.tiny": (64, 2, 50257)}   # n_embd, n_layer, vocab
-
-
-def gemm_probe(device, dtype, n, reps):
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
 def ddp_one_process(device):

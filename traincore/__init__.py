@@ -1,7 +1,8 @@
 """What the project's trainers share (torch only): the launcher's processes and collectives,
 precision, seeding, atomic files, checkpoint reading, the resumable state, the run log, the
 optimizer-step loop, one run per work dir and no silent divergence."""
-from .files import remove_stale_temporaries, save_atomic, write_atomic, write_json_atomic, write_text_atomic
+from .files import (remove_stale_temporaries, save_atomic, save_finite, write_atomic, write_json_atomic,
+                    write_text_atomic)
 from .guard import LossWatch, NonFiniteError, check_finite_state
 from .jsonlog import read_jsonl
 from .loop import TrainLoop

@@ -72,6 +72,18 @@ def save_atomic(obj, path) -> None:
         write_atomic(path, lambda f: torch.save(obj, f))
 
 
+def save_finite(obj, path, tensors=None, step=None, hint: str = "") -> None:
+    """save_atomic, refused (NonFiniteError naming the step) when a floating tensor of `tensors`
+    (default: obj itself, a state dict) holds nan or inf: no diverged state is ever written."""
+    from .guard import NonFiniteError, check_finite_state
+    try:
+        check_finite_state(obj if tensors is None else tensors, os.fspath(path))
+    except NonFiniteError as e:
+        when = "" if step is None else f" by step {step}"
+        raise NonFiniteError(f"training diverged{when}: {e}{hint}") from None
+    save_atomic(obj, path)
+
+
 def write_json_atomic(obj, path) -> None:
     write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8")))
 

@@ -10,8 +10,7 @@ from typing import Dict, Iterable, List, Optional
 
 import torch
 
-from .files import save_atomic
-from .guard import NonFiniteError, check_finite_state
+from .files import save_finite
 from .processes import gather_objects
 from .rng import rng_state, set_rng_state
 
@@ -49,14 +48,11 @@ def save_resume(path: str, model: torch.nn.Module, trained: Iterable[str], optim
         return
     keep = set(trained)
     tensors = {k: v for k, v in model.state_dict().items() if k in keep}
-    try:
-        check_finite_state(tensors, path)
-    except NonFiniteError as e:
-        raise NonFiniteError(f"training diverged by step {step}: {e}{hint}") from None
-    save_atomic({"model_state_dict": tensors, "optimizer": optimizer.state_dict(),
+    save_finite({"model_state_dict": tensors, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict() if scaler is not None else None,
-                 "rng": rngs, "step": step, "settings": settings, **(extra or {})}, path)
+                 "rng": rngs, "step": step, "settings": settings, **(extra or {})}, path,
+                tensors=tensors, step=step, hint=hint)
 
 
 def load_resume(path: str, model: torch.nn.Module, trained: Iterable[str], optimizer, scheduler,

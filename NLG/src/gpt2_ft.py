@@ -47,9 +47,8 @@ from nlg.gpu import add_gpu_params, cleanup, parse_gpu
 from nlg.model import GPT2LMModel, config_from_card, lora
 from nlg.optimizer import add_optimizer_params, create_adam_optimizer_from_args, create_optimizer_scheduler
 from traincore import (LossWatch, NonFiniteError, Precision, RunLog, TrainLoop, WorkDirBusy, all_reduce_sum,
-                       allowed_changes, barrier, check_finite_state, claim_work_dir, load_resume,
-                       release_work_dir, remove_stale_temporaries, save_atomic, save_resume, seed_all,
-                       write_json_atomic)
+                       allowed_changes, barrier, claim_work_dir, cli, load_resume, release_work_dir,
+                       remove_stale_temporaries, save_finite, save_resume, seed_all, write_json_atomic)
 
 # What a run writes in --work_dir (removed first by --overwrite).
 RUN_OUTPUTS = ("model.", "resume.pt", "train_log.jsonl", "valid_log.jsonl", "run_info.json",
@@ -155,8 +154,7 @@ def main(argv=None, defaults=None, description=None):
 
 def usage_error(msg):
     """A command-line error: one line, exit status 2, before anything long is printed."""
-    print(f"gpt2_ft: {msg}", file=sys.stderr)
-    sys.exit(2)
+    cli.usage_error("gpt2_ft", msg)
 
 
 def check_inputs(args):
@@ -383,8 +381,8 @@ class _Steps:
             self.watch.check(NONFINITE_HINT)
             if step % args.save_interval == 0 and step < args.max_step and args.rank == 0:
                 sd = self.model.state_dict() if self.full else lora.lora_state_dict(self.model)
-                _save_checked({"model_state_dict": sd, **method_record(self.method)},
-                              os.path.join(args.work_dir, f"model.{step}.pt"), step)
+                save_finite({"model_state_dict": sd, **method_record(self.method)},
+                            os.path.join(args.work_dir, f"model.{step}.pt"), sd, step, NONFINITE_HINT)
             save_resume(os.path.join(args.work_dir, "resume.pt"), self.model, self.trained,
                         self.loop.optimizer, self.loop.scheduler, self.loop.scaler, step,
                         resume_settings(args), args.device, main=args.rank == 0,
@@ -420,8 +418,9 @@ def _finish(args, method, model, step, run):
     if step >= args.max_step:
         final_path = os.path.join(args.work_dir, f"model.{step}.pt")
         if args.rank == 0:
-            _save_checked({"model_state_dict": training_state_dict(model),
-                           **method_record(method)}, final_path, step)
+            sd = training_state_dict(model)
+            save_finite({"model_state_dict": sd, **method_record(method)}, final_path, sd, step,
+                        NONFINITE_HINT)
             print(f"saved final checkpoint {final_path}")
             if args.export_published:
                 exported = export_published(model, args.export_published, merge=True)
@@ -459,14 +458,6 @@ def resume_settings(args):
     out = {k: getattr(args, k, None) for k in RESUME_SETTINGS if k != "method"}
     out["method"] = args.method_config.to_dict() if getattr(args, "method_config", None) else None
     return out
-
-
-def _save_checked(obj, path, step=None):
-    try:
-        check_finite_state(obj["model_state_dict"], path)
-    except NonFiniteError as e:
-        raise NonFiniteError(f"training diverged by step {step}: {e}{NONFINITE_HINT}") from None
-    save_atomic(obj, path)
 
 
 if __name__ == "__main__":

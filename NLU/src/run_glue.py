@@ -45,9 +45,9 @@ from nlu.glue_data import RobertaTokenizer, encode_examples, load_split, num_lab
 from nlu.glue_metrics import glue_metrics
 from nlu import glue_train
 from traincore.cli import run
-from traincore import (NonFiniteError, Precision, Processes, WorkDirBusy, barrier, check_finite_state,
+from traincore import (NonFiniteError, Precision, Processes, WorkDirBusy, barrier,
                        claim_work_dir, gather_objects, release_work_dir, remove_stale_temporaries,
-                       save_atomic, seed_all, write_json_atomic)
+                       save_finite, seed_all, write_json_atomic)
 
 # What a run writes in --output_dir (removed first when --overwrite_output_dir replaces a run).
 RUN_OUTPUTS = ("pytorch_model.bin", "best_model.bin", "adapter_config.json", "train_log.jsonl",
@@ -124,15 +124,6 @@ def build_parser(defaults=None):
     if defaults:
         p.set_defaults(**defaults)
     return p
-
-
-def save_checked(state, path):
-    """No adapter file holding nan or inf is ever written."""
-    try:
-        check_finite_state(state, path)
-    except NonFiniteError as e:
-        raise NonFiniteError(f"training diverged: {e}") from None
-    save_atomic(state, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,7 +395,7 @@ def _train_and_evaluate(args, model, cfg, method, tok, train, dev_sets, procs, l
         if tracking["best"] is None or m[key] > tracking["best"][key]:
             tracking["best"] = tracking["history"][-1]
             if procs.main:
-                save_checked(trainable_state_dict(model), os.path.join(out_dir, "best_model.bin"))
+                save_finite(trainable_state_dict(model), os.path.join(out_dir, "best_model.bin"))
         results.clear()
         results.update(m)
 
@@ -416,7 +407,7 @@ def _train_and_evaluate(args, model, cfg, method, tok, train, dev_sets, procs, l
         if not run.run(on_epoch_end):
             return {}
         if procs.main:
-            save_checked(trainable_state_dict(model), os.path.join(out_dir, "pytorch_model.bin"))
+            save_finite(trainable_state_dict(model), os.path.join(out_dir, "pytorch_model.bin"))
             write_json_atomic(method_record(method, cfg), os.path.join(out_dir, RECORD))
             log(f"saved {os.path.join(out_dir, 'pytorch_model.bin')}")
             if os.path.exists(run.resume_path):

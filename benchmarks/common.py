@@ -1,0 +1,56 @@
+"""What the benchmarks share: setups timed alternately on the same inputs (a machine busy with
+other work slows every setup alike), a GEMM probe of the machine's matmul throughput now, and
+one MethodConfig per variant the loralib registry lists."""
+import argparse
+import time
+
+import torch
+
+import loralib as lora
+
+
+def interleaved(fns, inputs, device=torch.device("cpu")):
+    """Mean seconds per call of each function; inputs[0] is an untimed warm-up for every one."""
+    secs = dict.fromkeys(fns, 0.0)
+    for fn in fns.values():
+        fn(inputs[0])
+    for x in inputs[1:]:
+        for k, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            secs[k] += time.perf_counter() - t0
+    return {k: v / max(1, len(inputs) - 1) for k, v in secs.items()}
+
+
+def gemm_probe(device=torch.device("cpu"), dtype=torch.float32, n=2048, reps=5):
+    """FLOP/s of an n x n x n matmul on this device, now."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+def variant_configs(pipeline, r, alpha, dropout=None):
+    """name -> MethodConfig for every variant the registry lists (qNOLA at 3 bits), built from
+    the flags the generated scripts pass, so a benchmark runs what the scripts run."""
+    p = argparse.ArgumentParser()
+    lora.add_method_args(p)
+    out = {}
+    for name, (method, flags) in lora.script_variants().items():
+        rank = "--lora_dim" if lora.get_spec(method).cli.uses_lora_dim else "--nola_rank"
+        argv = f"--method {method} {flags.replace('${QBITS}', '3')} {rank} {r} --lora_alpha {alpha}"
+        if dropout is not None:
+            argv += f" --lora_dropout {dropout}"
+        out[name] = lora.method_config_from_args(p.parse_args(argv.split()), pipeline=pipeline)
+    return out
