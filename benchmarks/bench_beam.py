@@ -5,7 +5,7 @@ MRs (context = BPE(MR) + <|endoftext|>, as gpt2_encode.py writes them) with beam
 penalty 0.8, no-repeat n-gram 4, end ids {50256, 628}:
 
   ours       gpt2_beam.py's decode path as configured by default: each distinct context once,
-             many contexts per batch sorted by length, prefill once, KV cache reordered by index;
+             many contexts per batch sorted by length, prefill once, shared by the beams;
   reference  the same code path run the reference's way: batch 1, every line decoded (no dedup),
              every context padded to seq_len - eval_len (the reference pads to --seq_len 512);
   hf         Hugging Face `generate` (num_beams 10, same length penalty, n-gram ban and end ids,
@@ -77,22 +77,25 @@ class FlopCount:
         c = model.config
         self.d, self.L, self.V, self.flops = c.n_embd, c.n_layer, c.vocab_size, 0.0
         tr, head = model.transformer, model.lm_head
-        forward = tr.forward
+        forward, step = tr.forward, tr.beam_step
 
-        def counted_forward(input_ids, *a, past=None, len_past=None, **k):
+        def counted_forward(input_ids, *a, past=None, **k):      # the prefill: causal
             B, T = input_ids.shape
-            if len_past is not None:           # one new token per row, keys 0..len_past
-                keys = float((len_past.float() + 1).sum())
-            else:
-                s_past = 0 if past is None else past[0].size(3)
-                keys = B * sum(s_past + t + 1 for t in range(T))   # causal
-            self.flops += 24 * self.L * self.d ** 2 * B * T + 4 * self.L * self.d * keys
-            return forward(input_ids, *a, past=past, len_past=len_past, **k)
+            s_past = 0 if past is None else past[0].size(3)
+            self.count(B * T, B * sum(s_past + t + 1 for t in range(T)))
+            return forward(input_ids, *a, past=past, **k)
+
+        def counted_step(tokens, positions, *a):                  # a new token sees 0..position
+            self.count(tokens.numel(), float((positions.float() + 1).sum()))
+            return step(tokens, positions, *a)
 
         def counted_head(hidden):
             self.flops += 2 * self.d * self.V * hidden.reshape(-1, self.d).shape[0]
             return head(hidden)
-        tr.forward, model.lm_head = counted_forward, counted_head
+        tr.forward, tr.beam_step, model.lm_head = counted_forward, counted_step, counted_head
+
+    def count(self, tokens, keys):
+        self.flops += 24 * self.L * self.d ** 2 * tokens + 4 * self.L * self.d * keys
 
 
 def run_ours(model, contexts, opts, *extra):

@@ -20,3 +20,4 @@ from .utils import (count_parameters, is_adapter_key, load_lora_state_dict, lora
 from .cli import add_method_args, method_config_from_args
 from .inject import inject, merge_and_unload
 from .adapter_io import load_adapter, read_adapter_config, save_adapter
+from . import cpu_linear

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import cpu_linear
+
 
 class LoRALayer:
     """Microsoft's mixin: hyper-parameters, dropout and merge state of an adapted layer.
@@ -176,7 +178,7 @@ class AdaptedLinear(LoRALayer, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.frozen_weight()
         if not self.has_adapter or self.merged:
-            return F.linear(x, w, self.bias)
+            return cpu_linear.linear(x, w, self.bias)
         return self.adapted_forward(x, w)
 
     def _mergeable(self) -> bool:

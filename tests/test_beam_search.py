@@ -161,7 +161,8 @@ def test_eos_heavy_model_leaves_early_with_the_same_result():
     contexts = _contexts(seed=11)
     expected = [reference_beam(model, c, s) for c in contexts]
     calls = []
-    hook = getattr(model, "transformer", model).register_forward_hook(lambda m, a, o: calls.append(1))
+    # one call of the first block's MLP per model call: the prefill and each step
+    hook = model.transformer.h[0].mlp.register_forward_hook(lambda m, a, o: calls.append(1))
     try:
         early, _ = beam_search(model, contexts, s, early_exit=True)
         n_early = len(calls)

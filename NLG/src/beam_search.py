@@ -17,9 +17,9 @@ The results are those of the beam search in Microsoft's LoRA `gpt2_beam.py`, ste
   (candidates come in order of length, so a new best always covers the previous one).
 
 What is done differently, for speed only: many contexts per batch (right-padded to the
-longest), one prefill per context then expanded to beams, a fixed-size KV cache written in place
-(attention reads only the positions reached so far; a reorder moves only the generated ones),
-repetition penalty / n-gram ban / candidates as tensor ops, and an example leaves the batch once
+longest), one prefill per context whose keys / values its beams share, generated keys / values
+that a reorder never moves (see "model calls" below), repetition penalty / n-gram ban /
+candidates as tensor ops, and an example leaves the batch once
 no hypothesis can still beat its best candidate (scores only fall, so sum / len^lp is bounded by
 the best running sum over the largest len^lp still reachable): the result is the same as
 running all steps.
@@ -122,47 +122,68 @@ def process_scores_(logits: torch.Tensor, history: Optional[torch.Tensor], step:
 
 # ---------------------------------------------------------------------------- model calls
 #
-# The cache is Microsoft's fixed-size one: contexts right-padded to T, one buffer per layer of
-# (2, rows, heads, T + eval_len - 1, head_dim) allocated once per batch, the model writing each new
-# token in place at len_past (its row's length so far) and attending to positions <= len_past.
-# No per-step concatenation, and a reorder only has to move the generated positions: everything
-# before a row's first generated token is the same for all beams of its example.
+# The cache, one (2, examples, heads, T + slots * K, head_dim) tensor per layer: first the
+# prefill's context keys / values, one copy per example that its K hypotheses share (attention
+# reads it once for all of them; it is never expanded to beams); then the generated keys /
+# values of every hypothesis at fixed slots (step j of hypothesis t at T + j * K + t). A reorder
+# moves nothing: each hypothesis's ancestors are recorded in `anc`, and the attention bias built
+# from it lets a hypothesis see its own context and ancestors only. That costs K times the
+# attention products over the generated slots (small matmuls), and saves copying every
+# generated key and value of every layer at every step.
 
 def prefill(model, ids: torch.Tensor, lengths: torch.Tensor):
-    """Logits (B, vocab) after each row's last context token (rows right-padded), and the cache."""
+    """Logits (B, vocab) after each row's last context token (rows right-padded), and the cache:
+    one (2, B, heads, T, head_dim) tensor per layer. The vocabulary projection runs only where a
+    token is chosen, not on every context position."""
     rows = torch.arange(ids.shape[0], device=ids.device)
-    transformer = getattr(model, "transformer", None)
-    if transformer is not None and callable(getattr(model, "lm_head", None)):
-        # The vocabulary projection only where a token is chosen, not on every context position.
-        hidden, presents = transformer(ids)
-        return model.lm_head(hidden[rows, lengths - 1]), presents
-    logits, presents = model(ids)[:2]
-    return logits[rows, lengths - 1], presents
+    hidden, presents = model.transformer(ids)
+    return model.lm_head(hidden[rows, lengths - 1]), presents
 
 
-def expand_cache(presents, src: torch.Tensor, size: int):
-    """Zeroed fixed-size buffers holding the prefill cache of row src[j] in row j (masked
-    positions must be finite: a zero attention weight times NaN would still be NaN)."""
-    out = []
-    for p in presents:
-        buf = p.new_zeros(p.shape[0], src.numel(), p.shape[2], size, p.shape[4])
-        buf[:, :, :, : p.shape[3]] = p.index_select(1, src)
-        out.append(buf)
-    return out
+class _BeamCache:
+    def __init__(self, presents, ctx_len: torch.Tensor, beam: int, slots: int):
+        _, b, H, T, hd = presents[0].shape
+        self.K, self.T = beam, T
+        dtype, dev = presents[0].dtype, presents[0].device
+        # Every generated slot a step reads has been written by then: no zero fill needed.
+        self.kv = []
+        for p in presents:
+            kv = p.new_empty(2, b, H, T + slots * beam, hd)
+            kv[:, :, :, :T] = p
+            self.kv.append(kv)
+        pad = torch.arange(T, device=dev)[None, :] >= ctx_len[:, None]
+        self.ctx_bias = torch.zeros(b, 1, 1, T, dtype=dtype, device=dev).masked_fill_(pad[:, None, None], NEG_INF)
+        self.anc = torch.zeros(b, beam, slots, dtype=torch.long, device=dev)   # anc[e, t, j]: slot owner
+
+    def start(self, slot: int) -> int:
+        return self.T + slot * self.K
+
+    def bias(self, slot: int) -> torch.Tensor:
+        """(b, 1, K, T + (slot + 1) K): 0 where a hypothesis may attend (its context's real tokens,
+        its ancestors' slots, its own new one), -inf elsewhere."""
+        b, K = self.anc.shape[:2]
+        self.anc[:, :, slot] = torch.arange(K, device=self.anc.device)
+        see = self.anc[:, :, : slot + 1].unsqueeze(-1) == torch.arange(K, device=self.anc.device)
+        gen = torch.zeros(see.shape, dtype=self.ctx_bias.dtype, device=see.device).masked_fill_(~see, NEG_INF)
+        return torch.cat((self.ctx_bias.expand(b, 1, K, self.T), gen.view(b, 1, K, -1)), dim=-1)
+
+    def reorder(self, src: torch.Tensor, steps: int) -> None:
+        """Hypothesis t of example e continues hypothesis src[e, t]: it inherits its ancestors
+        over the first `steps` slots."""
+        if steps:
+            idx = src.unsqueeze(-1).expand(-1, -1, steps)
+            self.anc[:, :, :steps] = self.anc[:, :, :steps].gather(1, idx)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep these examples only."""
+        self.kv = [kv.index_select(1, keep) for kv in self.kv]
+        self.ctx_bias, self.anc = self.ctx_bias[keep], self.anc[keep]
 
 
-def reorder_positions_(past, src: torch.Tensor, start: int, stop: int) -> None:
-    """Row j takes row src[j]'s cache at positions [start, stop), in place."""
-    for layer in past:
-        for kv in layer:  # keys then values: half-size temporaries
-            seg = kv[:, :, start:stop]
-            seg.copy_(seg.index_select(0, src))
-
-
-def step_logits(model, tokens: torch.Tensor, past, len_past: torch.Tensor):
-    """Logits (rows, vocab) for one new token per row; the model writes its keys / values into
-    `past` (views of the batch's buffers) in place at len_past."""
-    return model(tokens, past=past, len_past=len_past)[0][:, -1]
+def step_logits(model, cache: _BeamCache, tokens: torch.Tensor, positions: torch.Tensor, slot: int):
+    """Logits (b * K, vocab) for one new token per hypothesis (tokens, positions (b, K))."""
+    hidden = model.transformer.beam_step(tokens, positions, cache.kv, cache.start(slot), cache.bias(slot))
+    return model.lm_head(hidden.reshape(-1, hidden.shape[-1]))
 
 
 def _score_dtype(logits):
@@ -228,16 +249,13 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
     logits = _score_dtype(logits)
     best = _Best(B, E, device, logits.dtype)
 
-    # Step 0: one row per example, then expand to beams.
+    # Step 0: one row per example, then K hypotheses each.
     process_scores_(logits, None, 0, s, eos)
     beam_scores, tok = torch.log(torch.softmax(logits, dim=-1)).topk(K, dim=1, largest=True, sorted=True)
-    src = torch.arange(B, device=device).repeat_interleave(K)
-    past = expand_cache(presents, src, T + E - 1)
+    cache = _BeamCache(presents, ctx_len, K, E - 1)
     del presents
-    row_len = ctx_len[src]
     history = tok.reshape(-1, 1)
     active = torch.arange(B, device=device)
-    active_len = list(lengths)
     _offer_finished(best, active, beam_scores, history, eos, 0, s)
 
     for i in range(1, E):
@@ -247,23 +265,20 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
                 if keep.numel() == 0:
                     break
                 rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).reshape(-1)
-                past = [layer.index_select(1, rows) for layer in past]
-                history, row_len = history[rows], row_len[rows]
+                cache.select(keep)
+                history, ctx_len = history[rows], ctx_len[keep]
                 beam_scores, active = beam_scores[keep], active[keep]
-                active_len = [active_len[j] for j in keep.tolist()]
         n = active.numel()
-        # Only positions a row can reach yet: attention reads the cache up to `used`, not to its end.
-        used = max(active_len) + i
-        logits = step_logits(model, history[:, -1:], [layer[:, :, :, :used] for layer in past],
-                             row_len + (i - 1))
-        logits = _score_dtype(logits)
+        # The token chosen at step i - 1 sits at position ctx_len + i - 1, in slot i - 1.
+        positions = (ctx_len + (i - 1)).unsqueeze(1).expand(n, K)
+        logits = _score_dtype(step_logits(model, cache, history[:, -1].view(n, K), positions, i - 1))
         process_scores_(logits, history, i, s, eos)
         logp = torch.log(torch.softmax(logits, dim=-1))
         cand = (beam_scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
         beam_scores, flat = cand.topk(K, dim=1, largest=True, sorted=True)
-        src = (flat // V + torch.arange(n, device=device).unsqueeze(1) * K).reshape(-1)
-        # generated positions so far: [len, len + i) for each row
-        reorder_positions_(past, src, min(active_len), max(active_len) + i)
+        parent = flat // V                                          # (n, K): beam within the example
+        cache.reorder(parent, i)
+        src = (parent + torch.arange(n, device=device).unsqueeze(1) * K).reshape(-1)
         history = torch.cat([history[src], (flat % V).reshape(-1, 1)], dim=1)
         _offer_finished(best, active, beam_scores, history, eos, i, s)
     else:

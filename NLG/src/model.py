@@ -167,6 +167,27 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.c_proj(y), present
 
+    def beam_step(self, x, kv, start, bias):
+        """One new token per hypothesis, hypotheses grouped by example: x (b, K, C).
+
+        kv (2, b, H, T + slots * K, hd), keys then values: positions [0, T) hold each example's
+        context, shared by its K hypotheses (read once for all of them); from T on, the
+        generated tokens, step j of hypothesis t at T + j * K + t. This step's go in at
+        [start, start + K). A beam's reorder never moves them: `bias` (b, 1, K, start + K), 0 or
+        -inf, lets each hypothesis see its context and its own ancestors only (exp(-inf) is an
+        exact 0 in the softmax).
+        """
+        b, K, C = x.shape
+        H = self.n_head
+        hd = C // H
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        end = start + K
+        kv[0, :, :, start:end] = k.view(b, K, H, hd).transpose(1, 2)
+        kv[1, :, :, start:end] = v.view(b, K, H, hd).transpose(1, 2)
+        q = q.view(b, K, H, hd).transpose(1, 2)                       # (b, H, K, hd)
+        y = F.scaled_dot_product_attention(q, kv[0, :, :, :end], kv[1, :, :, :end], attn_mask=bias)
+        return self.c_proj(y.transpose(1, 2).reshape(b, K, C))
+
 
 class MLP(nn.Module):
     def __init__(self, config: GPT2Config):
@@ -194,6 +215,10 @@ class Block(nn.Module):
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, present
+
+    def beam_step(self, x, kv, start, bias):
+        x = x + self.attn.beam_step(self.ln_1(x), kv, start, bias)
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT2Model(nn.Module):
@@ -248,6 +273,14 @@ class GPT2Model(nn.Module):
             presents.append(present)
         return self.ln_f(x), (presents if use_cache else None)
 
+    def beam_step(self, tokens, positions, cache, start, bias):
+        """Hidden states (b, K, C) of one new token per hypothesis (tokens, positions (b, K)),
+        with the beam search's cache: one kv tensor per layer (see Attention.beam_step)."""
+        x = self.wte(tokens) + self.wpe(positions)
+        for block, kv in zip(self.h, cache):
+            x = block.beam_step(x, kv, start, bias)
+        return self.ln_f(x)
+
 
 # ----------------------------------------------------------------------------------------------
 # Language model
@@ -281,7 +314,7 @@ class GPT2LMModel(nn.Module):
                 p.normal_(0.0, std)
 
     def lm_head(self, hidden):
-        return F.linear(hidden, self.transformer.wte.weight)  # tied to the input embedding
+        return lora.cpu_linear.linear(hidden, self.transformer.wte.weight)  # tied to the input embedding
 
     def forward(self, input_ids, lm_labels=None, lm_mask=None, past=None, len_past=None,
                 label_smooth=0.0, is_report_accuracy=False, position_ids=None,

@@ -1,0 +1,59 @@
+"""loralib.cpu_linear: oneDNN's matmul where it computes F.linear's product, F.linear elsewhere."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import loralib as lora
+from loralib import cpu_linear
+
+needs_onednn = pytest.mark.skipif(not cpu_linear._onednn_op(), reason="this torch has no oneDNN linear")
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(7, 48), (3, 5, 48)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_product_equals_f_linear(shape, bias):
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(*shape, generator=g), torch.randn(33, 48, generator=g)
+    b = torch.randn(33, generator=g) if bias else None
+    with torch.no_grad():
+        assert cpu_linear.uses_onednn(x, w)
+        got = cpu_linear.linear(x, w, b)
+    ref = F.linear(x.double(), w.double(), None if b is None else b.double())
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    assert torch.allclose(got.double(), ref, rtol=1e-5, atol=1e-5)
+    # a transposed view (GPT-2's Conv1D layout) is the same product
+    with torch.no_grad():
+        assert torch.allclose(cpu_linear.linear(x, w.t().contiguous().t(), b), got, rtol=1e-6, atol=1e-6)
+
+
+def test_f_linear_wherever_onednn_would_differ():
+    x, w = torch.randn(4, 8, requires_grad=True), torch.randn(3, 8)
+    assert not cpu_linear.uses_onednn(x, w)                     # a gradient is being recorded
+    y = cpu_linear.linear(x, w)
+    y.sum().backward()
+    assert torch.equal(x.grad, w.sum(0).expand(4, 8))
+    with torch.no_grad():
+        assert not cpu_linear.uses_onednn(x.double(), w.double())   # float64: F.linear, exactly
+        assert torch.equal(cpu_linear.linear(x.double(), w.double()), F.linear(x.double(), w.double()))
+        assert not cpu_linear.uses_onednn(x[0], w)                  # 1-d input
+        with torch.autocast("cpu", dtype=torch.bfloat16):          # autocast would cast the operands
+            assert not cpu_linear.uses_onednn(x, w)
+            assert cpu_linear.linear(x, w).dtype == torch.bfloat16
+        cpu_linear.set_enabled(False)
+        try:
+            assert not cpu_linear.uses_onednn(x, w)
+            assert torch.equal(cpu_linear.linear(x, w), F.linear(x, w))
+        finally:
+            cpu_linear.set_enabled(True)
+
+
+@needs_onednn
+def test_a_merged_layer_evaluates_through_onednn_as_it_trains():
+    layer = lora.adapt_linear(48, 96, lora.MethodConfig(method="lora", r=4, alpha=8), fan_in_fan_out=True)
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(2, 6, 48)
+    train_out = layer(x)                        # grad enabled: the adapter path, F.linear
+    lora.merge_all(layer)
+    with torch.no_grad():
+        assert torch.allclose(layer(x), train_out, rtol=1e-5, atol=1e-5)
