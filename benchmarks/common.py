@@ -26,10 +26,11 @@ def interleaved(fns, inputs, device=torch.device("cpu")):
     return {k: v / max(1, len(inputs) - 1) for k, v in secs.items()}
 
 
-def gemm_probe(device=torch.device("cpu"), dtype=torch.float32, n=2048, reps=5):
+def gemm_probe(device=torch.device("cpu"), dtype=torch.float32, n=2048, reps=5, clock=time.perf_counter):
     """FLOP/s of an n x n x n matmul on this device, now: the faster of torch's matmul and, on
     a CPU, oneDNN's (loralib.cpu_linear), so that a fraction of it is a fraction of the best
-    this machine does at that size."""
+    this machine does at that size. clock=time.process_time: FLOPs per CPU-second of this
+    process, which other jobs on a shared machine move much less than wall-clock rates."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -42,11 +43,11 @@ def gemm_probe(device=torch.device("cpu"), dtype=torch.float32, n=2048, reps=5):
             for _ in range(2):
                 product()
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(reps):
                 product()
             sync()
-            best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
+            best = max(best, 2 * n ** 3 * reps / (clock() - t0))
     return best
 
 

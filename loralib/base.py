@@ -181,6 +181,13 @@ class AdaptedLinear(LoRALayer, nn.Linear):
             return cpu_linear.linear(x, w, self.bias)
         return self.adapted_forward(x, w)
 
+    def forward_gelu_tanh(self, x: torch.Tensor) -> torch.Tensor:
+        """gelu (tanh approximation) of forward(x): one oneDNN call for both where the plain
+        product runs on a CPU (see cpu_linear), GPT-2's MLP at inference."""
+        if not self.has_adapter or self.merged:
+            return cpu_linear.linear(x, self.frozen_weight(), self.bias, gelu_tanh=True)
+        return F.gelu(self.forward(x), approximate="tanh")
+
     def _mergeable(self) -> bool:
         return self.has_adapter
 

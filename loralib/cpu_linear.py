@@ -44,8 +44,12 @@ def uses_onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
             and bool(_onednn_op()))
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, b=None) -> torch.Tensor:
-    """F.linear(x, w, b), through oneDNN where that is the same computation (see above)."""
+def linear(x: torch.Tensor, w: torch.Tensor, b=None, gelu_tanh: bool = False) -> torch.Tensor:
+    """F.linear(x, w, b), through oneDNN where that is the same computation (see above);
+    gelu_tanh: then F.gelu(., approximate="tanh"), fused into the same oneDNN call."""
     if uses_onednn(x, w) and (b is None or b.dtype == x.dtype):
+        if gelu_tanh:
+            return _onednn_op()(x, w, b, "gelu", [], "tanh")
         return _onednn_op()(x, w, b, "none", [], "")
-    return F.linear(x, w, b)
+    y = F.linear(x, w, b)
+    return F.gelu(y, approximate="tanh") if gelu_tanh else y

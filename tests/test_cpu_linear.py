@@ -22,6 +22,9 @@ def test_onednn_product_equals_f_linear(shape, bias):
     ref = F.linear(x.double(), w.double(), None if b is None else b.double())
     assert got.shape == ref.shape and got.dtype == torch.float32
     assert torch.allclose(got.double(), ref, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        fused = cpu_linear.linear(x, w, b, gelu_tanh=True)
+    assert torch.allclose(fused.double(), F.gelu(ref, approximate="tanh"), rtol=1e-5, atol=1e-5)
     # a transposed view (GPT-2's Conv1D layout) is the same product
     with torch.no_grad():
         assert torch.allclose(cpu_linear.linear(x, w.t().contiguous().t(), b), got, rtol=1e-6, atol=1e-6)
@@ -44,6 +47,7 @@ def test_f_linear_wherever_onednn_would_differ():
         try:
             assert not cpu_linear.uses_onednn(x, w)
             assert torch.equal(cpu_linear.linear(x, w), F.linear(x, w))
+            assert torch.equal(cpu_linear.linear(x, w, gelu_tanh=True), F.gelu(F.linear(x, w), approximate="tanh"))
         finally:
             cpu_linear.set_enabled(True)
 

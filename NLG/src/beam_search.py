@@ -16,6 +16,11 @@ The results are those of the beam search in Microsoft's LoRA `gpt2_beam.py`, ste
 - the prediction is a row of `eval_len` ids: the best hypothesis (eos included), then zeros
   (candidates come in order of length, so a new best always covers the previous one).
 
+log_softmax stands for the reference's log(softmax(.)): one pass instead of three, the same
+values up to rounding, except that a probability below float32's smallest (a log-prob under
+about -87) stays finite instead of -inf; top-k over beam x vocab never reaches one of those
+while the vocabulary holds more than beam tokens above it.
+
 What is done differently, for speed only: many contexts per batch (right-padded to the
 longest), one prefill per context whose keys / values its beams share, generated keys / values
 that a reorder never moves (see "model calls" below), repetition penalty / n-gram ban /
@@ -125,11 +130,15 @@ def process_scores_(logits: torch.Tensor, history: Optional[torch.Tensor], step:
 # The cache, one (2, examples, heads, T + slots * K, head_dim) tensor per layer: first the
 # prefill's context keys / values, one copy per example that its K hypotheses share (attention
 # reads it once for all of them; it is never expanded to beams); then the generated keys /
-# values of every hypothesis at fixed slots (step j of hypothesis t at T + j * K + t). A reorder
-# moves nothing: each hypothesis's ancestors are recorded in `anc`, and the attention bias built
-# from it lets a hypothesis see its own context and ancestors only. That costs K times the
-# attention products over the generated slots (small matmuls), and saves copying every
-# generated key and value of every layer at every step.
+# values, K new positions per step (hypothesis t's at position `used` + t). A reorder moves
+# nothing: `anc[e, t, j]` records where the ancestor of hypothesis t (of example e) at step j
+# sits, and the attention bias built from it lets a hypothesis see its own context and
+# ancestors only. Every COMPACT_EVERY steps, the positions no hypothesis descends from any more
+# are dropped (beams share most of their past, so a few more than one position per step stay
+# alive rather than K): attention then reads little more than each hypothesis needs.
+
+COMPACT_EVERY = 4
+
 
 def prefill(model, ids: torch.Tensor, lengths: torch.Tensor):
     """Logits (B, vocab) after each row's last context token (rows right-padded), and the cache:
@@ -141,38 +150,53 @@ def prefill(model, ids: torch.Tensor, lengths: torch.Tensor):
 
 
 class _BeamCache:
-    def __init__(self, presents, ctx_len: torch.Tensor, beam: int, slots: int):
+    def __init__(self, presents, ctx_len: torch.Tensor, beam: int, steps: int):
         _, b, H, T, hd = presents[0].shape
-        self.K, self.T = beam, T
+        self.K, self.T, self.used = beam, T, 0
         dtype, dev = presents[0].dtype, presents[0].device
-        # Every generated slot a step reads has been written by then: no zero fill needed.
+        # A position is read only after it has been written: no zero fill needed.
         self.kv = []
         for p in presents:
-            kv = p.new_empty(2, b, H, T + slots * beam, hd)
+            kv = p.new_empty(2, b, H, T + steps * beam, hd)
             kv[:, :, :, :T] = p
             self.kv.append(kv)
         pad = torch.arange(T, device=dev)[None, :] >= ctx_len[:, None]
         self.ctx_bias = torch.zeros(b, 1, 1, T, dtype=dtype, device=dev).masked_fill_(pad[:, None, None], NEG_INF)
-        self.anc = torch.zeros(b, beam, slots, dtype=torch.long, device=dev)   # anc[e, t, j]: slot owner
+        self.anc = torch.zeros(b, beam, steps, dtype=torch.long, device=dev)
 
-    def start(self, slot: int) -> int:
-        return self.T + slot * self.K
-
-    def bias(self, slot: int) -> torch.Tensor:
-        """(b, 1, K, T + (slot + 1) K): 0 where a hypothesis may attend (its context's real tokens,
-        its ancestors' slots, its own new one), -inf elsewhere."""
+    def add_step(self, j: int):
+        """Room for step j's K new keys / values: (their first position in kv, the attention bias
+        (b, 1, K, T + used), 0 where a hypothesis may attend: its context's real tokens, its
+        ancestors, its own new token; -inf elsewhere)."""
+        if j and j % COMPACT_EVERY == 0:
+            self._compact(j)
         b, K = self.anc.shape[:2]
-        self.anc[:, :, slot] = torch.arange(K, device=self.anc.device)
-        see = self.anc[:, :, : slot + 1].unsqueeze(-1) == torch.arange(K, device=self.anc.device)
-        gen = torch.zeros(see.shape, dtype=self.ctx_bias.dtype, device=see.device).masked_fill_(~see, NEG_INF)
-        return torch.cat((self.ctx_bias.expand(b, 1, K, self.T), gen.view(b, 1, K, -1)), dim=-1)
+        self.anc[:, :, j] = self.used + torch.arange(K, device=self.anc.device)
+        start, self.used = self.T + self.used, self.used + K
+        gen = torch.full((b, K, self.used), NEG_INF, dtype=self.ctx_bias.dtype, device=self.anc.device)
+        gen.scatter_(2, self.anc[:, :, : j + 1], 0.0)
+        return start, torch.cat((self.ctx_bias.expand(b, 1, K, self.T), gen.unsqueeze(1)), dim=-1)
 
     def reorder(self, src: torch.Tensor, steps: int) -> None:
         """Hypothesis t of example e continues hypothesis src[e, t]: it inherits its ancestors
-        over the first `steps` slots."""
-        if steps:
-            idx = src.unsqueeze(-1).expand(-1, -1, steps)
-            self.anc[:, :, :steps] = self.anc[:, :, :steps].gather(1, idx)
+        over the first `steps` steps."""
+        idx = src.unsqueeze(-1).expand(-1, -1, steps)
+        self.anc[:, :, :steps] = self.anc[:, :, :steps].gather(1, idx)
+
+    def _compact(self, steps: int) -> None:
+        """Keep only the generated positions some hypothesis descends from, in their order."""
+        b = self.anc.shape[0]
+        anc = self.anc[:, :, :steps].reshape(b, -1)
+        live = torch.zeros(b, self.used, dtype=torch.bool, device=anc.device).scatter_(1, anc, True)
+        n = int(live.sum(1).max())
+        keep = torch.sort((~live).to(torch.uint8), dim=1, stable=True).indices[:, :n]    # (b, n)
+        for kv in self.kv:
+            _, _, H, _, hd = kv.shape
+            idx = keep.view(1, b, 1, n, 1).expand(2, b, H, n, hd)
+            kv[:, :, :, self.T:self.T + n] = kv[:, :, :, self.T:self.T + self.used].gather(3, idx)
+        new_pos = live.long().cumsum(1) - 1
+        self.anc[:, :, :steps] = new_pos.gather(1, anc).view(b, self.K, steps)
+        self.used = n
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep these examples only."""
@@ -180,9 +204,11 @@ class _BeamCache:
         self.ctx_bias, self.anc = self.ctx_bias[keep], self.anc[keep]
 
 
-def step_logits(model, cache: _BeamCache, tokens: torch.Tensor, positions: torch.Tensor, slot: int):
-    """Logits (b * K, vocab) for one new token per hypothesis (tokens, positions (b, K))."""
-    hidden = model.transformer.beam_step(tokens, positions, cache.kv, cache.start(slot), cache.bias(slot))
+def step_logits(model, cache: _BeamCache, tokens: torch.Tensor, positions: torch.Tensor, j: int):
+    """Logits (b * K, vocab) for one new token per hypothesis (tokens, positions (b, K)), the
+    tokens chosen at step j."""
+    start, bias = cache.add_step(j)
+    hidden = model.transformer.beam_step(tokens, positions, cache.kv, start, bias)
     return model.lm_head(hidden.reshape(-1, hidden.shape[-1]))
 
 
@@ -251,7 +277,7 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
 
     # Step 0: one row per example, then K hypotheses each.
     process_scores_(logits, None, 0, s, eos)
-    beam_scores, tok = torch.log(torch.softmax(logits, dim=-1)).topk(K, dim=1, largest=True, sorted=True)
+    beam_scores, tok = torch.log_softmax(logits, dim=-1).topk(K, dim=1, largest=True, sorted=True)
     cache = _BeamCache(presents, ctx_len, K, E - 1)
     del presents
     history = tok.reshape(-1, 1)
@@ -269,12 +295,11 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
                 history, ctx_len = history[rows], ctx_len[keep]
                 beam_scores, active = beam_scores[keep], active[keep]
         n = active.numel()
-        # The token chosen at step i - 1 sits at position ctx_len + i - 1, in slot i - 1.
+        # The tokens chosen at step i - 1, at position ctx_len + i - 1.
         positions = (ctx_len + (i - 1)).unsqueeze(1).expand(n, K)
         logits = _score_dtype(step_logits(model, cache, history[:, -1].view(n, K), positions, i - 1))
         process_scores_(logits, history, i, s, eos)
-        logp = torch.log(torch.softmax(logits, dim=-1))
-        cand = (beam_scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
+        cand = torch.log_softmax(logits, dim=-1).view(n, K, V).add_(beam_scores.unsqueeze(-1)).view(n, K * V)
         beam_scores, flat = cand.topk(K, dim=1, largest=True, sorted=True)
         parent = flat // V                                          # (n, K): beam within the example
         cache.reorder(parent, i)

@@ -199,7 +199,7 @@ class MLP(nn.Module):
                                   m if "mlp_proj" in targets else None)
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.c_proj(self.c_fc.forward_gelu_tanh(x))
 
 
 class Block(nn.Module):
