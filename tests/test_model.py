@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+import loralib as lora
 from nlg.model import GPT2Config, GPT2LMModel, config_from_card
 
 TINY = dict(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4)
@@ -242,3 +243,19 @@ def test_parameter_count_gpt2_medium():
     with torch.device("meta"):
         m = GPT2LMModel(config_from_card("gpt2.md"))
     assert sum(p.numel() for p in m.parameters()) == 354_823_168
+
+
+@pytest.mark.parametrize("method", [lora.MethodConfig(method="lora", r=4, alpha=8, pipeline="gpt2"),
+                                    lora.MethodConfig(method="nola", r=4, alpha=8, pipeline="gpt2",
+                                                      options={"num_basis_A": 8, "num_basis_B": 8})])
+def test_skipping_the_backbone_init_keeps_the_adapters_a_seed_gives(method):
+    """gpt2_ft builds with init_backbone=False when a checkpoint sets the backbone."""
+    models = []
+    for init_backbone in (True, False):
+        torch.manual_seed(3)
+        models.append(GPT2LMModel(GPT2Config(method=method, **TINY), init_backbone=init_backbone))
+    full, light = (dict(m.named_parameters()) | dict(m.named_buffers()) for m in models)
+    adapter = [k for k in full if lora.is_adapter_key(k)]
+    assert adapter and all(torch.equal(full[k], light[k]) for k in adapter)
+    # the backbone was drawn only in the full init (it is the checkpoint's to set)
+    assert not torch.equal(full["transformer.h.0.attn.c_attn.weight"], light["transformer.h.0.attn.c_attn.weight"])

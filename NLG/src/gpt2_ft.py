@@ -296,7 +296,9 @@ def _load_data(args, method):
 
 
 def _build_model(args, method, config):
-    model = GPT2LMModel(config)
+    # A checkpoint without --random_init sets every backbone tensor (the loader checks): no
+    # random draws for them.
+    model = GPT2LMModel(config, init_backbone=args.random_init or not args.init_checkpoint)
     info = load_model_weights(model, args.init_checkpoint, random_init=args.random_init)
     if args.rank == 0:
         print(f"method: {method.method}{' ' + str(method) if config.adapter else ''}")

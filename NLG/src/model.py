@@ -286,23 +286,28 @@ class GPT2Model(nn.Module):
 # Language model
 
 class GPT2LMModel(nn.Module):
-    def __init__(self, config: GPT2Config, init_weights: bool = True):
+    def __init__(self, config: GPT2Config, init_weights: bool = True, init_backbone: bool = True):
         """init_weights=False: leave the backbone's tensors as allocated (a checkpoint will set
-        every one; see traincore/noinit.py)."""
+        every one; see traincore/noinit.py). init_backbone=False: every adapter value as with
+        the full init, but not the backbone's normal draws that a checkpoint overwrites (they
+        come after the adapters' draws, so the adapters a seed gives stay the same; what
+        draws from the RNG later, dropout, sees another state)."""
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
         if init_weights:
-            self._init_backbone(config.initializer_range)
+            self._init_backbone(config.initializer_range, backbone=init_backbone)
 
     @torch.no_grad()
-    def _init_backbone(self, std):
+    def _init_backbone(self, std, backbone=True):
         # Backbone tensors, as the official `_init_weights`. Adapter parameters keep the
         # initialisation their method defines, except what `_init_weights` re-draws in the
         # official code too (NOLA's frozen offsets: `init_like_backbone`).
         for m in self.transformer.modules():
             if isinstance(m, lora.LoRALayer):
                 m.init_like_backbone(std)
+        if not backbone:
+            return
         for name, p in self.transformer.named_parameters():
             if lora.is_adapter_key(name):
                 continue
