@@ -176,6 +176,17 @@ def test_eos_heavy_model_leaves_early_with_the_same_result():
     assert n_early < n_full
 
 
+@pytest.mark.parametrize("every", [1, 3, 10 ** 6])
+def test_dropping_dead_positions_changes_nothing(monkeypatch, peaky, every):
+    """Compacting the generated keys / values after every step, every third, or never."""
+    from nlg import beam_search as bs
+    monkeypatch.setattr(bs, "COMPACT_EVERY", every)
+    s = BeamSettings(beam=4, eval_len=20, length_penalty=0.8, no_repeat_ngram_size=3, eos_token_ids=(5,))
+    contexts = _contexts(seed=5)
+    got, _ = beam_search(peaky, contexts, s, early_exit=True)
+    assert got.tolist() == [reference_beam(peaky, c, s) for c in contexts]
+
+
 # ---------------------------------------------------------------------------- the pieces
 
 def test_ngram_ban_matches_loop():
