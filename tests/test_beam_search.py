@@ -187,6 +187,19 @@ def test_dropping_dead_positions_changes_nothing(monkeypatch, peaky, every):
     assert got.tolist() == [reference_beam(peaky, c, s) for c in contexts]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_decoding_scores_close_to_float32(dtype):
+    """--bf16 / --fp16 on a CPU: the cache and attention bias take the autocast dtype."""
+    model = tiny_lm(VOCAB, seed=4, embed_std=0.6).float()
+    s = BeamSettings(beam=3, eval_len=10, no_repeat_ngram_size=3, eos_token_ids=(5,))
+    contexts = _contexts(seed=2, n=3)
+    ref, ref_scores = beam_search(model, contexts, s)
+    with torch.autocast("cpu", dtype=dtype):
+        got, scores = beam_search(model, contexts, s)
+    assert got.shape == ref.shape and torch.isfinite(scores).all()
+    assert torch.allclose(scores, ref_scores, rtol=0.02, atol=0.05)
+
+
 # ---------------------------------------------------------------------------- the pieces
 
 def test_ngram_ban_matches_loop():
