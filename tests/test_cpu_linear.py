@@ -25,9 +25,12 @@ def test_onednn_product_equals_f_linear(shape, bias):
     with torch.no_grad():
         fused = cpu_linear.linear(x, w, b, gelu_tanh=True)
     assert torch.allclose(fused.double(), F.gelu(ref, approximate="tanh"), rtol=1e-5, atol=1e-5)
-    # a transposed view (GPT-2's Conv1D layout) is the same product
+    # a transposed view (GPT-2's Conv1D layout) is the same product, and so is a strided input
     with torch.no_grad():
         assert torch.allclose(cpu_linear.linear(x, w.t().contiguous().t(), b), got, rtol=1e-6, atol=1e-6)
+        strided = torch.stack((x, torch.zeros_like(x)), dim=-1)[..., 0]
+        assert not strided.is_contiguous()
+        assert torch.allclose(cpu_linear.linear(strided, w, b), got, rtol=1e-6, atol=1e-6)
 
 
 def test_f_linear_wherever_onednn_would_differ():
