@@ -127,7 +127,7 @@ def process_scores_(logits: torch.Tensor, history: Optional[torch.Tensor], step:
 
 # ---------------------------------------------------------------------------- model calls
 #
-# The cache, one (2, examples, heads, T + slots * K, head_dim) tensor per layer: first the
+# The cache, one (2, examples, heads, T + steps * K, head_dim) tensor per layer: first the
 # prefill's context keys / values, one copy per example that its K hypotheses share (attention
 # reads it once for all of them; it is never expanded to beams); then the generated keys /
 # values, K new positions per step (hypothesis t's at position `used` + t). A reorder moves
@@ -152,7 +152,7 @@ def prefill(model, ids: torch.Tensor, lengths: torch.Tensor):
 class _BeamCache:
     def __init__(self, presents, ctx_len: torch.Tensor, beam: int, steps: int):
         _, b, H, T, hd = presents[0].shape
-        self.K, self.T, self.used = beam, T, 0
+        self.T, self.used = T, 0
         dtype, dev = presents[0].dtype, presents[0].device
         # A position is read only after it has been written: no zero fill needed.
         self.kv = []
@@ -185,7 +185,7 @@ class _BeamCache:
 
     def _compact(self, steps: int) -> None:
         """Keep only the generated positions some hypothesis descends from, in their order."""
-        b = self.anc.shape[0]
+        b, K = self.anc.shape[:2]
         anc = self.anc[:, :, :steps].reshape(b, -1)
         live = torch.zeros(b, self.used, dtype=torch.bool, device=anc.device).scatter_(1, anc, True)
         n = int(live.sum(1).max())
@@ -195,7 +195,7 @@ class _BeamCache:
             idx = keep.view(1, b, 1, n, 1).expand(2, b, H, n, hd)
             kv[:, :, :, self.T:self.T + n] = kv[:, :, :, self.T:self.T + self.used].gather(3, idx)
         new_pos = live.long().cumsum(1) - 1
-        self.anc[:, :, :steps] = new_pos.gather(1, anc).view(b, self.K, steps)
+        self.anc[:, :, :steps] = new_pos.gather(1, anc).view(b, K, steps)
         self.used = n
 
     def select(self, keep: torch.Tensor) -> None:
