@@ -249,7 +249,7 @@ class LowRankAdapter(AdaptedLinear):
         # In place is safe: the frozen product is not saved for backward.
         xa = x2 if x_adapter is x else x_adapter.reshape(-1, x.shape[-1])
         after_a = F.linear(xa, A) * self.scaling
-        out = F.linear(x2, w, self.bias)
+        out = cpu_linear.linear(x2, w, self.bias)   # F.linear unless inference on a CPU
         # addmm_ is not autocast-aware: under bf16/fp16 autocast F.linear gave `out` in the
         # low precision while B is still fp32.
         b = self.full_b(B, A.shape[0]).t()

@@ -200,6 +200,34 @@ def test_autocast_decoding_scores_close_to_float32(dtype):
     assert torch.allclose(scores, ref_scores, rtol=0.02, atol=0.05)
 
 
+def test_float32_decoding_uses_packed_weights_with_the_same_result(monkeypatch):
+    """On a CPU, float32 decoding's products read weights packed once for the whole run
+    (loralib.cpu_linear.packed_weights); the hypotheses are those of the unpacked products."""
+    from loralib import cpu_linear
+    if not cpu_linear._can_pack():
+        pytest.skip("this torch cannot reorder a linear weight")
+    model = tiny_lm(VOCAB, seed=4, embed_std=0.6).float()
+    s = BeamSettings(beam=3, eval_len=10, no_repeat_ngram_size=3, eos_token_ids=(5,))
+    contexts = _contexts(seed=2, n=5)
+    seen, head = [], model.lm_head
+
+    def recording_head(h):      # what the open packed_weights block holds at each head product
+        sc = cpu_linear._scope
+        seen.append(None if sc is None else dict(sc["cache"]))
+        return head(h)
+    monkeypatch.setattr(model, "lm_head", recording_head)
+    packed = decode_contexts(model, contexts, s, examples_per_batch=2)
+    # three batches, one packing: every weight of the blocks and the tied head, packed once
+    n_weights = sum(1 for m in model.modules() if isinstance(m, torch.nn.Linear)) + 1
+    assert len(seen) > 3 and all(len(c) == n_weights for c in seen[1:])
+    assert all(seen[-1][k][2] is c[k][2] for c in seen[1:] for k in c)
+    monkeypatch.setattr(cpu_linear, "_prepack", False)
+    seen.clear()
+    unpacked = decode_contexts(model, contexts, s, examples_per_batch=2)
+    assert seen and all(c is None for c in seen)
+    assert packed == unpacked
+
+
 # ---------------------------------------------------------------------------- the pieces
 
 def test_ngram_ban_matches_loop():

@@ -64,3 +64,39 @@ def test_a_merged_layer_evaluates_through_onednn_as_it_trains():
     lora.merge_all(layer)
     with torch.no_grad():
         assert torch.allclose(layer(x), train_out, rtol=1e-5, atol=1e-5)
+
+
+needs_packing = pytest.mark.skipif(not cpu_linear._can_pack(), reason="this torch cannot reorder a linear weight")
+
+
+@needs_packing
+def test_packed_weights_give_the_same_product_and_follow_in_place_changes():
+    g = torch.Generator().manual_seed(1)
+    x, b = torch.randn(2, 5, 48, generator=g), torch.randn(33, generator=g)
+    base = torch.randn(48, 33, generator=g)
+    with torch.no_grad():
+        plain = cpu_linear.linear(x, base.t(), b)
+        with cpu_linear.packed_weights(rows=10):
+            with cpu_linear.packed_weights(rows=999):          # nested: part of the outer block
+                first = cpu_linear.linear(x, base.t(), b)      # a fresh transposed view each call
+                again = cpu_linear.linear(x, base.t(), b, gelu_tanh=True)
+            cache = cpu_linear._scope["cache"]
+            assert len(cache) == 1 and next(iter(cache.values()))[2].is_mkldnn
+            base.mul_(2)                                       # e.g. a merge: packed again
+            doubled = cpu_linear.linear(x, base.t(), b)
+        assert cpu_linear._scope is None                       # the copies are freed on exit
+    ref = F.linear(x.double(), base.double().t() / 2, b.double())
+    assert torch.allclose(first.double(), ref, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(first, plain, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(again.double(), F.gelu(ref, approximate="tanh"), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(doubled.double(), F.linear(x.double(), base.double().t(), b.double()),
+                          rtol=1e-5, atol=1e-5)
+
+
+@needs_packing
+def test_packing_stays_out_of_products_that_record_a_gradient():
+    x, w = torch.randn(4, 8, requires_grad=True), torch.randn(3, 8)
+    with cpu_linear.packed_weights(rows=4):
+        cpu_linear.linear(x, w).sum().backward()
+        assert not cpu_linear._scope["cache"]
+    assert torch.equal(x.grad, w.sum(0).expand(4, 8))

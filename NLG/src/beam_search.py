@@ -34,6 +34,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from loralib import cpu_linear
+
 NEG_INF = float("-inf")
 
 
@@ -253,6 +255,11 @@ def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_t
     fixed-length padding in benchmarks; the result does not change).
     early_exit: drop an example from the batch once its result is settled (same result).
     """
+    with cpu_linear.packed_weights(rows=len(contexts) * s.beam):   # CPU only; inert if nested
+        return _beam_search(model, contexts, s, pad_to, early_exit)
+
+
+def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool):
     device = next(model.parameters()).device
     B, K, E = len(contexts), s.beam, s.eval_len
     if B == 0:
@@ -365,10 +372,13 @@ def decode_contexts(model, contexts: Sequence[Sequence[int]], s: BeamSettings,
     results: List[Optional[List[int]]] = [None] * len(contexts)
     plan = batches_by_length([len(c) for c in contexts], examples_per_batch, cache_rows,
                              s.beam, s.eval_len, pad_to)
-    for n, idx in enumerate(plan):
-        seqs, _ = beam_search(model, [contexts[j] for j in idx], s, pad_to=pad_to, early_exit=early_exit)
-        for j, row in zip(idx, seqs.tolist()):
-            results[j] = row
-        if progress is not None:
-            progress(len(idx))          # contexts finished by this batch
+    # one packing of the weights for every batch (CPU only; see cpu_linear.packed_weights)
+    with cpu_linear.packed_weights(rows=max(map(len, plan), default=1) * s.beam):
+        for idx in plan:
+            seqs, _ = beam_search(model, [contexts[j] for j in idx], s, pad_to=pad_to,
+                                  early_exit=early_exit)
+            for j, row in zip(idx, seqs.tolist()):
+                results[j] = row
+            if progress is not None:
+                progress(len(idx))          # contexts finished by this batch
     return results

@@ -16,11 +16,12 @@ is an error. The adapter is merged into the weights before decoding.
 The search gives the reference's results (see beam_search.py), computed faster: each distinct
 context is decoded once, many contexts per batch (sorted by length, padded per batch instead of to
 --seq_len), one prefill per context whose keys / values its beams share. On a CPU the
-matmuls run through oneDNN (loralib/cpu_linear.py; LORALIB_CPU_LINEAR=torch keeps torch's
-MKL path). --seq_len only bounds the context: its last
-seq_len - eval_len tokens are kept. A batch holds about 160 hypotheses on CPU, 1024 on GPU
-(distinct contexts x beam, at least --batch_size contexts), fewer where long contexts would
-overrun the KV-cache budget; --decode_batch sets the number of contexts outright. With N
+matmuls run through oneDNN, with each weight reordered once into oneDNN's layout for the whole
+run (loralib/cpu_linear.py; that copy doubles the weights' memory while decoding;
+LORALIB_CPU_PREPACK=0 skips it, LORALIB_CPU_LINEAR=torch keeps torch's MKL path). --seq_len
+only bounds the context: its last seq_len - eval_len tokens are kept. A batch holds about 160
+hypotheses on CPU, 1024 on GPU (distinct contexts x beam, at least --batch_size contexts), fewer
+where long contexts would overrun the KV-cache budget; --decode_batch sets the number of contexts outright. With N
 processes (torchrun / torch.distributed.launch) the distinct contexts are split across ranks and rank 0 writes the file.
 """
 if not __package__:  # run as a file (python src/gpt2_beam.py), as in Microsoft's repo
