@@ -213,3 +213,46 @@ def test_padding_costs_nothing_and_changes_nothing():
     x = torch.randn(3, 5, 4)
     lay = Layout(3, 5, mask[:, :5])
     assert torch.equal(lay.pad(lay.unpad(x)), x * mask[:, :5, None])
+
+
+@pytest.mark.parametrize("method", ["lora", "nola"])
+def test_a_checkpointed_backbone_is_not_drawn_at_build(monkeypatch, tmp_path, method):
+    """run_glue with --init_checkpoint builds with init_backbone=False: the RNG draws go to the
+    adapters and the classifier head only, then the checkpoint sets the whole backbone."""
+    cfg = config_from_card("roberta-tiny", **TINY, num_labels=2,
+                           method=lora.MethodConfig(method=method, r=4, alpha=8, pipeline="roberta"))
+    drawn = []
+
+    def recorded(fill):                 # what torch.nn.init's functions call to draw
+        def draw(t, *a, **k):
+            drawn.append(t.data_ptr())
+            return fill(t, *a, **k)
+        return draw
+    for fn in ("normal_", "uniform_"):
+        monkeypatch.setattr(torch.Tensor, fn, recorded(getattr(torch.Tensor, fn)))
+
+    def drawn_names(model):
+        where = {t.data_ptr(): k for k, t in model.state_dict().items()}
+        return {where.get(p, "<not kept>") for p in drawn}
+
+    full = RobertaForSequenceClassification(cfg)
+    assert any(k.startswith("roberta.") and not lora.is_adapter_key(k) for k in drawn_names(full))
+    drawn.clear()
+    torch.manual_seed(0)
+    lean = RobertaForSequenceClassification(cfg, init_backbone=False)
+    names = drawn_names(lean)
+    assert names and all(lora.is_adapter_key(k) or k.startswith("classifier.") for k in names), names
+    assert {"classifier.dense.weight", "classifier.out_proj.weight"} <= names
+    assert any(lora.is_adapter_key(k) for k in names)          # LoRA's A, NOLA's coefficients / offsets
+    torch.manual_seed(0)
+    again = RobertaForSequenceClassification(cfg, init_backbone=False)
+    for k, v in lean.state_dict().items():
+        if lora.is_adapter_key(k) or k.startswith("classifier."):
+            assert torch.isfinite(v).all() and torch.equal(v, again.state_dict()[k]), k
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({k: v for k, v in full.state_dict().items() if not lora.is_adapter_key(k)
+                and not k.startswith("classifier.")}, path)
+    info = load_weights(lean, str(path), log=lambda *a: None)
+    assert info["backbone"]
+    for k in info["backbone"]:
+        assert torch.equal(lean.state_dict()[k], full.state_dict()[k]), k

@@ -4,8 +4,8 @@ Random initialisation is most of the start-up of a decoding run on a CPU (3 s of
 and the checkpoint overwrites all of it. Inside `no_init()`, torch.nn.init's functions (what
 modules' reset_parameters and loralib's adapter init call) leave their tensor as allocated.
 Only for loaders that refuse a file lacking any tensor: what is not loaded would be garbage.
-(Training keeps the init: adapters are drawn between the backbone's draws, so skipping those
-would change the adapter a seed gives.)
+RobertaForSequenceClassification(init_backbone=False) (run_glue with a checkpoint) builds only
+the backbone inside it, then draws the adapters and the new classifier head outside it.
 """
 import contextlib
 

@@ -14,6 +14,7 @@ Given the same weights, logits equal `transformers.RobertaForSequenceClassificat
 Checkpoint loading (`load_weights`) never leaves the backbone silently random: missing backbone
 tensors are an error naming them unless `random_init=True`.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 import loralib as lora
 from traincore import check_backbone, read_checkpoint, unwrap_state_dict
+from traincore.noinit import no_init
 
 # loralib target name -> attribute path inside one encoder layer
 TARGET_MODULES = {
@@ -302,13 +304,30 @@ class RobertaClassificationHead(nn.Module):
         return self.out_proj(x)
 
 
+def _has_adapter_init(m: nn.Module) -> bool:
+    return (isinstance(m, lora.LoRALayer) and hasattr(m, "reset_adapter_parameters")
+            and getattr(m, "has_adapter", False))
+
+
 class RobertaForSequenceClassification(nn.Module):
-    def __init__(self, cfg: RobertaConfig):
+    def __init__(self, cfg: RobertaConfig, init_backbone: bool = True):
+        """init_backbone=False: for a checkpoint that sets every backbone tensor (load_weights
+        refuses one that lacks any): their random draws, most of the start-up on a CPU, are
+        skipped; the adapters and the classifier head are drawn as with the full init, in
+        module order. They then see another RNG state than with it, so a seed's adapters
+        differ between the two."""
         super().__init__()
         self.config = cfg
-        self.roberta = RobertaModel(cfg)
+        with contextlib.nullcontext() if init_backbone else no_init():
+            self.roberta = RobertaModel(cfg)
         self.classifier = RobertaClassificationHead(cfg)
-        self.apply(self._init_weights)
+        if init_backbone:
+            self.apply(self._init_weights)
+            return
+        for m in self.roberta.modules():
+            if _has_adapter_init(m):
+                m.reset_adapter_parameters()
+        self.classifier.apply(self._init_weights)
 
     def _init_weights(self, m):
         # HF's initialization; adapter factors keep their own (reset after, below).
@@ -317,8 +336,7 @@ class RobertaForSequenceClassification(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-            if isinstance(m, lora.LoRALayer) and hasattr(m, "reset_adapter_parameters") \
-                    and getattr(m, "has_adapter", False):
+            if _has_adapter_init(m):
                 m.reset_adapter_parameters()
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=std)

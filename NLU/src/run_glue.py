@@ -346,7 +346,10 @@ def _encode_data(args, tok, cfg, procs, log):
 
 
 def _build_model(args, cfg, method, device, log):
-    model = RobertaForSequenceClassification(cfg)
+    # Without --random_init the loader refuses a checkpoint lacking any backbone tensor, so
+    # their random draws would only be overwritten.
+    model = RobertaForSequenceClassification(
+        cfg, init_backbone=args.random_init or args.init_checkpoint is None)
     info = load_weights(model, args.init_checkpoint, args.adapter_checkpoint,
                         random_init=args.random_init, log=log)
     log(f"loaded: {len(info['backbone'])} backbone, {len(info['adapter'])} adapter, "
