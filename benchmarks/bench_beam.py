@@ -44,7 +44,8 @@ from nlg.beam_search import truncate_context  # noqa: E402
 from common import gemm_probe  # noqa: E402
 from nlg.checkpoint import backbone_state_dict  # noqa: E402
 from nlg.encoder import get_encoder  # noqa: E402
-from nlg.gpt2_beam import build_parser, decode, settings_from_args  # noqa: E402
+from nlg.beam_run import decode, settings_from_args  # noqa: E402
+from nlg.gpt2_beam import build_parser  # noqa: E402
 from nlg.model import GPT2LMModel, config_from_card, lora  # noqa: E402
 
 SHARED = Path(os.environ.get("LORA_SHARED_DIR", ROOT.parent / "shared"))

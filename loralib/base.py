@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import cpu_linear
+from .registry import check_rank  # noqa: F401  (also loralib.base.check_rank)
 
 
 class LoRALayer:
@@ -88,12 +89,6 @@ class LoRALayer:
         if self.merge_weights:
             self.unmerge() if mode else self.merge()
         return self
-
-
-def check_rank(r, what: str = "rank") -> int:
-    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {r!r}")
-    return r
 
 
 def check_enable(enable: Optional[Sequence[bool]], out_features: int) -> List[bool]:

@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import LoRALayer, LowRankAdapter
-from .registry import register
 
 
 class MergedLinear(LowRankAdapter):
@@ -153,7 +152,3 @@ class Conv2d(ConvLoRA):
 class Conv3d(ConvLoRA):
     def __init__(self, *args, **kwargs):
         super().__init__(nn.Conv3d, *args, **kwargs)
-
-
-# LoRA's flags are the shared --lora_dim / --lora_alpha / --lora_dropout of cli.py.
-register("lora", MergedLinear, defaults={})

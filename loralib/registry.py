@@ -1,8 +1,11 @@
 """Choosing a method by name: one registration per method, one config type for all.
 
 A method is a layer class plus the options it accepts (with defaults and, where the set is
-closed, the allowed values). Adding a method means one new file with its layer class and one
-`register(...)` line in `methods.py`.
+closed, the allowed values). A built-in method is two files: its layer (`loralib/lorma.py`: the
+arithmetic) and its card (`loralib/methods/lorma.py`: the `register(...)` call with its options,
+defaults per pipeline and command-line flags). Every card in `loralib/methods/` is loaded with
+this module; nothing else lists the methods. Cards import no torch, and name their layer as
+"module:Class", imported on first use, so a script's `--help` needs no torch.
 
 Defaults may differ by pipeline. The fidelity rule: a method's default in a pipeline computes
 what that pipeline's official code computes (LoRMA's GPT-2 code starts A = 0, its NLU and math
@@ -11,12 +14,9 @@ named by the code that builds the model: "gpt2" (NLG/), "roberta" (NLU/), "llm" 
 causal LMs through loralib.inject). Without a pipeline, the "llm" defaults apply: that is the
 setting closest to PEFT's, where a user of loralib in their own model comes from.
 """
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
-
-import torch.nn as nn
-
-from .base import check_rank
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 # Methods that build no adapter layer: full fine-tuning (the papers' FT row) and a plain model.
 NO_ADAPTER = ("full", "none")
@@ -48,10 +48,16 @@ class MethodCLI:
     variants: Dict[str, str] = field(default_factory=dict)
 
 
+def check_rank(r, what: str = "rank") -> int:
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {r!r}")
+    return r
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    layer: type
+    layer_ref: Union[type, str]     # the layer class, or "module:Class" (imported on first use)
     defaults: Dict[str, Any]
     choices: Dict[str, Tuple] = field(default_factory=dict)
     check: Optional[Callable[[Dict[str, Any]], None]] = None
@@ -68,6 +74,13 @@ class MethodSpec:
     # options that only shape initialisation or training (a decoder may ignore a difference)
     init_only: Tuple[str, ...] = ()
 
+    @property
+    def layer(self) -> type:
+        if not isinstance(self.layer_ref, str):
+            return self.layer_ref
+        module, _, name = self.layer_ref.partition(":")
+        return getattr(importlib.import_module(module), name)
+
     def defaults_for(self, pipeline: Optional[str]) -> Dict[str, Any]:
         out = dict(self.defaults)
         out.update(self.pipeline_defaults.get(pipeline or DEFAULT_PIPELINE, {}))
@@ -81,11 +94,12 @@ class MethodSpec:
 _REGISTRY: Dict[str, MethodSpec] = {}
 
 
-def register(name: str, layer: type, defaults: Dict[str, Any], choices=None, check=None,
+def register(name: str, layer: Union[type, str], defaults: Dict[str, Any], choices=None, check=None,
              pipeline_defaults=None, pipeline_targets=None, notes=None, prefix: str = "lora_",
              cli: Optional[MethodCLI] = None, init_only: Sequence[str] = ()) -> None:
     """Make `name` a method: MethodConfig(method=name), --method name, the models, the scripts.
 
+    layer: the class, or "module:Class" for a card that must not import torch.
     prefix: the substring that marks the method's parameter and buffer names (its tensors are
     then trained, saved and loaded as adapter state). The rest: see MethodSpec.
     """
@@ -109,7 +123,7 @@ def register(name: str, layer: type, defaults: Dict[str, Any], choices=None, che
 def register_preset(name: str, of: str, **fixed) -> None:
     """A named variant: e.g. `lorma_plus` is `lorma` with kind='rri'."""
     base = _REGISTRY[of]
-    _REGISTRY[name] = MethodSpec(name, base.layer, {**base.defaults, **fixed}, base.choices,
+    _REGISTRY[name] = MethodSpec(name, base.layer_ref, {**base.defaults, **fixed}, base.choices,
                                  base.check, fixed=dict(fixed),
                                  pipeline_defaults=base.pipeline_defaults,
                                  pipeline_targets=base.pipeline_targets, notes=base.notes,
@@ -260,7 +274,7 @@ class MethodConfig:
 
 def adapt_linear(in_features: int, out_features: int, config: Optional[MethodConfig], *,
                  enable: Optional[Sequence[bool]] = None, fan_in_fan_out: bool = False,
-                 bias: bool = True, **kwargs) -> nn.Linear:
+                 bias: bool = True, **kwargs):
     """A projection adapted by `config` on the enabled output slices, or a plain one.
 
     The weight keeps the layout of the checkpoint it loads from: (in, out) with
@@ -277,3 +291,7 @@ def adapt_linear(in_features: int, out_features: int, config: Optional[MethodCon
                       lora_dropout=config.dropout, enable_lora=list(enable or [True]),
                       fan_in_fan_out=fan_in_fan_out, merge_weights=False, bias=bias,
                       **config.options, **kwargs)
+
+
+# The built-in methods' cards (after the definitions above: they call register).
+from . import methods  # noqa: E402,F401

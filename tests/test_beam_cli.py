@@ -169,7 +169,8 @@ def test_errors_are_clear(tiny, tmp_path):
 
 
 def test_eos_ids(shared_data):
-    from nlg.gpt2_beam import build_parser, settings_from_args
+    from nlg.beam_run import settings_from_args
+    from nlg.gpt2_beam import build_parser
     base = ["--data", "x"]
     s = settings_from_args(build_parser().parse_args(base + ["--eos_token_id", "628"]))
     assert s.eos_token_ids == (50256, 628)

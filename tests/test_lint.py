@@ -47,15 +47,35 @@ def test_library_modules_do_not_edit_sys_path():
     assert offenders == []
 
 
-@pytest.mark.parametrize("where,script", [("NLG", "src/gpt2_ft.py"), ("NLU", "src/run_glue.py")])
-def test_entry_files_import_the_package_not_the_folder(where, script):
+@pytest.mark.parametrize("where,argv,module", [
+    ("NLG", ["src/gpt2_ft.py", "--train_data", "none.jsonl", "--valid_data", "none.jsonl",
+             "--max_step", "1"], "nlg.model"),
+    ("NLU", ["src/run_glue.py", "--task_name", "no_such_task", "--output_dir", "none"],
+     "nlu.roberta")])
+def test_entry_files_import_the_package_not_the_folder(where, argv, module):
     """Run as a file (Python puts the script's folder first on sys.path), an entry file still
-    imports its folder as the package (`nlg.model`), never as top-level modules (`model`)."""
+    imports its folder as the package (`nlg.model`), never as top-level modules (`model`). The
+    commands fail on their input (exit 2) once the run's modules are imported."""
+    r = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=ROOT / where,
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr[-2000:]
+    names = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+    own = {f.stem for f in (ROOT / where / "src").glob("*.py")} - {"__init__"}
+    assert module in names, sorted(names)
+    assert not (own & names), sorted(own & names)
+
+
+@pytest.mark.parametrize("where,script", [
+    ("NLG", "src/gpt2_ft.py"), ("NLG", "src/gpt2_ft_nola.py"), ("NLG", "src/gpt2_beam.py"),
+    ("NLG", "src/gpt2_beam_lorma_pi.py"), ("NLU", "src/run_glue.py"),
+    ("NLG/MetaMathQA", "train_math_lorma.py")])
+def test_help_answers_without_importing_torch(where, script):
+    """--help builds the whole parser (every method's flags and the official spellings) from
+    the methods' cards and the scripts' light halves: no torch, no transformers."""
     r = subprocess.run([sys.executable, "-X", "importtime", script, "--help"], cwd=ROOT / where,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "--lora_dim" in r.stdout and "--nola_rank" in r.stdout and "--lorma_type" in r.stdout
     names = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
-    package = "nlg" if where == "NLG" else "nlu"
-    own = {f.stem for f in (ROOT / where / "src").glob("*.py")} - {"__init__"}
-    assert f"{package}.{'model' if where == 'NLG' else 'roberta'}" in names
-    assert not (own & names), sorted(own & names)
+    heavy = sorted(n for n in names if n.split(".")[0] in ("torch", "transformers", "numpy"))
+    assert heavy == [], heavy[:5]

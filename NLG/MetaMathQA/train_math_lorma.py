@@ -27,12 +27,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 try:
     import loralib as lora
-    lora.inject
-except (ImportError, AttributeError):   # a checkout without `pip install -e .`
+    if "inject" not in getattr(lora, "__all__", ()):    # Microsoft's loralib 0.1.2, say
+        raise ImportError
+except ImportError:   # a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
     sys.modules.pop("loralib", None)
     import loralib as lora
-from traincore import NonFiniteError, WorkDirBusy, check_finite_state, claim_work_dir  # noqa: E402
+import traincore  # noqa: E402  (its names load on use: --help needs no torch)
 
 
 def build_parser():
@@ -131,9 +132,9 @@ def make_trainer(args, model, tok, train_set, save_path):
             os.makedirs(output_dir, exist_ok=True)
             if getattr(self.model, "loralib_adapter", None):
                 try:
-                    check_finite_state(lora.lora_state_dict(self.model), output_dir)
-                except NonFiniteError as e:
-                    raise NonFiniteError(f"training diverged by step {self.state.global_step}: "
+                    traincore.check_finite_state(lora.lora_state_dict(self.model), output_dir)
+                except traincore.NonFiniteError as e:
+                    raise traincore.NonFiniteError(f"training diverged by step {self.state.global_step}: "
                                          f"{e}") from None
                 lora.save_adapter(self.model, output_dir)
             else:
@@ -154,7 +155,7 @@ def make_trainer(args, model, tok, train_set, save_path):
         def on_log(self, targs, state, control, logs=None, **kw):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(loss):
-                raise NonFiniteError(f"the training loss is {loss} at step {state.global_step}: "
+                raise traincore.NonFiniteError(f"the training loss is {loss} at step {state.global_step}: "
                                      f"stopped, nothing of it saved (a lower --learning_rate "
                                      f"usually helps)")
             if state.is_world_process_zero and logs:
@@ -209,8 +210,8 @@ def main(argv=None):
     os.makedirs(save_path, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:
         try:    # one run per output folder (the lock dies with the process)
-            claim_work_dir(save_path, resuming=True)
-        except WorkDirBusy as e:
+            traincore.claim_work_dir(save_path, resuming=True)
+        except traincore.WorkDirBusy as e:
             raise SystemExit(f"train_math_lorma.py: {e}")
     transformers.set_seed(args.seed)
     examples = load_examples(args.data_path, args.data_length)
@@ -233,7 +234,7 @@ def main(argv=None):
         print(f"resuming from {resume}" if resume else "no resumable state: starting afresh")
     try:
         trainer.train(resume_from_checkpoint=resume)
-    except NonFiniteError as e:
+    except traincore.NonFiniteError as e:
         raise SystemExit(f"train_math_lorma.py: {e}")
     if not trainer.is_world_process_zero():
         return
@@ -241,9 +242,9 @@ def main(argv=None):
         print(f"stopped after step {trainer.state.global_step}; continue with --resume")
         return
     try:
-        check_finite_state(lora.lora_state_dict(model) if method.is_adapter else
+        traincore.check_finite_state(lora.lora_state_dict(model) if method.is_adapter else
                            model.state_dict(), save_path)
-    except NonFiniteError as e:
+    except traincore.NonFiniteError as e:
         raise SystemExit(f"train_math_lorma.py: training diverged: {e}")
     if method.is_adapter:
         lora.save_adapter(model, os.path.join(save_path, "adapter"),

@@ -31,25 +31,16 @@ if not __package__:  # run as a file (python src/gpt2_beam.py), as in Microsoft'
     from traincore.entry import as_package
     as_package(__file__, "nlg")
 import argparse
-import json
 import os
 import sys
-import tempfile
-import time
 
-import torch
-
-from nlg.beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
-from nlg.checkpoint import check_method_matches, load_model_weights, stored_method
-from nlg.data_utils import read_ft_file
-from nlg.gpu import add_gpu_params, cleanup, parse_gpu
-from nlg.model import GPT2LMModel, config_from_card, lora
-from traincore import Precision, barrier, gather_objects, write_text_atomic
+import loralib as lora
+from nlg.gpu import add_gpu_params
 from traincore.cli import message, usage_error
-from traincore.noinit import no_init
-from traincore.progress import Progress
 
-DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
+# Only what the command line needs is imported here, so that --help and a usage error answer
+# without torch; the run itself is nlg/beam_run.py.
+
 ROWS_PER_BATCH = {"cpu": 160, "cuda": 1024}  # hypotheses (contexts x beam) decoded together
 # KV-cache memory a batch may use: a fixed share on CPU, a fraction of the GPU's memory.
 CACHE_BYTES_CPU = 3 << 30
@@ -109,110 +100,14 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
     return p
 
 
-def eos_ids(args):
-    default = DEFAULT_EOS
-    if args.vocab:
-        from nlg.encoder import get_encoder
-        default = get_encoder(args.vocab).eos_id
-    return tuple([default] + list(args.eos_token_id or []))
-
-
-def settings_from_args(args) -> BeamSettings:
-    return BeamSettings(beam=args.beam, eval_len=args.eval_len, min_length=args.min_length,
-                        length_penalty=args.length_penalty,
-                        no_repeat_ngram_size=args.no_repeat_ngram_size,
-                        repetition_penalty=args.repetition_penalty, eos_token_ids=eos_ids(args))
-
-
-def read_contexts(path, seq_len, eval_len, vocab_size):
-    """The (truncated) context of every example line, in file order (= the output ids)."""
-    out = []
-    for ctx, _, lineno in read_ft_file(path):
-        if not ctx:
-            raise ValueError(f"{path}:{lineno}: empty context: nothing to decode from")
-        bad = [t for t in ctx if t >= vocab_size]
-        if bad:
-            raise ValueError(f"{path}:{lineno}: token id {bad[0]} is outside the model's vocabulary "
-                             f"(vocab_size {vocab_size}): wrong --model_card or another vocabulary?")
-        out.append(truncate_context(ctx, seq_len, eval_len))
-    return out
-
-
-def batch_limits(args, model, device):
-    """(contexts per batch, KV-cache positions per batch or None): --decode_batch as given, else
-    about ROWS_PER_BATCH hypotheses, fewer when long contexts would overrun the cache budget."""
-    if args.decode_batch > 0:
-        return args.decode_batch, None
-    rows = ROWS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
-    c = model.config
-    per_position = 2 * c.n_layer * c.n_embd * next(model.parameters()).element_size()
-    if device.type == "cuda":
-        budget = CACHE_FRACTION_GPU * torch.cuda.get_device_properties(device).total_memory
-    else:
-        budget = CACHE_BYTES_CPU
-    return max(args.batch_size, rows // args.beam, 1), int(budget // per_position)
-
-
-def load_model(args, method):
-    if args.init_checkpoint is None:
-        if args.adapter_checkpoint:
-            raise ValueError(f"--adapter_checkpoint {args.adapter_checkpoint} needs its backbone: "
-                             f"give the pretrained GPT-2 as --init_checkpoint")
-        raise ValueError("--init_checkpoint is required: the trained model.<step>.pt (or the "
-                         "pretrained backbone with --adapter_checkpoint)")
-    config = config_from_card(args.model_card, method=method)
-    if args.seq_len > config.n_positions:
-        raise ValueError(f"--seq_len {args.seq_len} exceeds the model's n_positions {config.n_positions}")
-    # Every tensor comes from the checkpoint (the loader refuses a file that lacks one), so the
-    # model is built without the random init the file would overwrite (traincore/noinit.py).
-    with no_init():
-        model = GPT2LMModel(config, init_weights=False)
-    info = load_model_weights(model, args.init_checkpoint, adapter_checkpoint=args.adapter_checkpoint,
-                              require_adapter=config.adapter is not None)
-    merged = lora.merge_all(model)
-    return model.eval(), info, merged
-
-
-def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=print):
-    """Predictions for every context (list of eval_len ids, input order); the distinct contexts
-    are split across ranks and gathered (every rank gets the full list)."""
-    device = next(model.parameters()).device
-    if args.no_dedup:
-        uniq, inverse = [list(c) for c in contexts], list(range(len(contexts)))
-    else:
-        uniq, inverse = unique_contexts(contexts)
-    # Deal contexts out by length so every rank gets a similar share of long and short ones.
-    order = sorted(range(len(uniq)), key=lambda j: (-len(uniq[j]), j))
-    mine = order[rank::world_size]
-    per_batch, cache_rows = batch_limits(args, model, device)
-    if rank == 0:
-        log(f"{len(contexts)} lines, {len(uniq)} distinct contexts; {len(mine)} on rank 0, "
-            f"up to {per_batch} per batch, beam {s.beam}, eval_len {s.eval_len}")
-    # rank 0's share of the distinct contexts: a bar on a terminal, else a line every 30 s
-    bar = Progress(len(mine), "beam search" + (" (rank 0)" if world_size > 1 else ""),
-                   "contexts", enabled=rank == 0)
-    with bar, Precision.from_flags(args.fp16, args.bf16, device).autocast():
-        preds = decode_contexts(model, [uniq[j] for j in mine], s, per_batch,
-                                pad_to=(args.seq_len - args.eval_len) if args.pad_to_seq_len else 0,
-                                early_exit=not args.no_early_exit, progress=bar.update,
-                                cache_rows=cache_rows)
-    gathered = {}
-    for part in gather_objects(list(zip(mine, preds))):
-        gathered.update(part)
-    return [gathered[j] for j in inverse]
-
-
-def write_predictions(path, predictions):
-    write_text_atomic("".join(json.dumps({"id": i, "predict": pred}) + "\n"
-                              for i, pred in enumerate(predictions)), path)
-
-
 def main(argv=None, defaults=None, description=None):
     args = build_parser(defaults, **({"description": description} if description else {})
                         ).parse_args(argv)
     if args.fp16 and args.bf16:
         usage_error("gpt2_beam", "--fp16 and --bf16 are exclusive (pick one)")
     check_inputs(args)
+    from nlg.beam_run import resolve_method, run, settings_from_args   # torch from here on
+    from nlg.gpu import cleanup, parse_gpu
     try:
         method = resolve_method(args)
         s = settings_from_args(args)
@@ -227,6 +122,7 @@ def main(argv=None, defaults=None, description=None):
 
 def check_inputs(args):
     """The files and the model card, checked before the settings dump and the model build."""
+    from nlg.model import config_from_card
     if not os.path.isfile(args.data):
         usage_error("gpt2_beam", f"--data {args.data}: no such file (the test split's token ids: "
                                  f"create_datasets.sh)")
@@ -239,72 +135,6 @@ def check_inputs(args):
         config_from_card(args.model_card)
     except (ValueError, OSError) as e:
         usage_error("gpt2_beam", str(e))
-
-
-def resolve_method(args):
-    """The method to build: the one the checkpoint records when no method flag is given (a
-    preset entry point's rank may come from it too), else the flags', which must then agree
-    with what the checkpoint records. Files that record nothing need the flags."""
-    path = args.adapter_checkpoint or args.init_checkpoint
-    stored = stored_method(path)
-    fill_rank = (stored is not None and stored.is_adapter and args.lora_dim is None
-                 and args.method is not None and lora.get_spec(stored.method).cli.uses_lora_dim)
-    if fill_rank:
-        args.lora_dim = stored.r          # e.g. gpt2_beam_lorma_plus.py without --lora_dim
-        if args.lora_alpha is None:
-            args.lora_alpha = stored.alpha
-    method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
-    if stored is None:
-        return method
-    if method.method == "none":
-        return lora.MethodConfig(method="none") if not stored.is_adapter else stored
-    check_method_matches(method, stored, path)
-    return method
-
-
-def _check_writable(path):
-    """Fail before decoding, not after it, when the predictions cannot be written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-", delete=True)
-        probe.close()
-    except OSError as e:
-        usage_error("gpt2_beam", f"cannot write {path} ({e.strerror}): give a writable "
-                                 f"--work_dir")
-
-
-def run(args, method, s):
-    rank = args.rank
-    if rank == 0:
-        print("=" * 80)
-        for k, v in vars(args).items():
-            if k != "procs":
-                print(f"    - {k} : {v}")
-        print("=" * 80)
-    if rank == 0:
-        _check_writable(os.path.join(args.work_dir, args.output_file))
-    try:
-        model, info, merged = load_model(args, method)
-        contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.config.vocab_size)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        # Decoding never starts from random weights, so the loader's --random_init hint is moot.
-        usage_error("gpt2_beam", message(e).split(" Pass --random_init")[0])
-    model.to(args.device)
-    if rank == 0:
-        print(f"method: {method.method}; loaded {info}; merged {merged} adapted layer(s)")
-        print(f"end ids: {s.eos_within(model.config.vocab_size)}")
-    t0 = time.time()
-    try:
-        preds = decode(model, contexts, s, args, rank, args.world_size if args.distributed else 1)
-    except ValueError as e:  # settings the model cannot serve (e.g. a beam wider than the vocabulary)
-        usage_error("gpt2_beam", str(e))
-    if rank == 0:
-        path = os.path.join(args.work_dir, args.output_file)
-        write_predictions(path, preds)
-        dt = time.time() - t0
-        print(f"saved {len(preds)} predictions to {path} ({dt:.1f}s, {len(preds) / max(dt, 1e-9):.2f} lines/s)")
-    barrier()
 
 
 if __name__ == "__main__":

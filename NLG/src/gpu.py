@@ -3,10 +3,6 @@ which documents the launchers (torchrun, torch.distributed.launch, Open MPI)."""
 import argparse
 import os
 
-import torch
-
-from traincore import Processes
-
 
 def add_gpu_params(parser: argparse.ArgumentParser):
     g = parser.add_argument_group("processes (the launcher sets them)")
@@ -26,6 +22,9 @@ def add_gpu_params(parser: argparse.ArgumentParser):
 def parse_gpu(args):
     """Fill args.rank / local_rank / world_size / device / distributed (and args.procs) and start
     the process group if the launcher started several processes."""
+    import torch                                   # here, so that --help needs no torch
+
+    from traincore import Processes
     torch.manual_seed(args.random_seed)
     procs = Processes(args.local_rank, mpi=args.platform == "k8s")
     args.procs = procs
