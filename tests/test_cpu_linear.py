@@ -79,18 +79,24 @@ def test_packed_weights_give_the_same_product_and_follow_in_place_changes():
         with cpu_linear.packed_weights(rows=10):
             with cpu_linear.packed_weights(rows=999):          # nested: part of the outer block
                 first = cpu_linear.linear(x, base.t(), b)      # a fresh transposed view each call
+                cache = cpu_linear._scope["cache"]
+                assert len(cache) == 1 and next(iter(cache.values()))[2] is None   # used once
                 again = cpu_linear.linear(x, base.t(), b, gelu_tanh=True)
-            cache = cpu_linear._scope["cache"]
-            assert len(cache) == 1 and next(iter(cache.values()))[2].is_mkldnn
+            assert len(cache) == 1 and next(iter(cache.values()))[2].is_mkldnn     # twice: packed
+            third = cpu_linear.linear(x, base.t(), b)
             base.mul_(2)                                       # e.g. a merge: packed again
             doubled = cpu_linear.linear(x, base.t(), b)
+            assert next(iter(cache.values()))[2] is None
+            doubled_packed = cpu_linear.linear(x, base.t(), b)
         assert cpu_linear._scope is None                       # the copies are freed on exit
     ref = F.linear(x.double(), base.double().t() / 2, b.double())
     assert torch.allclose(first.double(), ref, rtol=1e-5, atol=1e-5)
     assert torch.allclose(first, plain, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(third, plain, rtol=1e-6, atol=1e-6)
     assert torch.allclose(again.double(), F.gelu(ref, approximate="tanh"), rtol=1e-5, atol=1e-5)
-    assert torch.allclose(doubled.double(), F.linear(x.double(), base.double().t(), b.double()),
-                          rtol=1e-5, atol=1e-5)
+    for d in (doubled, doubled_packed):
+        assert torch.allclose(d.double(), F.linear(x.double(), base.double().t(), b.double()),
+                              rtol=1e-5, atol=1e-5)
 
 
 @needs_packing
