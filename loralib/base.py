@@ -19,7 +19,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import cpu_linear
-from .registry import check_rank  # noqa: F401  (also loralib.base.check_rank)
 
 
 class LoRALayer:
@@ -72,15 +71,17 @@ class LoRALayer:
             return
         target = self._merge_target()
         new = self._merged_value().to(target.dtype)
-        self._merge_backup = target.data.clone()
-        target.data.copy_(new)
+        self._merge_backup = target.detach().clone()
+        # Through the parameter, not .data: the write bumps its version counter, which is how
+        # cpu_linear.packed_weights knows its packed copy is stale.
+        target.copy_(new)
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if not self.merged:
             return
-        self._merge_target().data.copy_(self._merge_backup)
+        self._merge_target().copy_(self._merge_backup)      # bumps the version (see merge)
         self._merge_backup = None
         self.merged = False
 

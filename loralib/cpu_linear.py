@@ -68,8 +68,10 @@ def packed_weights(rows: int):
     rows: the number of rows the products will mostly have (oneDNN picks the layout for it).
     A weight is packed from its second product on. A block opened inside another is part of it
     (the outer hint stands); leaving the outermost frees the copies. A weight changed in place
-    within the block (a merge, an optimizer step) is packed again, so a product never uses a
-    stale copy.
+    within the block (loralib's merge / unmerge, an optimizer step) bumps its version counter and
+    is packed again, so a product never uses a stale copy; a write through `.data` bypasses the
+    counter, so do not write weights that way inside the block. Inference-mode tensors (no
+    version counter) are never packed.
     """
     global _scope
     if _scope is not None or not (_prepack and _can_pack()):
@@ -103,7 +105,8 @@ def linear(x: torch.Tensor, w: torch.Tensor, b=None, gelu_tanh: bool = False) ->
     """F.linear(x, w, b), through oneDNN where that is the same computation (see above);
     gelu_tanh: then F.gelu(., approximate="tanh"), fused into the same oneDNN call."""
     if uses_onednn(x, w) and (b is None or b.dtype == x.dtype):
-        if _scope is not None and w.dim() == 2:
+        # (an inference-mode tensor keeps no version counter to tell a stale copy by)
+        if _scope is not None and w.dim() == 2 and not w.is_inference():
             w = _packed(w)
         if gelu_tanh:
             return _onednn_op()(x, w, b, "gelu", [], "tanh")

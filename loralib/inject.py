@@ -147,7 +147,8 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
         base = m.__dict__.get("_loralib_base")
         if base is not None:
             plain, trainable = base
-            plain.weight.data.copy_(merged)
+            with torch.no_grad():
+                plain.weight.copy_(merged)          # bumps the version (see AdaptedLinear.merge)
             plain.weight.requires_grad = trainable
         else:
             from .registry import adapt_linear

@@ -106,3 +106,37 @@ def test_packing_stays_out_of_products_that_record_a_gradient():
         cpu_linear.linear(x, w).sum().backward()
         assert not cpu_linear._scope["cache"]
     assert torch.equal(x.grad, w.sum(0).expand(4, 8))
+
+
+@needs_packing
+def test_merge_and_unmerge_inside_a_block_never_leave_a_stale_packed_weight():
+    layer = lora.Linear(48, 33, r=4, lora_alpha=8, merge_weights=False).eval()
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(5, 48)
+    with torch.no_grad():
+        plain = F.linear(x, layer.weight, layer.bias)
+        unmerged = layer(x)
+        with cpu_linear.packed_weights(rows=5):
+            layer.merge()
+            merged = [layer(x), layer(x)]                    # the second reads the packed copy
+            layer.unmerge()
+            again = layer(x)
+            lora.merge_all(layer)
+            layer.unmerge()
+            twice = [layer(x), layer(x)]
+    assert not torch.allclose(unmerged, plain, atol=1e-3)    # the adapter does something
+    for y in merged:
+        assert torch.allclose(y, unmerged, rtol=1e-5, atol=1e-5)
+    for y in [again, *twice]:
+        assert torch.allclose(y, unmerged, rtol=1e-5, atol=1e-5)
+
+
+@needs_packing
+def test_inference_mode_weights_are_used_unpacked():
+    with torch.inference_mode():
+        w, x = torch.randn(33, 48), torch.randn(5, 48)
+    with torch.no_grad(), cpu_linear.packed_weights(rows=5):
+        ys = [cpu_linear.linear(x, w) for _ in range(2)]
+        assert not cpu_linear._scope["cache"]
+    for y in ys:
+        assert torch.allclose(y, F.linear(x, w), rtol=1e-5, atol=1e-5)

@@ -79,3 +79,19 @@ def test_help_answers_without_importing_torch(where, script):
     names = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
     heavy = sorted(n for n in names if n.split(".")[0] in ("torch", "transformers", "numpy"))
     assert heavy == [], heavy[:5]
+
+
+def test_every_package_folder_is_installed():
+    """A plain `pip install .` (not -e) ships only the packages pyproject.toml lists: every folder
+    with an __init__.py under the installed roots must be among them (loralib.methods holds the
+    methods' cards; without it the registry cannot load)."""
+    tomllib = pytest.importorskip("tomllib")
+    st = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {"loralib": ROOT / "loralib", "traincore": ROOT / "traincore",
+             **{name: ROOT / path for name, path in st["package-dir"].items()}}
+    found = set()
+    for name, folder in roots.items():
+        for init in folder.rglob("__init__.py"):
+            rel = init.parent.relative_to(folder).parts
+            found.add(".".join((name, *rel)))
+    assert found == set(st["packages"]), sorted(found ^ set(st["packages"]))

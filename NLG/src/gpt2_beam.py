@@ -38,8 +38,8 @@ import loralib as lora
 from nlg.gpu import add_gpu_params
 from traincore.cli import message, usage_error
 
-# Only what the command line needs is imported here, so that --help and a usage error answer
-# without torch; the run itself is nlg/beam_run.py.
+# Only what the command line needs is imported here, so that --help and argparse's errors
+# answer without torch; the run itself is nlg/beam_run.py.
 
 ROWS_PER_BATCH = {"cpu": 160, "cuda": 1024}  # hypotheses (contexts x beam) decoded together
 # KV-cache memory a batch may use: a fixed share on CPU, a fraction of the GPU's memory.

@@ -41,8 +41,8 @@ from nlg.gpu import add_gpu_params
 from nlg.optimizer_flags import add_optimizer_params
 from traincore import cli
 
-# Only what the command line needs is imported here, so that --help and a usage error answer
-# without torch; the run itself is nlg/finetune.py.
+# Only what the command line needs is imported here, so that --help and argparse's errors
+# answer without torch; the run itself is nlg/finetune.py.
 
 
 def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib method"):

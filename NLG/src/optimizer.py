@@ -1,4 +1,5 @@
-"""AdamW and learning-rate schedules with Microsoft's flags and formulas (examples/NLG/src/optimizer.py).
+"""AdamW and learning-rate schedules with Microsoft's formulas (examples/NLG/src/optimizer.py); its
+flags are in optimizer_flags.py.
 
 AdamW (Microsoft's / the old Hugging Face variant, which differs from torch.optim.AdamW):
     m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
@@ -117,7 +118,7 @@ def lr_factor(scheduler, step, warmup_step, max_step, base_lr=1.0, i_steps=None,
 
 
 def create_optimizer_scheduler(optimizer, args):
-    """LambdaLR over lr_factor; args.max_step must be set (gpt2_ft.py derives it first)."""
+    """LambdaLR over lr_factor; args.max_step must be set (finetune.train derives it first)."""
     i_steps = i_lrs = None
     if args.scheduler == "cycle":
         i_steps = [int(s) for s in str(args.i_steps).split(",")]

@@ -115,9 +115,6 @@ def build_parser(defaults=None):
     return p
 
 
-# ----------------------------------------------------------------------------------------------
-# Data
-
 def main(argv=None, defaults=None):
     args = build_parser(defaults).parse_args(argv)
     from nlu.glue_run import run_task                # torch from here on
