@@ -17,6 +17,8 @@ A random model rarely emits an end id, so every run generates the full eval_len:
 
     python benchmarks/bench_beam.py                       # eval_len 64, all 4,672 lines (long)
     python benchmarks/bench_beam.py --lines 600 --eval_len 64 --ref_lines 1 --hf_lines 20
+    python benchmarks/bench_beam.py --lines 600 --eval_len 64 --ref_lines 0 --hf_lines 0 --breakdown
+                                                          # + where the time goes, per part
 
 Measured on the 2-core CPU dev machine (shared with other jobs, so wall-clock rates moved by up to
 2x between runs; each comparison below comes from one run, the three parts back to back):
@@ -77,6 +79,7 @@ class FlopCount:
     def __init__(self, model):
         c = model.config
         self.d, self.L, self.V, self.flops = c.n_embd, c.n_layer, c.vocab_size, 0.0
+        self.matmul_flops = 0.0                                   # the part that is weight products
         tr, head = model.transformer, model.lm_head
         forward, step = tr.forward, tr.beam_step
 
@@ -91,12 +94,15 @@ class FlopCount:
             return step(tokens, positions, *a)
 
         def counted_head(hidden):
-            self.flops += 2 * self.d * self.V * hidden.reshape(-1, self.d).shape[0]
+            head_flops = 2 * self.d * self.V * hidden.reshape(-1, self.d).shape[0]
+            self.flops += head_flops
+            self.matmul_flops += head_flops
             return head(hidden)
         tr.forward, tr.beam_step, model.lm_head = counted_forward, counted_step, counted_head
 
     def count(self, tokens, keys):
         self.flops += 24 * self.L * self.d ** 2 * tokens + 4 * self.L * self.d * keys
+        self.matmul_flops += 24 * self.L * self.d ** 2 * tokens
 
 
 def run_ours(model, contexts, opts, *extra):
@@ -106,6 +112,31 @@ def run_ours(model, contexts, opts, *extra):
     t0, c0 = time.perf_counter(), time.process_time()
     decode(model, ctx, s, args, log=lambda *a: None)
     return _rates(len(contexts), t0, c0)
+
+
+# torch.profiler op names by what they do in a decoding step (the first fragment that matches)
+_PARTS = (("matmuls", ("_linear_pointwise", "addmm", "aten::mm", "aten::bmm", "aten::matmul")),
+          ("attention", ("scaled_dot_product",)),
+          ("scoring", ("topk", "log_softmax", "scatter_reduce", "aten::isin")),
+          ("weight packing", ("_reorder_linear_weight",)),
+          ("cache", ("gather", "copy_", "index_select", "aten::sort", "aten::cat", "scatter_")))
+
+
+def breakdown(model, counter, contexts, opts, *extra):
+    """(share of the decode's op time per part, the weight products' own GFLOP/s), from the
+    profiler's self times (it inflates small ops a little): what bounds the FLOP rate when the
+    matmuls alone run near the probe."""
+    from torch.profiler import profile
+    before = counter.matmul_flops
+    with profile() as prof:
+        run_ours(model, contexts, opts, *extra)
+    parts = dict.fromkeys([name for name, _ in _PARTS] + ["other"], 0.0)
+    for ev in prof.key_averages():
+        part = next((name for name, frags in _PARTS if any(f in ev.key for f in frags)), "other")
+        parts[part] += ev.self_cpu_time_total                     # microseconds
+    total = sum(parts.values()) or 1.0
+    matmul_rate = (counter.matmul_flops - before) / max(parts["matmuls"] * 1e-6, 1e-9)
+    return {k: v / total for k, v in parts.items()}, matmul_rate
 
 
 def _rates(lines, t0, c0):
@@ -161,6 +192,8 @@ def main():
     p.add_argument("--hf_lines", type=int, default=20, help="lines for HF generate (0: skip)")
     p.add_argument("--decode_batch", type=int, default=0, help="distinct contexts per batch (0: default)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="decode the same lines again under torch.profiler and print where the time goes")
     p.add_argument("--json", default=None, help="also write the results here")
     opts = p.parse_args()
     if opts.threads:
@@ -193,6 +226,12 @@ def main():
     res["ours"] = {"lines": n, "distinct": len(set(map(tuple, contexts[:n]))), "lines_per_s": rate,
                    "lines_per_cpu_s": cpu_rate}
     print(f"ours       {n:5d} lines: {rate:8.3f} lines/s ({cpu_rate:8.3f} per CPU-s)")
+    if opts.breakdown:
+        res["breakdown"], mm = breakdown(model, counter, contexts[:n], opts, *extra)
+        res["gflops"]["matmuls_alone"] = mm / 1e9
+        print("where the time goes (profiler self time): " + ", ".join(
+            f"{k} {100 * v:.1f}%" for k, v in res["breakdown"].items())
+              + f"; the weight products alone ran at {mm / 1e9:.0f} GFLOP/s ({100 * mm / peak:.0f}% of the probe)")
     for name, k, fn in (("reference_way", opts.ref_lines, lambda c: run_ours(
             model, c, opts, "--decode_batch", "1", "--no_dedup", "--pad_to_seq_len", "--no_early_exit")),
                         ("hf_generate", opts.hf_lines, lambda c: run_hf(model, c, opts))):
