@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nlg.beam_search import (BeamSettings, ban_repeated_ngrams_, batches_by_length, beam_search,
-                         decode_contexts, truncate_context, unique_contexts)
+                             decode_contexts, top_candidates, truncate_context, unique_contexts)
 
 NEG_INF = float("-inf")
 
@@ -245,6 +245,45 @@ def test_ngram_ban_matches_loop():
                     want[h, toks[j + n - 1]] = NEG_INF
         ban_repeated_ngrams_(logits, hist, n)
         assert torch.equal(logits, want)
+
+
+@pytest.mark.parametrize("V", [50257, 96, 48, 53])     # GPT-2's (29 x 1733), W > 1, W == 1, prime
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_top_candidates_equal_the_flat_topk(V, dtype):
+    """The column-max shortcut returns torch.topk's scores and indices over K x V candidates,
+    also with finished hypotheses (-inf scores: all their candidates -inf) and banned tokens."""
+    g = torch.Generator().manual_seed(V)
+    n, K = 5, 6
+    logp = torch.log_softmax(torch.randn(n * K, V, generator=g, dtype=dtype) * 3, dim=-1)
+    logp[torch.rand(n * K, V, generator=g) < 0.05] = NEG_INF            # n-gram bans
+    beam_scores = -10 * torch.rand(n, K, generator=g, dtype=dtype)
+    beam_scores[1, 0] = beam_scores[3, 2:] = NEG_INF                    # finished hypotheses
+    want_s, want_i = (logp.view(n, K, V) + beam_scores.unsqueeze(-1)).view(n, K * V).topk(K, dim=1)
+    got_s, got_i = top_candidates(logp.clone(), beam_scores)
+    assert torch.equal(got_s, want_s) and torch.equal(got_i, want_i)
+
+
+def test_top_candidates_with_ties_give_the_same_scores_at_their_indices():
+    """Exactly equal scores (low-precision logits): the same sorted scores, and each index
+    points at a candidate with its score (their order among equals is unspecified)."""
+    n, K, V = 3, 4, 96
+    g = torch.Generator().manual_seed(0)
+    logp = torch.randint(-3, 0, (n * K, V), generator=g).float()
+    beam_scores = torch.zeros(n, K)
+    got_s, got_i = top_candidates(logp.clone(), beam_scores)
+    flat = (logp.view(n, K, V) + beam_scores.unsqueeze(-1)).view(n, K * V)
+    assert torch.equal(got_s, flat.topk(K, dim=1).values)
+    assert torch.equal(flat.gather(1, got_i), got_s)
+    assert all(len(set(row)) == K for row in got_i.tolist())
+
+
+def test_gpt2_vocabulary_size_decodes_as_the_reference():
+    """V = 50257 takes the column split inside the search: tokens as the reference's."""
+    model = tiny_lm(50257, seed=6, embed_std=0.6, n_layer=1, n_embd=16, n_head=2)
+    s = BeamSettings(beam=4, eval_len=6, length_penalty=0.8, no_repeat_ngram_size=2, eos_token_ids=(50256, 9))
+    contexts = [[5, 17, 300], [40000, 2], [7]]
+    got, _ = beam_search(model, contexts, s)
+    assert got.tolist() == [reference_beam(model, c, s) for c in contexts]
 
 
 def test_truncate_and_unique():

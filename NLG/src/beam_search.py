@@ -24,7 +24,8 @@ while the vocabulary holds more than beam tokens above it.
 What is done differently, for speed only: many contexts per batch (right-padded to the
 longest), one prefill per context whose keys / values its beams share, generated keys / values
 that a reorder never moves (see "model calls" below), repetition penalty / n-gram ban /
-candidates as tensor ops, and an example leaves the batch once
+candidates as tensor ops, the top-k over beam x vocab taken from a much smaller set that holds
+it (top_candidates), and an example leaves the batch once
 no hypothesis can still beat its best candidate (scores only fall, so sum / len^lp is bounded by
 the best running sum over the largest len^lp still reachable): the result is the same as
 running all steps.
@@ -127,9 +128,48 @@ def process_scores_(logits: torch.Tensor, history: Optional[torch.Tensor], step:
         ban_repeated_ngrams_(logits, history, s.no_repeat_ngram_size)
 
 
+def _column_split(V: int) -> Optional[Tuple[int, int]]:
+    """(G, W), G * W == V, G the largest divisor of V in [8, 64]; None if there is none."""
+    for G in range(min(64, V), 7, -1):
+        if V % G == 0:
+            return G, V // G
+    return None
+
+
+def top_candidates(logp: torch.Tensor, beam_scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The reference's step: torch.topk(K, sorted) over each example's K x V candidate scores
+    beam_scores[e, t] + logp[e * K + t, v]; returns (scores (n, K), flat indices t * V + v).
+
+    Top-k over half a million scores per example is one of a step's slowest ops on a CPU, so it
+    runs on a 29x smaller set (for GPT-2's vocabulary): view each row's V tokens as G groups of
+    W "columns" (column c: tokens c, c + W, ...), take each column's max (one vectorized pass),
+    and keep the K best columns of the example. Every top-K score lies in one of them: were one
+    in another column, the K kept columns' maxima (each >= that column's max >= the score) and the
+    score itself would be K + 1 candidates at least as good. The top K of those K x G scores are
+    then the result: the same scores, computed by the same addition; among exactly equal scores
+    the order may differ from torch.topk's (which leaves it unspecified).
+    """
+    n, K = beam_scores.shape
+    V = logp.shape[1]
+    split = _column_split(V)
+    if split is None:
+        cand = logp.view(n, K, V).add_(beam_scores.unsqueeze(-1)).view(n, K * V)
+        return cand.topk(K, dim=1, largest=True, sorted=True)
+    G, W = split
+    cols = logp.view(n * K, G, W).amax(1).view(n, K, W).add_(beam_scores.unsqueeze(-1))
+    best_cols = cols.view(n, K * W).topk(K, dim=1, sorted=False).indices          # (n, K)
+    t, c = best_cols // W, best_cols % W                                            # row, column
+    dev = logp.device
+    tokens = c.unsqueeze(-1) + W * torch.arange(G, device=dev)                      # (n, K, G)
+    rows = (t + K * torch.arange(n, device=dev).unsqueeze(1)).unsqueeze(-1)
+    scores = logp[rows, tokens].add_(beam_scores.gather(1, t).unsqueeze(-1)).view(n, K * G)
+    top, j = scores.topk(K, dim=1, largest=True, sorted=True)
+    return top, t.gather(1, j // G) * V + tokens.view(n, K * G).gather(1, j)
+
+
 # ---------------------------------------------------------------------------- model calls
 #
-# The cache, one (2, examples, heads, T + steps * K, head_dim) tensor per layer: first the
+# The cache, one (2, examples, T + steps * K, heads, head_dim) tensor per layer: first the
 # prefill's context keys / values, one copy per example that its K hypotheses share (attention
 # reads it once for all of them; it is never expanded to beams); then the generated keys /
 # values, K new positions per step (hypothesis t's at position `used` + t). A reorder moves
@@ -159,8 +199,8 @@ class _BeamCache:
         # A position is read only after it has been written: no zero fill needed.
         self.kv = []
         for p in presents:
-            kv = p.new_empty(2, b, H, T + steps * beam, hd)
-            kv[:, :, :, :T] = p
+            kv = p.new_empty(2, b, T + steps * beam, H, hd)       # position-major
+            kv[:, :, :T] = p.transpose(2, 3)
             self.kv.append(kv)
         pad = torch.arange(T, device=dev)[None, :] >= ctx_len[:, None]
         self.ctx_bias = torch.zeros(b, 1, 1, T, dtype=dtype, device=dev).masked_fill_(pad[:, None, None], NEG_INF)
@@ -192,10 +232,12 @@ class _BeamCache:
         live = torch.zeros(b, self.used, dtype=torch.bool, device=anc.device).scatter_(1, anc, True)
         n = int(live.sum(1).max())
         keep = torch.sort((~live).to(torch.uint8), dim=1, stable=True).indices[:, :n]    # (b, n)
+        # Rows of the flattened (examples x positions) axis: whole positions, one copy each.
+        S = self.kv[0].shape[2]
+        rows = (keep + self.T + S * torch.arange(b, device=keep.device).unsqueeze(1)).reshape(-1)
         for kv in self.kv:
-            _, _, H, _, hd = kv.shape
-            idx = keep.view(1, b, 1, n, 1).expand(2, b, H, n, hd)
-            kv[:, :, :, self.T:self.T + n] = kv[:, :, :, self.T:self.T + self.used].gather(3, idx)
+            flat = kv.view(2, b * S, -1)
+            kv[:, :, self.T:self.T + n] = flat.index_select(1, rows).view(2, b, n, *kv.shape[3:])
         new_pos = live.long().cumsum(1) - 1
         self.anc[:, :, :steps] = new_pos.gather(1, anc).view(b, K, steps)
         self.used = n
@@ -306,8 +348,7 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
         positions = (ctx_len + (i - 1)).unsqueeze(1).expand(n, K)
         logits = _score_dtype(step_logits(model, cache, history[:, -1].view(n, K), positions, i - 1))
         process_scores_(logits, history, i, s, eos)
-        cand = torch.log_softmax(logits, dim=-1).view(n, K, V).add_(beam_scores.unsqueeze(-1)).view(n, K * V)
-        beam_scores, flat = cand.topk(K, dim=1, largest=True, sorted=True)
+        beam_scores, flat = top_candidates(torch.log_softmax(logits, dim=-1), beam_scores)
         parent = flat // V                                          # (n, K): beam within the example
         cache.reorder(parent, i)
         src = (parent + torch.arange(n, device=device).unsqueeze(1) * K).reshape(-1)

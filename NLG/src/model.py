@@ -170,22 +170,24 @@ class Attention(nn.Module):
     def beam_step(self, x, kv, start, bias):
         """One new token per hypothesis, hypotheses grouped by example: x (b, K, C).
 
-        kv (2, b, H, T + slots * K, hd), keys then values: positions [0, T) hold each example's
-        context, shared by its K hypotheses (read once for all of them); from T on, the
-        generated tokens, step j of hypothesis t at T + j * K + t. This step's go in at
-        [start, start + K). A beam's reorder never moves them: `bias` (b, 1, K, start + K), 0 or
-        -inf, lets each hypothesis see its context and its own ancestors only (exp(-inf) is an
-        exact 0 in the softmax).
+        kv (2, b, T + slots * K, H, hd), keys then values, position-major (a position's heads
+        are one contiguous row, so writing a step and dropping dead positions are row copies):
+        positions [0, T) hold each example's context, shared by its K hypotheses (read once for
+        all of them); from T on, the generated tokens. This step's go in at [start, start + K).
+        A beam's reorder never moves them: `bias` (b, 1, K, start + K), 0 or -inf, lets each
+        hypothesis see its context and its own ancestors only (exp(-inf) is an exact 0 in the
+        softmax).
         """
         b, K, C = x.shape
         H = self.n_head
         hd = C // H
         q, k, v = self.c_attn(x).split(C, dim=2)
         end = start + K
-        kv[0, :, :, start:end] = k.view(b, K, H, hd).transpose(1, 2)
-        kv[1, :, :, start:end] = v.view(b, K, H, hd).transpose(1, 2)
+        kv[0, :, start:end] = k.view(b, K, H, hd)
+        kv[1, :, start:end] = v.view(b, K, H, hd)
         q = q.view(b, K, H, hd).transpose(1, 2)                       # (b, H, K, hd)
-        y = F.scaled_dot_product_attention(q, kv[0, :, :, :end], kv[1, :, :, :end], attn_mask=bias)
+        y = F.scaled_dot_product_attention(q, kv[0, :, :end].transpose(1, 2),
+                                           kv[1, :, :end].transpose(1, 2), attn_mask=bias)
         return self.c_proj(y.transpose(1, 2).reshape(b, K, C))
 
 
