@@ -300,6 +300,18 @@ def test_truncate_and_unique():
     assert batches_by_length([3, 1, 5], 3, cache_rows=5, beam=2, eval_len=3) == [[2], [0], [1]]
 
 
+@pytest.mark.parametrize("N,cap", [(72, 16), (547, 16), (5, 2), (16, 16), (17, 16), (1, 4)])
+def test_batches_are_the_fewest_and_even(N, cap):
+    """No small last batch: ceil(N / cap) batches whose sizes differ by one at most, every
+    context once, each batch's contexts no longer than the previous batch's."""
+    lengths = [(7 * j) % 23 + 1 for j in range(N)]
+    plan = batches_by_length(lengths, cap)
+    sizes = [len(b) for b in plan]
+    assert len(plan) == -(-N // cap) and max(sizes) - min(sizes) <= 1 and max(sizes) <= cap
+    assert sorted(j for b in plan for j in b) == list(range(N))
+    assert all(min(lengths[j] for j in a) >= max(lengths[j] for j in b) for a, b in zip(plan, plan[1:]))
+
+
 def test_settings_validation_and_eos_filter():
     assert BeamSettings(eos_token_ids=(50256, 628, 50256)).eos_within(50257) == [50256, 628]
     assert BeamSettings(eos_token_ids=(50256, 7)).eos_within(100) == [7]
