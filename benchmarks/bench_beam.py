@@ -30,7 +30,8 @@ Measured on the 2-core CPU dev machine (shared with other jobs, so wall-clock ra
                           reference way 0.324 (2 lines), HF generate 0.344 (20 lines)
                           -> 17.9x the reference way, 16.9x HF generate
   eval_len 64, 2 threads, the whole split (4,672 lines, 547 distinct contexts, machine loaded):
-                          ours 2.00 lines/s (39 min)
+                          ours 2.00 lines/s (39 min); 7.75 lines/s (10 min, 70% of the GEMM
+                          probe) on 2026-12-01
 """
 import argparse
 import json
