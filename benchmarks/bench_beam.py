@@ -115,10 +115,12 @@ def run_ours(model, contexts, opts, *extra):
     return _rates(len(contexts), t0, c0)
 
 
-# torch.profiler op names by what they do in a decoding step (the first fragment that matches)
+# torch.profiler op names by what they do in a decoding step: the first part with a fragment
+# the name contains, or, for a fragment starting with "=", equals ("=aten::index": the top-k's
+# pick of its candidates, not index_select's cache moves)
 _PARTS = (("matmuls", ("_linear_pointwise", "addmm", "aten::mm", "aten::bmm", "aten::matmul")),
           ("attention", ("scaled_dot_product",)),
-          ("scoring", ("topk", "log_softmax", "scatter_reduce", "aten::isin")),
+          ("scoring", ("topk", "log_softmax", "scatter_reduce", "aten::isin", "aten::amax", "=aten::index")),
           ("weight packing", ("_reorder_linear_weight",)),
           ("cache", ("gather", "copy_", "index_select", "aten::sort", "aten::cat", "scatter_")))
 
@@ -133,7 +135,8 @@ def breakdown(model, counter, contexts, opts, *extra):
         run_ours(model, contexts, opts, *extra)
     parts = dict.fromkeys([name for name, _ in _PARTS] + ["other"], 0.0)
     for ev in prof.key_averages():
-        part = next((name for name, frags in _PARTS if any(f in ev.key for f in frags)), "other")
+        part = next((name for name, frags in _PARTS
+                     if any(ev.key == f[1:] if f.startswith("=") else f in ev.key for f in frags)), "other")
         parts[part] += ev.self_cpu_time_total                     # microseconds
     total = sum(parts.values()) or 1.0
     matmul_rate = (counter.matmul_flops - before) / max(parts["matmuls"] * 1e-6, 1e-9)

@@ -247,7 +247,8 @@ def test_ngram_ban_matches_loop():
         assert torch.equal(logits, want)
 
 
-@pytest.mark.parametrize("V", [50257, 96, 48, 53])     # GPT-2's (29 x 1733), W > 1, W == 1, prime
+# GPT-2's (29 x 1733), W > 1, W == 1; 67 (prime) and 7 have no divisor in [8, 64]: the flat top-k
+@pytest.mark.parametrize("V", [50257, 96, 48, 67, 7])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_top_candidates_equal_the_flat_topk(V, dtype):
     """The column-max shortcut returns torch.topk's scores and indices over K x V candidates,
@@ -310,6 +311,26 @@ def test_batches_are_the_fewest_and_even(N, cap):
     assert len(plan) == -(-N // cap) and max(sizes) - min(sizes) <= 1 and max(sizes) <= cap
     assert sorted(j for b in plan for j in b) == list(range(N))
     assert all(min(lengths[j] for j in a) >= max(lengths[j] for j in b) for a, b in zip(plan, plan[1:]))
+
+
+def test_even_batches_keep_the_cache_budget():
+    """With a KV-cache budget, random lengths: every context once, no batch over the cap or the
+    budget (unless it holds one context), and no more batches than filling each to its limit."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        N, cap, beam, E = (int(torch.randint(1, hi, (1,), generator=g)) for hi in (40, 9, 5, 6))
+        lengths = torch.randint(1, 30, (N,), generator=g).tolist()
+        budget = int(torch.randint(1, 600, (1,), generator=g))
+        plan = batches_by_length(lengths, cap, cache_rows=budget, beam=beam, eval_len=E)
+        assert sorted(j for b in plan for j in b) == list(range(N))
+        for b in plan:
+            assert 1 <= len(b) <= cap
+            assert len(b) == 1 or len(b) * beam * (max(lengths[j] for j in b) + E - 1) <= budget
+        order, greedy, a = sorted(range(N), key=lambda j: (-lengths[j], j)), 0, 0
+        while a < N:
+            a += max(1, min(cap, budget // (beam * (lengths[order[a]] + E - 1))))
+            greedy += 1
+        assert len(plan) <= greedy
 
 
 def test_settings_validation_and_eos_filter():

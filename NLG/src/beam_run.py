@@ -10,6 +10,7 @@ import torch
 
 from nlg.beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
 from nlg.checkpoint import check_method_matches, load_model_weights, stored_method
+from nlg.cpu_memory import keep_freed_memory
 from nlg.data_utils import read_ft_file
 from nlg.gpt2_beam import CACHE_BYTES_CPU, CACHE_FRACTION_GPU, ROWS_PER_BATCH
 from nlg.model import GPT2LMModel, config_from_card, lora
@@ -97,6 +98,8 @@ def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=pri
     order = sorted(range(len(uniq)), key=lambda j: (-len(uniq[j]), j))
     mine = order[rank::world_size]
     per_batch, cache_rows = batch_limits(args, model, device)
+    if device.type == "cpu":
+        keep_freed_memory()                 # each step reuses the last one's pages (cpu_memory.py)
     if rank == 0:
         log(f"{len(contexts)} lines, {len(uniq)} distinct contexts; {len(mine)} on rank 0, "
             f"up to {per_batch} per batch, beam {s.beam}, eval_len {s.eval_len}")

@@ -30,6 +30,7 @@ no hypothesis can still beat its best candidate (scores only fall, so sum / len^
 the best running sum over the largest len^lp still reachable): the result is the same as
 running all steps.
 """
+import functools
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -128,6 +129,7 @@ def process_scores_(logits: torch.Tensor, history: Optional[torch.Tensor], step:
         ban_repeated_ngrams_(logits, history, s.no_repeat_ngram_size)
 
 
+@functools.lru_cache(maxsize=None)
 def _column_split(V: int) -> Optional[Tuple[int, int]]:
     """(G, W), G * W == V, G the largest divisor of V in [8, 64]; None if there is none."""
     for G in range(min(64, V), 7, -1):
@@ -143,11 +145,13 @@ def top_candidates(logp: torch.Tensor, beam_scores: torch.Tensor) -> Tuple[torch
     Top-k over half a million scores per example is one of a step's slowest ops on a CPU, so it
     runs on a 29x smaller set (for GPT-2's vocabulary): view each row's V tokens as G groups of
     W "columns" (column c: tokens c, c + W, ...), take each column's max (one vectorized pass),
-    and keep the K best columns of the example. Every top-K score lies in one of them: were one
-    in another column, the K kept columns' maxima (each >= that column's max >= the score) and the
-    score itself would be K + 1 candidates at least as good. The top K of those K x G scores are
-    then the result: the same scores, computed by the same addition; among exactly equal scores
-    the order may differ from torch.topk's (which leaves it unspecified).
+    and keep the K best columns of the example. The kept scores have the same K best as all
+    of them: for the k-th best score v, either every score >= v is in a kept column, or a score
+    >= v is in another column, and then each of the K kept columns' maxima is >= that column's
+    max >= v, so the kept set holds at least k scores >= v too. The top K of those K x G scores are the
+    result: the same scores, computed by the same addition; among exactly equal scores the order
+    may differ from torch.topk's (which leaves it unspecified). A vocabulary with no divisor in
+    [8, 64] takes the flat top-k (adding the beam scores into logp in place).
     """
     n, K = beam_scores.shape
     V = logp.shape[1]

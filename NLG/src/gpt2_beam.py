@@ -18,10 +18,14 @@ context is decoded once, many contexts per batch (sorted by length, padded per b
 --seq_len), one prefill per context whose keys / values its beams share. On a CPU the
 matmuls run through oneDNN, with each weight reordered once into oneDNN's layout for the whole
 run (loralib/cpu_linear.py; that copy doubles the weights' memory while decoding;
-LORALIB_CPU_PREPACK=0 skips it, LORALIB_CPU_LINEAR=torch keeps torch's MKL path). --seq_len
-only bounds the context: its last seq_len - eval_len tokens are kept. A batch holds about 160
-hypotheses on CPU, 1024 on GPU (distinct contexts x beam, at least --batch_size contexts), fewer
-where long contexts would overrun the KV-cache budget; --decode_batch sets the number of contexts outright. With N
+LORALIB_CPU_PREPACK=0 skips it, LORALIB_CPU_LINEAR=torch keeps torch's MKL path), and glibc's
+malloc keeps up to 1 GiB of freed memory so that a step reuses the last one's pages
+(nlg/cpu_memory.py; NLG_CPU_MALLOC=default leaves malloc alone). --seq_len
+only bounds the context: its last seq_len - eval_len tokens are kept. A batch holds at most about
+160 hypotheses on CPU, 1024 on GPU (distinct contexts x beam, or --batch_size contexts if that
+is more), fewer where long contexts would overrun the KV-cache budget; --decode_batch sets the
+most contexts per batch instead. The contexts are spread evenly over the fewest batches that
+hold them (17 contexts at most 16 per batch: 9 and 8). With N
 processes (torchrun / torch.distributed.launch) the distinct contexts are split across ranks and rank 0 writes the file.
 """
 if not __package__:  # run as a file (python src/gpt2_beam.py), as in Microsoft's repo
@@ -81,9 +85,10 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
                         "--vocab's); ids outside the model's vocabulary are ignored")
     g = p.add_argument_group("speed (the results stay the same; fp16 / bf16 may differ slightly)")
     g.add_argument("--batch_size", type=int, default=10,
-                   help="least number of distinct contexts decoded together (the reference's batch)")
+                   help="the most distinct contexts per batch is at least this (the reference's batch)")
     g.add_argument("--decode_batch", type=int, default=0,
-                   help="distinct contexts per batch (0: about %d hypotheses on CPU, %d on GPU)"
+                   help="the most distinct contexts per batch, spread evenly (0: about %d hypotheses "
+                        "on CPU, %d on GPU)"
                         % (ROWS_PER_BATCH["cpu"], ROWS_PER_BATCH["cuda"]))
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU; results may differ from fp32)")
     g.add_argument("--fp16", action="store_true", help="fp16 autocast (GPU or CPU; results may differ from fp32)")
