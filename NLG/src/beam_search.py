@@ -148,10 +148,10 @@ def top_candidates(logp: torch.Tensor, beam_scores: torch.Tensor) -> Tuple[torch
     and keep the K best columns of the example. The kept scores have the same K best as all
     of them: for the k-th best score v, either every score >= v is in a kept column, or a score
     >= v is in another column, and then each of the K kept columns' maxima is >= that column's
-    max >= v, so the kept set holds at least k scores >= v too. The top K of those K x G scores are the
-    result: the same scores, computed by the same addition; among exactly equal scores the order
-    may differ from torch.topk's (which leaves it unspecified). A vocabulary with no divisor in
-    [8, 64] takes the flat top-k (adding the beam scores into logp in place).
+    max >= v, so the kept set holds at least k scores >= v too. The top K of those K x G scores
+    are the result: the same scores, computed by the same addition; among exactly equal scores
+    the order may differ from torch.topk's (which leaves it unspecified). A vocabulary with no
+    divisor in [8, 64] takes the flat top-k (adding the beam scores into logp in place).
     """
     n, K = beam_scores.shape
     V = logp.shape[1]
