@@ -10,6 +10,13 @@ Merging is explicit (`merge()` / `unmerge()`), or through `train()`/`eval()` whe
 `merge_weights=True` as in Microsoft's loralib. `merge()` keeps a copy of the frozen weight so
 that `unmerge()` restores it bit for bit, however many times one toggles (subtracting the delta
 back, as Microsoft does, drifts in floating point).
+
+Precision: adapter tensors may have another dtype than the frozen weight (fp32 adapters on a
+bf16 / fp16 base, as `loralib.inject` allocates them). The rule is PEFT's: the adapter's products
+run in the adapter's dtype (their other operands are cast to it), and the adapted output goes back
+to the frozen product's dtype; under autocast no cast is made (autocast picks every product's
+dtype, and a cast here would be undone). Merging computes in at least fp32 and `merge()` writes
+the result in the weight's dtype.
 """
 import math
 from typing import List, Optional, Sequence, Tuple
@@ -90,6 +97,18 @@ class LoRALayer:
         if self.merge_weights:
             self.unmerge() if mode else self.merge()
         return self
+
+
+def autocasting(t: torch.Tensor) -> bool:
+    return torch.is_autocast_enabled(t.device.type)
+
+
+def in_dtype(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """`t` cast to `dtype` for an adapter product (see the module's note on precision); left
+    alone under autocast, which casts the operands of a product itself."""
+    if t is None or t.dtype == dtype or autocasting(t):
+        return t
+    return t.to(dtype)
 
 
 def check_enable(enable: Optional[Sequence[bool]], out_features: int) -> List[bool]:
@@ -188,7 +207,10 @@ class AdaptedLinear(LoRALayer, nn.Linear):
         return self.has_adapter
 
     def _merged_value(self) -> torch.Tensor:
-        new = self.merged_weight(self.frozen_weight())
+        w = self.frozen_weight()
+        # In fp32 at least: a bf16 weight plus a small update would lose most of the update to
+        # rounding before merge() rounds the sum once.
+        new = self.merged_weight(w.to(torch.promote_types(w.dtype, torch.float32)))
         return new.transpose(0, 1) if self.fan_in_fan_out else new
 
     def extra_repr(self) -> str:
@@ -244,12 +266,18 @@ class LowRankAdapter(AdaptedLinear):
         # column slices, whose backward would copy the full-size gradient once per slice.
         # In place is safe: the frozen product is not saved for backward.
         xa = x2 if x_adapter is x else x_adapter.reshape(-1, x.shape[-1])
-        after_a = F.linear(xa, A) * self.scaling
+        after_a = F.linear(in_dtype(xa, A.dtype), A) * self.scaling
         out = cpu_linear.linear(x2, w, self.bias)   # F.linear unless inference on a CPU
-        # addmm_ is not autocast-aware: under bf16/fp16 autocast F.linear gave `out` in the
-        # low precision while B is still fp32.
         b = self.full_b(B, A.shape[0]).t()
-        out.addmm_(after_a.to(out.dtype), b.to(out.dtype))
+        if out.dtype == after_a.dtype or autocasting(out):
+            # addmm_ is not autocast-aware: under bf16/fp16 autocast F.linear gave `out` in
+            # the low precision while B is still fp32.
+            out.addmm_(after_a.to(out.dtype), b.to(out.dtype))
+        else:
+            # An fp32 adapter on a bf16 base: the update in fp32, then one rounding of the sum
+            # to the frozen dtype (add_ computes in the promoted dtype), as PEFT's
+            # (result + update).to(result.dtype).
+            out.add_(after_a @ b.to(after_a.dtype))
         return out.view(*x.shape[:-1], self.out_features)
 
     def merged_weight(self, w: torch.Tensor) -> torch.Tensor:

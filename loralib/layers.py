@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import LoRALayer, LowRankAdapter
+from .base import LoRALayer, LowRankAdapter, autocasting
 
 
 class MergedLinear(LowRankAdapter):
@@ -84,7 +84,9 @@ class Embedding(LoRALayer, nn.Embedding):
             after_a = F.embedding(x, self.lora_A.transpose(0, 1), self.padding_idx,
                                   self.max_norm, self.norm_type, self.scale_grad_by_freq,
                                   self.sparse)
-            result = result + (after_a @ self.lora_B.transpose(0, 1)) * self.scaling
+            # The update in the adapter's dtype, the sum back in the frozen lookup's (fp32
+            # adapters on a bf16 table; see loralib/base.py on precision).
+            result = (result + (after_a @ self.lora_B.transpose(0, 1)) * self.scaling).to(result.dtype)
         return result
 
 
@@ -133,9 +135,17 @@ class ConvLoRA(LoRALayer, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.r > 0 and not self.merged:
             # A convolution is linear in its weight; with a kernel-sized update the dense
-            # form is as cheap as any, so this keeps Microsoft's formulation.
-            return self.conv._conv_forward(x, self.conv.weight + self.delta_weight(),
-                                           self.conv.bias)
+            # form is as cheap as any, so this keeps Microsoft's formulation. It runs in the
+            # adapter's dtype when that is wider than the frozen weight's (fp32 adapters on a
+            # bf16 base), the output going back to the frozen dtype (see loralib/base.py).
+            w0, bias = self.conv.weight, self.conv.bias
+            delta = self.delta_weight()
+            if autocasting(x) or delta.dtype == w0.dtype:
+                return self.conv._conv_forward(x, w0 + delta, bias)
+            dt = delta.dtype
+            y = self.conv._conv_forward(x.to(dt), w0.to(dt) + delta,
+                                        None if bias is None else bias.to(dt))
+            return y.to(w0.dtype)
         return self.conv(x)
 
 

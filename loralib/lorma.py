@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import LowRankAdapter, kaiming_uniform_rows
+from .base import LowRankAdapter, autocasting, in_dtype, kaiming_uniform_rows
 from .methods.lorma import DROPOUT_SITES, INITS, KINDS, MODES
 
 
@@ -145,12 +145,13 @@ class LoRMALinear(LowRankAdapter):
             delta = torch.bmm(B, A.view(self.n_enabled, self.r, self.in_features))
             return w0 + delta * self.scaling
         T = self.transforms()
+        w0 = in_dtype(w0, T.dtype)
         return torch.bmm(T, w0) if self.output_side else torch.bmm(w0, T)
 
     # -- activation space: rri ---------------------------------------------------------------
     def factors(self, w: torch.Tensor):
         A, B = self._ab()
-        w0 = self.enabled_weight_slices(w)
+        w0 = in_dtype(self.enabled_weight_slices(w), A.dtype)
         if self.mode == "pre":       # s B (A W0): A_eff_j = A_j W0_j, (r, in)
             return torch.bmm(A, w0).reshape(-1, self.in_features), B
         return A.reshape(-1, self.in_features), torch.bmm(w0, B)   # B_eff_j = W0_j B_j
@@ -165,6 +166,10 @@ class LoRMALinear(LowRankAdapter):
         # Weight space is the cheaper side here: forming T_j W0_j costs D*D*in once, while
         # applying T_j to activations costs tokens*D*D forward and twice that backward.
         wj = self._slice_weights(w)
+        # An adapted slice computes in the adapter's dtype, and its output goes back to the
+        # frozen product's (see loralib/base.py on precision).
+        dt, out_dt = wj.dtype, w.dtype
+        cast_back = not autocasting(x)
         x_adapter = self.lora_dropout(x) if site == "adapter" else None
         parts, j = [], 0
         for i in range(len(self.enable_lora)):
@@ -174,9 +179,10 @@ class LoRMALinear(LowRankAdapter):
                 parts.append(F.linear(x, w[rows], b))
                 continue
             if x_adapter is None:
-                parts.append(F.linear(x, wj[j], b))
+                y = F.linear(in_dtype(x, dt), wj[j], in_dtype(b, dt))
             else:
-                parts.append(F.linear(x, w[rows], b) + F.linear(x_adapter, wj[j] - w[rows]))
+                y = F.linear(x, w[rows], b) + F.linear(in_dtype(x_adapter, dt), wj[j] - w[rows])
+            parts.append(y.to(out_dt) if cast_back else y)
             j += 1
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
