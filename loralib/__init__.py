@@ -26,6 +26,7 @@ _HOME = {
     "cli": ("add_method_args", "method_config_from_args"),
     "inject": ("inject", "merge_and_unload"),
     "adapter_io": ("load_adapter", "read_adapter_config", "save_adapter"),
+    "fsdp": ("is_writer", "sharding"),
 }
 _MODULE_OF = {n: module for module, names in _HOME.items() for n in names}
 __all__ = sorted(_MODULE_OF)

@@ -5,7 +5,8 @@ loralib version, under the key "loralib") and the adapter tensors, `adapter_mode
 when the safetensors package is installed, else `adapter_model.bin` (loralib itself needs torch
 alone). LoRA on unfused projections is written in PEFT's layout (`base_model.model.<module>.
 lora_A.weight`, PEFT's LoraConfig keys), so `peft.PeftModel.from_pretrained` loads it; a folder
-PEFT saved (plain LoRA) loads here as well.
+PEFT saved (plain LoRA) loads here as well. Under FSDP every rank calls `save_adapter` (the
+adapter is gathered collectively) and rank 0 writes; `load_adapter` goes on the unsharded model.
 """
 import json
 import os
@@ -16,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .base import AdaptedLinear
+from .fsdp import class_name, clean_name, is_writer
 from .registry import MethodConfig
 from .utils import load_lora_state_dict, lora_state_dict
 
@@ -40,7 +42,7 @@ def _adapted(model: nn.Module):
 def _peft_compatible(model: nn.Module, config: MethodConfig) -> bool:
     layers = _adapted(model)
     return config.method == "lora" and bool(layers) and all(
-        len(m.enable_lora) == 1 and type(m).__name__ in ("MergedLinear", "Linear")
+        len(m.enable_lora) == 1 and class_name(m) in ("MergedLinear", "Linear")
         for _, m in layers)
 
 
@@ -72,8 +74,16 @@ def _save_tensors(tensors: Dict[str, torch.Tensor], folder: str) -> str:
 
 
 def save_adapter(model: nn.Module, folder: str, config: Optional[MethodConfig] = None,
-                 base_model: Optional[str] = None) -> str:
-    """Write the adapter of `model` (made by `inject`, or pass its `config`) into `folder`."""
+                 base_model: Optional[str] = None,
+                 state_dict: Optional[Dict[str, torch.Tensor]] = None,
+                 write: Optional[bool] = None) -> str:
+    """Write the adapter of `model` (made by `inject`, or pass its `config`) into `folder`.
+
+    Under torch.distributed every rank may call it and only rank 0 writes (`write` overrides
+    that); under FSDP every rank must call it, since gathering the adapter is a collective.
+    state_dict: a whole state dict of `model` to take the adapter tensors from (what a Trainer
+    gathered), instead of reading the model.
+    """
     info = getattr(model, "loralib_adapter", None)
     if config is None:
         if info is None:
@@ -82,20 +92,22 @@ def save_adapter(model: nn.Module, folder: str, config: Optional[MethodConfig] =
         config = info["config"]
     if not _adapted(model):
         raise ValueError("save_adapter: the model has no adapted layer")
+    state = lora_state_dict(model, state_dict=state_dict)      # every rank: may be collective
+    if not (is_writer() if write is None else write):
+        return folder
     os.makedirs(folder, exist_ok=True)
     if base_model is None:
         base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    modules = info["modules"] if info else [n for n, _ in _adapted(model)]
+    modules = info["modules"] if info else [clean_name(n) for n, _ in _adapted(model)]
     meta = {"method": config.method, "options": config.options, "r": config.r,
             "alpha": config.alpha, "dropout": config.dropout, "targets": list(config.targets),
             "pipeline": config.pipeline, "target_modules": info["target_modules"] if info else None,
             "enable": info["enable"] if info else None, "modules": modules,
-            "base_model": {"name_or_path": base_model, "class": type(model).__name__},
+            "base_model": {"name_or_path": base_model, "class": class_name(model)},
             "loralib_version": _version()}
-    state = lora_state_dict(model)
     if _peft_compatible(model, config):
         layers = _adapted(model)
-        targets = sorted({n.rsplit(".", 1)[-1] for n, _ in layers})
+        targets = sorted({clean_name(n).rsplit(".", 1)[-1] for n, _ in layers})
         out = {f"{PEFT_PREFIX}{k}.weight": v for k, v in state.items()}
         cfg = {"peft_type": "LORA", "task_type": None, "r": config.r,
                "lora_alpha": config.alpha, "lora_dropout": config.dropout,

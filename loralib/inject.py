@@ -5,7 +5,10 @@ A projection is an `nn.Linear` (weight (out, in)) or a Hugging Face `Conv1D` (GP
 (in, out), detected by class name as PEFT does, so loralib needs no transformers import). The
 adapted layer holds the very weight and bias Parameters of the original module, not copies:
 it is built on the meta device and only its adapter tensors are allocated, on the weight's
-device and in its dtype.
+device, in float32 by default whatever the weight's dtype: a bf16 or fp16 base keeps fp32
+adapters and fp32 optimizer moments (what the official LoRMA / PEFT recipes train with:
+`weight.new_zeros` on an fp32 base; PEFT upcasts adapters on a half base). `adapter_dtype=None`
+follows the weight's dtype instead.
 """
 import re
 from typing import Dict, List, Optional, Sequence, Union
@@ -15,7 +18,7 @@ import torch.nn as nn
 
 from .base import AdaptedLinear
 from .registry import MethodConfig, get_spec
-from .utils import mark_only_lora_as_trainable
+from .utils import mark_only_lora_as_trainable, refuse_sharded
 
 Targets = Union[str, Sequence[str]]
 
@@ -54,14 +57,26 @@ def _enable_for(name: str, enable) -> Optional[List[bool]]:
     return list(enable)
 
 
-def adapted_layer(module: nn.Module, config: MethodConfig, enable=None) -> AdaptedLinear:
-    """`module` (nn.Linear or Conv1D) wrapped by `config`'s method, sharing its weight."""
+def _adapter_dtype(dtype: Optional[torch.dtype], weight: torch.Tensor) -> torch.dtype:
+    if dtype is None:
+        return weight.dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"adapter_dtype must be a floating torch.dtype or None (the weight's "
+                        f"dtype), got {dtype!r}")
+    return dtype
+
+
+def adapted_layer(module: nn.Module, config: MethodConfig, enable=None,
+                  adapter_dtype: Optional[torch.dtype] = torch.float32) -> AdaptedLinear:
+    """`module` (nn.Linear or Conv1D) wrapped by `config`'s method, sharing its weight; its
+    adapter tensors are `adapter_dtype` (None: the weight's dtype)."""
     shape = _projection_shape(module)
     if shape is None:
         raise TypeError(f"cannot adapt a {type(module).__name__}: loralib wraps nn.Linear and "
                         f"Hugging Face Conv1D")
     n_in, n_out, fan_in_fan_out = shape
     weight = module.weight
+    float_dtype = _adapter_dtype(adapter_dtype, weight)
     spec = get_spec(config.method)
     layer = spec.layer(n_in, n_out, r=config.r, lora_alpha=config.alpha,
                        lora_dropout=config.dropout, enable_lora=enable or [True],
@@ -77,7 +92,7 @@ def adapted_layer(module: nn.Module, config: MethodConfig, enable=None) -> Adapt
             for key, t in list(store.items()):
                 if t is None or not t.is_meta:
                     continue
-                dtype = weight.dtype if t.is_floating_point() else t.dtype
+                dtype = float_dtype if t.is_floating_point() else t.dtype
                 new = torch.empty(t.shape, device=weight.device, dtype=dtype)
                 store[key] = nn.Parameter(new, t.requires_grad) if isinstance(t, nn.Parameter) \
                     else new
@@ -97,13 +112,16 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def inject(model: nn.Module, config: MethodConfig, target_modules: Targets,
            enable: Union[None, Sequence[bool], Dict[str, Sequence[bool]]] = None,
-           freeze: bool = True) -> List[str]:
+           freeze: bool = True,
+           adapter_dtype: Optional[torch.dtype] = torch.float32) -> List[str]:
     """Put `config`'s method into `model` in place; returns the names of the adapted modules.
 
     target_modules: module-name suffixes (["q_proj", "v_proj"], as PEFT and LoRMA's math script
     take them) or one regular expression matched against whole names. enable: a slice mask for
     fused projections, for all targets or per suffix ({"c_attn": [True, False, True]}: q and v
     of GPT-2's fused c_attn). freeze: leave only adapter parameters trainable (as PEFT does).
+    adapter_dtype: the dtype of the adapter tensors, float32 by default whatever the base's
+    dtype (train them under autocast); None makes them the dtype of the weight they adapt.
     """
     if not config.is_adapter:
         raise ValueError(f"method {config.method!r} adds no adapter to inject")
@@ -119,7 +137,7 @@ def inject(model: nn.Module, config: MethodConfig, target_modules: Targets,
                         f"wrap (nn.Linear and Conv1D only): {', '.join(unsupported[:5])}")
     for n in names:
         _set_submodule(model, n, adapted_layer(model.get_submodule(n), config,
-                                               _enable_for(n, enable)))
+                                               _enable_for(n, enable), adapter_dtype))
     if freeze:
         mark_only_lora_as_trainable(model)
     previous = getattr(model, "loralib_adapter", None)
@@ -137,8 +155,10 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
 
     Layers made by `inject` give back their original module (nn.Linear, Conv1D), whose weight
     now holds the merged value; layers built by this project's own models become plain
-    projections of the same layout.
+    projections of the same layout. A model sharded by FSDP is refused with what to do
+    instead (save the adapter, merge it on an unsharded copy).
     """
+    refuse_sharded(model, "merge_and_unload")
     for name, m in list(model.named_modules()):
         if not isinstance(m, AdaptedLinear) or not m.has_adapter:
             continue

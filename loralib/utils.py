@@ -3,13 +3,15 @@
 Adapter parameters are recognized by name, as in Microsoft's loralib ('lora_' in the key), plus
 NOLA's 'nola_' (its coefficients and config). `lora_state_dict` / `load_lora_state_dict` are the
 adapter checkpoint format; loading is strict and names every missing or unexpected key.
+Under FSDP, reading the adapter is a collective (see fsdp.py); merging needs the whole model.
 """
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from .base import LoRALayer
+from .fsdp import adapter_tensors, clean_name, sharding, tensor_names
 from .registry import adapter_prefixes
 
 
@@ -35,21 +37,22 @@ def mark_only_lora_as_trainable(model: nn.Module, bias: str = "none") -> None:
                 m.bias.requires_grad = True
 
 
-def _bias_keys(state: Dict[str, torch.Tensor], adapter_keys: Iterable[str], bias: str) -> List[str]:
+def _bias_names(model: nn.Module, bias: str):
+    """Which non-adapter keys `bias` adds to an adapter state dict (a predicate on names)."""
     if bias == "none":
-        return []
+        return lambda k: False
     if bias == "all":
-        return [k for k in state if "bias" in k and not is_adapter_key(k)]
-    if bias == "lora_only":
-        out = []
-        for k in adapter_keys:
-            b = k
-            for p in adapter_prefixes():
-                b = b.split(p)[0]
-            b += "bias"
-            if b in state and b not in out:
-                out.append(b)
-        return out
+        return lambda k: "bias" in k and not is_adapter_key(k)
+    if bias == "lora_only":     # the bias of every layer that carries adapter state
+        names = set()
+        for name, m in model.named_modules():
+            own = [n for n, _ in m.named_parameters(recurse=False)] + \
+                [n for n, _ in m.named_buffers(recurse=False)]
+            if isinstance(m, LoRALayer) and getattr(m, "bias", None) is not None \
+                    and any(is_adapter_key(n) for n in own):
+                name = clean_name(name)
+                names.add(f"{name}.bias" if name else "bias")
+        return names.__contains__
     raise ValueError(f"bias must be 'none', 'all' or 'lora_only', got {bias!r}")
 
 
@@ -59,6 +62,7 @@ def _layer_groups(model: nn.Module, keys):
     for name, m in model.named_modules():
         if not isinstance(m, LoRALayer):
             continue
+        name = clean_name(name)
         prefix = name + "." if name else ""
         local = {k[len(prefix):]: k for k in keys
                  if k.startswith(prefix) and "." not in k[len(prefix):]}
@@ -66,22 +70,53 @@ def _layer_groups(model: nn.Module, keys):
             yield prefix, m, local
 
 
-def lora_state_dict(model: nn.Module, bias: str = "none", quantized: bool = True
+def lora_state_dict(model: nn.Module, bias: str = "none", quantized: bool = True,
+                    state_dict: Optional[Dict[str, torch.Tensor]] = None
                     ) -> Dict[str, torch.Tensor]:
     """The adapter alone (plus biases when asked), as Microsoft's `lora_state_dict`.
 
     Each layer decides how its adapter is stored (`pack_adapter_state`): quantized NOLA keeps
     packed b-bit codes (`<key>_qcodes`, uint8) and per-vector scales (`<key>_qscale`) unless
     `quantized=False` (a resumable training state needs the float latents).
+
+    On a model sharded by FSDP (FSDP2, or FSDP1 with use_orig_params=True) this is a
+    collective: every rank calls it, and each gets the whole adapter as CPU tensors.
+    state_dict: take the tensors from this whole state dict of `model` (say, the one a
+    Hugging Face Trainer gathered) instead of reading the model; every adapter tensor of the
+    model must be in it, whole.
     """
-    state = model.state_dict()
-    keys = [k for k in state if is_adapter_key(k)]
-    out = {k: state[k] for k in keys + _bias_keys(state, keys, bias)}
+    with_bias = _bias_names(model, bias)
+    keep = lambda k: is_adapter_key(k) or with_bias(k)   # noqa: E731
+    if state_dict is None:
+        out = adapter_tensors(model, keep)
+    else:
+        out = {clean_name(k): v for k, v in state_dict.items() if keep(clean_name(k))}
+        missing = [k for k in tensor_names(model) if is_adapter_key(k) and k not in out]
+        if missing:
+            raise KeyError(f"the state dict given lacks adapter key(s) {missing[:5]}"
+                           + (" ..." if len(missing) > 5 else ""))
+    empty = [k for k, v in out.items() if v.numel() == 0]
+    if empty:   # what a partitioned placeholder looks like (DeepSpeed ZeRO-3)
+        raise ValueError(f"adapter tensor(s) {empty[:5]} are empty: the model's parameters are "
+                         f"partitioned placeholders (DeepSpeed ZeRO-3?); gather them first, or "
+                         f"shard with FSDP, which loralib gathers")
+    keys = [k for k in out if is_adapter_key(k)]
     if quantized:
         for prefix, m, local in _layer_groups(model, keys):
             packed = m.pack_adapter_state({n: out.pop(k) for n, k in local.items()})
             out.update({prefix + n: v for n, v in packed.items()})
     return out
+
+
+def refuse_sharded(model: nn.Module, what: str) -> None:
+    """A clear error where `what` needs the whole model in this process."""
+    kind = sharding(model)
+    if kind is not None:
+        raise ValueError(
+            f"{what}: the model is sharded by {kind.upper()}; save the adapter first "
+            f"(loralib.save_adapter, called by every rank: rank 0 writes), then load it with "
+            f"loralib.load_adapter on an unsharded copy of the base model and merge there "
+            f"(NLG/MetaMathQA/train_math_lorma.py does this)")
 
 
 def _unpack_incoming(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -100,6 +135,9 @@ def load_lora_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
     Every adapter key of the model must be present; every key must exist in the model with
     the same shape. Anything else raises a KeyError / ValueError naming the keys and `source`.
     """
+    if sharding(model) is not None:
+        raise ValueError(f"{source}: load an adapter before sharding the model with FSDP "
+                         f"(load_adapter / load_lora_state_dict on the unsharded model, then wrap)")
     sd = _unpack_incoming(model, state_dict)
     own = model.state_dict()
     expected = [k for k in own if is_adapter_key(k)]
@@ -127,6 +165,7 @@ def _mergeable(model: nn.Module):
 
 def merge_all(model: nn.Module) -> int:
     """Fold every adapter into its weight (e.g. before decoding); returns how many layers."""
+    refuse_sharded(model, "merge_all")
     layers = _mergeable(model)
     for m in layers:
         m.merge()

@@ -166,3 +166,27 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     assert meta["method"] == "lorma" and len(meta["modules"]) == 8
     merged = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "merged_model")
     assert not any(lora.is_adapter_key(n) for n in merged.state_dict())
+
+
+@pytest.mark.parametrize("method,options", VARIANTS, ids=VARIANT_IDS)
+def test_adapters_are_fp32_on_a_bf16_base_unless_asked(method, options):
+    model, targets, _ = tiny("llama")
+    model.to(torch.bfloat16)
+    cfg = lora.MethodConfig(method=method, r=2, alpha=4.0, options=options)
+    lora.inject(model, cfg, targets)
+    adapter = {n: p for n, p in model.state_dict().items() if lora.is_adapter_key(n)}
+    floats = {n: p for n, p in adapter.items() if p.is_floating_point()}
+    assert floats and all(p.dtype == torch.float32 for p in floats.values()), \
+        {n: p.dtype for n, p in floats.items()}
+    assert model.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):      # the bf16 recipe: autocast
+        model(INPUT).logits.float().pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32
+               for p in model.parameters() if p.requires_grad)
+    same, _, _ = tiny("llama")
+    same.to(torch.bfloat16)
+    lora.inject(same, cfg, targets, adapter_dtype=None)      # follow the weight's dtype
+    assert all(p.dtype == torch.bfloat16 for n, p in same.state_dict().items()
+               if lora.is_adapter_key(n) and p.is_floating_point())
+    with pytest.raises(TypeError, match="adapter_dtype"):
+        lora.inject(tiny("llama")[0], cfg, targets, adapter_dtype=torch.int8)
