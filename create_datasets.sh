@@ -8,6 +8,10 @@
 #   bash create_datasets.sh --from DIR          raw files from a local folder laid out like NLG/data
 #                                               (e2e/valid.txt, webnlg_challenge_2017/dev.json, ...);
 #                                               only the splits found there are built, the rest are listed
+#   bash create_datasets.sh --from DIR --tasks e2e   E2E from the official release CSVs where DIR (or
+#                                               DIR/e2e) has no Microsoft e2e/<split>.txt: trainset.csv,
+#                                               devset.csv, testset_w_refs.csv become e2e/{train,valid,
+#                                               test}.txt in Microsoft's line format (NLG/src/format_e2e_csv.py)
 #   bash create_datasets.sh --tasks glue        GLUE for NLU/: NLU/data/glue/<Task>/{train,dev}.tsv
 #                                               (MNLI: dev_matched.tsv, dev_mismatched.tsv), the layout of
 #                                               GLUE's download_glue_data.py; no GPT-2 vocabulary needed
@@ -78,10 +82,10 @@ LORA_PINNED="https://raw.githubusercontent.com/microsoft/LoRA/$LORA_COMMIT/examp
 LORA_HEAD="https://raw.githubusercontent.com/microsoft/LoRA/main/examples/NLG/data"
 DART_REPO="https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1"
 
-# sha256 of the raw files, where known. The dev files' hashes were taken from copies of the files
-# LoRA commits (identical in size and content to the ones stored at the pinned commit). The other
-# splits' hashes are not known here: give them (LORA_SHA256) or record the first download's
-# (LORA_TRUST_FIRST_DOWNLOAD=1), see above.
+# sha256 of the raw files, where known. The dev files' hashes (and E2E's test.txt) were taken from
+# copies of the files LoRA commits (identical in size and content to the ones stored at the pinned
+# commit). The other splits' hashes are not known here: give them (LORA_SHA256) or record the first
+# download's (LORA_TRUST_FIRST_DOWNLOAD=1), see above.
 known_sha256() {
     local pair
     for pair in ${LORA_SHA256:-}; do
@@ -89,6 +93,13 @@ known_sha256() {
     done
     case "$1" in
         e2e/valid.txt) echo ba963113c8401d3d26216c0dc0a6dae1ea6ea927de3bf830e32c41f65401c80d ;;
+        # test.txt at the pinned commit (git blob 084da9f4, unchanged since October 2021)
+        e2e/test.txt) echo 81b1bcd40c4f12845ec4eb61a77bf43765d112483cd9b2f91ef10bfc1b3d8f13 ;;
+        # The E2E release (tuetschek/e2e-dataset, CC BY-SA 4.0): devset.csv and testset_w_refs.csv as
+        # that repository stores them; trainset.csv as the copy the project's tests use (42,061 rows)
+        e2e/trainset.csv) echo f27d48df45815288ab15619d47a79028c300fbb7f42e373668aba0b98c1d57c6 ;;
+        e2e/devset.csv) echo fc26b78cdb849c80545f513b223d1e051138b43882eeb79e3eb153e689c864f9 ;;
+        e2e/testset_w_refs.csv) echo edc8db685e39bb9824d5bd70c18b1c9b0412d14b527aa960e2d1c8251ee15ccd ;;
         webnlg_challenge_2017/dev.json) echo 50f5a2c24d760bc84ba3e852707cd3b43b0cf2da035b425f87945a2440880488 ;;
         dart/dart-v1.1.1-full-dev.json) echo 5038f3543b6d59b94ac4e3f69d15a0b01d8578913f862142e7c560200dd6e434 ;;
         # GLUE (dl.fbaipublicfiles.com): the sha256s Hugging Face's datasets library and other GLUE
@@ -200,12 +211,48 @@ download_raw() {  # download_raw REL: fetch OUT/REL from the mirrors, verify it;
     return 1
 }
 
+# The E2E release CSV a split of Microsoft's E2E files is made from (its testset.csv has no references)
+e2e_release_csv() {
+    case "$1" in train) echo trainset.csv ;; valid) echo devset.csv ;; test) echo testset_w_refs.csv ;; esac
+}
+
+# e2e_from_csv SPLIT REL: OUT/REL (Microsoft's line format) from the release CSV in FROM/e2e or FROM;
+# 1 when there is none, 2 when it cannot be converted
+e2e_from_csv() {
+    local split="$1" rel="$2" name csv="" d want
+    name="$(e2e_release_csv "$split")"
+    for d in "$FROM/e2e" "$FROM"; do
+        if [ -f "$d/$name" ]; then csv="$d/$name"; break; fi
+    done
+    [ -n "$csv" ] || return 1
+    want="$(known_sha256 "e2e/$name")"
+    if [ -n "$want" ] && [ "$(sha256_of "$csv")" != "$want" ]; then
+        echo "warning: $csv differs from the E2E release's $name (sha256); converting it anyway" >&2
+    fi
+    mkdir -p "$OUT/$(dirname "$rel")"
+    echo "$split: converting $csv to Microsoft's line format"
+    if ! "$PY" -m nlg.format_e2e_csv "$csv" "$OUT/$rel"; then
+        FAILED+=("convert $csv"); return 2
+    fi
+    return 0
+}
+
 # build TASK SPLIT RAWREL: convert + encode one split
 build() {
-    local task="$1" split="$2" rel="$3" raw dir
+    local task="$1" split="$2" rel="$3" raw dir rc
     if [ -n "$FROM" ]; then
         raw="$FROM/$rel"
-        if [ ! -f "$raw" ]; then MISSING+=("$rel"); echo "$split: $raw not found, skipped"; return 0; fi
+        if [ ! -f "$raw" ] && [ "$task" = e2e ]; then
+            # no Microsoft file: the official release CSV, converted into OUT
+            e2e_from_csv "$split" "$rel"; rc=$?
+            [ $rc = 2 ] && return 0
+            [ $rc = 0 ] && raw="$OUT/$rel"
+        fi
+        if [ ! -f "$raw" ]; then
+            if [ "$task" = e2e ]; then MISSING+=("$rel (or the release's $(e2e_release_csv "$split"))")
+            else MISSING+=("$rel"); fi
+            echo "$split: $raw not found, skipped"; return 0
+        fi
     else
         raw="$OUT/$rel"
         if [ ! -f "$raw" ] && ! download_raw "$rel"; then FAILED+=("download $rel ($LAST_ERR)"); return 0; fi

@@ -372,3 +372,57 @@ def test_create_datasets_offline_fails_fast_with_the_routes(repo_root, shared_da
     assert "unreachable:" in r.stderr and "sources tried:" in r.stderr and "--from DIR" in r.stderr
     hosts = {line.split("://")[1].split("/")[0] for line in log.read_text().splitlines()}
     assert len(log.read_text().splitlines()) == len(hosts)   # each host asked once, no retries
+
+
+def test_e2e_from_the_release_csvs(repo_root, shared_data, tmp_path):
+    """--from DIR holding the E2E release CSVs (no Microsoft txt files): each split is converted to
+    Microsoft's line format in the output folder, then formatted and encoded as usual."""
+    dev = shared_data / "e2e" / "official" / "devset.csv"
+    if not dev.is_file():
+        pytest.skip(f"{dev} not found: the E2E release CSVs sit in ../shared/data/e2e/official in CI")
+    header, *rows = dev.read_text(encoding="utf8").splitlines(keepends=True)   # one row per line
+    valid_txt = (shared_data / "e2e" / "valid.txt").read_text(encoding="utf8").splitlines(keepends=True)
+    src, out = tmp_path / "release", tmp_path / "data"
+    src.mkdir()
+    slices = {"trainset.csv": (0, 40), "devset.csv": (40, 60), "testset_w_refs.csv": (60, 80)}
+    for name, (a, b) in slices.items():   # three small CSVs cut from the devset
+        (src / name).write_text(header + "".join(rows[a:b]), encoding="utf8")
+    r = run(repo_root, "create_datasets.sh", "--from", src, "--out", out, "--tasks", "e2e",
+            "--vocab", shared_data / "vocab")
+    assert r.returncode == 0, r.stderr
+    assert "differs from the E2E release's devset.csv" in r.stderr   # a cut copy, not the release
+    built = sorted(p.name for p in (out / "e2e").iterdir())
+    assert built == sorted(f"{s}{x}" for s in ("train", "valid", "test")
+                           for x in (".txt", "_formatted.jsonl", ".jsonl"))
+    enc = encoder.get_encoder(str(shared_data / "vocab"))
+    for split, name in (("train", "trainset.csv"), ("valid", "devset.csv"), ("test", "testset_w_refs.csv")):
+        a, b = slices[name]
+        # the devset rows come back as Microsoft's valid.txt has them
+        assert (out / "e2e" / f"{split}.txt").read_text(encoding="utf8") == "".join(valid_txt[a:b])
+        formatted, ids = tmp_path / f"{split}_f.jsonl", tmp_path / f"{split}.jsonl"
+        format_converting_e2e.convert(str(out / "e2e" / f"{split}.txt"), str(formatted))
+        gpt2_encode.encode_file(enc, str(formatted), str(ids), True, True, progress=False)
+        assert (out / "e2e" / f"{split}_formatted.jsonl").read_bytes() == formatted.read_bytes()
+        assert (out / "e2e" / f"{split}.jsonl").read_bytes() == ids.read_bytes()
+
+    # Microsoft's own file wins over the CSV; a split with neither is listed as missing
+    (src / "e2e").mkdir()
+    (src / "e2e" / "valid.txt").write_text("name : A||A is here . \n", encoding="utf8")
+    (src / "testset_w_refs.csv").unlink()
+    r = run(repo_root, "create_datasets.sh", "--from", src, "--out", tmp_path / "d2", "--tasks", "e2e",
+            "--vocab", shared_data / "vocab")
+    assert r.returncode == 0, r.stderr
+    assert "converting" in r.stdout and "devset.csv" not in r.stdout.split("not in")[0]
+    assert (tmp_path / "d2" / "e2e" / "valid_formatted.jsonl").read_text() == \
+        '{"context": "name : A", "completion": "A is here ."}\n'
+    assert "e2e/test.txt (or the release's testset_w_refs.csv)" in r.stdout.split("not in")[1]
+
+    # a CSV that cannot be converted fails the run, naming the file and where
+    (src / "trainset.csv").write_text("mr,text\n" + rows[0], encoding="utf8")
+    r = run(repo_root, "create_datasets.sh", "--from", src, "--out", tmp_path / "d3", "--tasks", "e2e",
+            "--vocab", shared_data / "vocab")
+    assert r.returncode == 1
+    assert f"{src / 'trainset.csv'}:1: no column ref" in r.stderr
+    assert f"convert {src / 'trainset.csv'}" in r.stderr.split("FAILED:")[1]
+    assert not (tmp_path / "d3" / "e2e" / "train.txt").exists()
+    assert not (tmp_path / "d3" / "e2e" / "train.jsonl").exists()
