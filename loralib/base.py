@@ -19,7 +19,7 @@ dtype, and a cast here would be undone). Merging computes in at least fp32 and `
 the result in the weight's dtype.
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -109,6 +109,45 @@ def in_dtype(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Te
     if t is None or t.dtype == dtype or autocasting(t):
         return t
     return t.to(dtype)
+
+
+_CONSTANTS: Dict[tuple, torch.Tensor] = {}
+
+
+def _constant(key: tuple, make) -> torch.Tensor:
+    """A small constant tensor, made once per key (which names its device): no host-to-device
+    copy per forward. Its public makers are `assume_constant_result` for torch.compile: the
+    tensor goes into the graph as a constant, where tracing the cache would guard on its
+    contents and compile a second time once the first trace had filled it."""
+    t = _CONSTANTS.get(key)
+    if t is None:
+        t = _CONSTANTS[key] = make()
+    return t
+
+
+@torch.compiler.assume_constant_result
+def enabled_index(enable: Sequence[bool], device) -> torch.Tensor:
+    """The positions of the enabled slices, int64."""
+    key = ("enabled", tuple(enable), str(device))
+    return _constant(key, lambda: torch.tensor([i for i, e in enumerate(enable) if e],
+                                               dtype=torch.long, device=device))
+
+
+@torch.compiler.assume_constant_result
+def block_mask(enable: Sequence[bool], d: int, Rb: int, device) -> torch.Tensor:
+    """(n_slices, d, n_enabled, Rb) bool: True at [i, :, j, :] when slice i is the j-th enabled
+    one. Full-size (out x R bytes, not a broadcast) on purpose: an elementwise op lays its output
+    out like its first fully strided operand, so `mask * B.transpose(0, 1)` comes out contiguous
+    in the (out, R) order full_b needs, with no copy after it."""
+    key = ("block", tuple(enable), d, Rb, str(device))
+
+    def make():
+        n_slices, n = len(enable), sum(map(bool, enable))
+        sel = torch.zeros(n_slices, 1, n, 1, dtype=torch.bool)
+        for j, i in enumerate(i for i, e in enumerate(enable) if e):
+            sel[i, 0, j, 0] = True
+        return sel.expand(n_slices, d, n, Rb).contiguous().to(device)
+    return _constant(key, make)
 
 
 def check_enable(enable: Optional[Sequence[bool]], out_features: int) -> List[bool]:
@@ -236,21 +275,23 @@ class LowRankAdapter(AdaptedLinear):
 
     def full_b(self, B: torch.Tensor, R: int) -> torch.Tensor:
         """B spread over every output row, (out, R): zero rows for disabled slices and, with
-        one rank block per slice, zeros outside the slice's own block. It is tiny (out x R)."""
-        if len(self.enable_lora) == 1:
-            return B[0]
-        Rb, d = B.shape[-1], self.slice_size
-        rows, j = [], 0
-        for enabled in self.enable_lora:
-            if not enabled:
-                rows.append(B.new_zeros(d, R))
-                continue
-            if Rb == R:
-                rows.append(B[j])
-            else:
-                rows.append(F.pad(B[j], (j * Rb, R - (j + 1) * Rb)))
-            j += 1
-        return torch.cat(rows, dim=0)
+        one rank block per slice, zeros outside the slice's own block. It is tiny (out x R),
+        but it is rebuilt on every forward, so it takes one kernel (not a pad and a cat per
+        slice): a product with a constant 0/1 mask (see `block_mask`)."""
+        n_slices, d = len(self.enable_lora), self.slice_size
+        n, Rb = B.shape[0], B.shape[-1]
+        if n == n_slices and Rb == R:         # every slice enabled, all reading every rank
+            return B.reshape(n_slices * d, R)
+        if Rb == R and n > 1:
+            # MTLoRA's shared T on some slices: rows of B, zero rows elsewhere (zeros and a copy;
+            # a where would need B's rows moved first).
+            idx = enabled_index(self.enable_lora, B.device)
+            return B.new_zeros(n_slices, d, R).index_copy(0, idx, B).view(n_slices * d, R)
+        # Block-diagonal (one enabled slice of several included): [i, a, j, rb] = B[j, a, rb]
+        # where slice i is the j-th enabled one, else 0. B times a bool mask, the mask first
+        # (see block_mask); exact: B * 1 = B, B * 0 = +-0, which adds as 0.
+        mask = block_mask(self.enable_lora, d, Rb, B.device)
+        return (mask * B.transpose(0, 1)).reshape(n_slices * d, R)
 
     def adapted_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self.low_rank_forward(x, self.lora_dropout(x), w)

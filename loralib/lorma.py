@@ -37,6 +37,7 @@ from .methods.lorma import DROPOUT_SITES, INITS, KINDS, MODES
 _ROTATION_INDEX: Dict[Tuple[int, str], torch.Tensor] = {}
 
 
+@torch.compiler.assume_constant_result      # a graph constant, no guard on the cache
 def rotation_index(n: int, device) -> torch.Tensor:
     """idx[i, j] = (j - i) mod n, so that M.gather(1, idx) = pi(M). Cached per size and device."""
     key = (n, str(device))

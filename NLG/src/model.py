@@ -162,7 +162,12 @@ class Attention(nn.Module):
             k, v = present[0], present[1]
         elif use_cache:
             present = torch.stack((k, v))
-        is_causal = mask is None and T > 1
+        # Without a mask, a call without a cache is causal (for T == 1 too: a 1 x 1 causal mask
+        # is no mask) and a call with one is a single step that sees its whole past (the model
+        # gives a several-token call on a cache, an empty one included, an explicit mask).
+        # Not `T > 1`: under torch.compile with varying lengths T is symbolic and that is a
+        # SymBool, which scaled_dot_product_attention refuses (a graph break in every layer).
+        is_causal = mask is None and layer_past is None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.c_proj(y), present
@@ -264,8 +269,8 @@ class GPT2Model(nn.Module):
                 # A padding query would attend to nothing (NaN); let it see itself.
                 mask = (mask | (torch.arange(S, device=dev)[None, :] == qpos[:, None])[None])
                 mask = mask[:, None]  # (B, 1, T, S)
-            elif s_past > 0 and T > 1:
-                mask = causal
+            elif past is not None and T > 1:
+                mask = causal               # new tokens on a cache (see Attention.forward)
             if position_ids is None:
                 position_ids = qpos.unsqueeze(0)
         x = self.wte(input_ids) + self.wpe(position_ids)
