@@ -17,11 +17,13 @@ an adapter file of coefficients alone).
 Bases: each factor of each projection has its own seed, an int64 in [0, 1e10) drawn from torch's
 global generator when the layer is built (as the official `torch.randint(int(1e10), (1,))`; with
 `seed=<int>` from a generator seeded by it instead), kept in the `nola_seed` buffer and so saved
-with the adapter. A basis is `torch.manual_seed(seed)` then `uniform_(-1, 1)` over (k, rows,
-cols) on the coefficients' device and dtype, times 1/sqrt(k): given the same seed and device
-type, the same numbers as the official code. The official code regenerates them on every
-forward and backward; here they are cached per (seed, shape, device, dtype) up to
-BASIS_CACHE_BYTES, beyond which they are regenerated on use.
+with the adapter. A basis is uniform(-1, 1) over (k, rows, cols) from a generator seeded by the
+seed, times 1/sqrt(k), as the official GenerateParams. The official code draws it on the
+coefficients' device, whose stream differs between a CPU and a GPU and between GPU models; by
+default (basis_device="cpu") it is drawn on the CPU, which gives the official numbers on a CPU
+and the same numbers on every machine, and cached on the coefficients' device. basis_device=
+"native" is the official behaviour. Either way the layer records its bases' origin in
+`nola_config` and refuses to compute on a device that would draw other numbers (nola_bases.py).
 
 Quantized NOLA (`qbits`) is this project's implementation of the paper's description, not the
 released code's: the official GPT-2 code parses --qnola / --qbits and never uses them. alpha and
@@ -29,41 +31,26 @@ beta go through straight-through fake quantization in the forward; `lora_state_d
 as packed b-bit codes plus one scale per vector.
 """
 import math
-from typing import Dict, Optional, Tuple
+import warnings
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from . import quant
+from . import nola_bases, quant
 from .base import LowRankAdapter
-from .methods.nola import OFFSETS
+from .methods.nola import BASIS_DEVICES, OFFSETS
 
 QCODES, QSCALE = "_qcodes", "_qscale"
 CONFIG_FIELDS = ("rank", "num_basis_A", "num_basis_B", "qbits", "offsets")
+# where the bases were drawn (nola_bases.stream_of); files written before these fields existed
+# hold CONFIG_FIELDS alone and were drawn on the training device (the official behaviour)
+ORIGIN_FIELDS = ("basis_origin", "basis_sm", "basis_sm_threads")
 SEED_RANGE = int(1e10)
-BASIS_CACHE_BYTES = 2 * 2 ** 30   # per process; the official code caches nothing
-
-_BASES: Dict[Tuple, torch.Tensor] = {}
-
-
-def basis(seed: int, num: int, rows: int, cols: int, device, dtype) -> torch.Tensor:
-    """The fixed random basis of one factor: (num, rows, cols), as the official GenerateParams."""
-    key = (int(seed), num, rows, cols, str(device), dtype)
-    t = _BASES.get(key)
-    if t is not None:
-        return t
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    t = torch.empty((num, rows, cols), device=device, dtype=dtype).uniform_(-1.0, 1.0, generator=g)
-    t = t * (1.0 / math.sqrt(num))
-    used = sum(v.numel() * v.element_size() for v in _BASES.values())
-    if used + t.numel() * t.element_size() <= BASIS_CACHE_BYTES:
-        _BASES[key] = t
-    return t
-
-
-def clear_basis_cache() -> None:
-    _BASES.clear()
+LEGACY_WARNING = ("NOLA adapter written before loralib recorded where its bases are drawn "
+                  "(e.g. an official checkpoint): they are drawn on the device of the first "
+                  "forward or merge, which is recorded but cannot be checked against the "
+                  "training device; decode on the kind of device (and GPU model) it trained on")
 
 
 class NOLALinear(LowRankAdapter):
@@ -71,7 +58,8 @@ class NOLALinear(LowRankAdapter):
                  lora_dropout: float = 0.0, enable_lora=None, fan_in_fan_out: bool = False,
                  merge_weights: bool = False, num_basis_A: int = 1024, num_basis_B: int = 1024,
                  qbits: Optional[int] = None, seed: Optional[int] = None,
-                 offsets: str = "kaiming", offset_std: float = 0.02, **kwargs):
+                 offsets: str = "kaiming", offset_std: float = 0.02, basis_device: str = "cpu",
+                 **kwargs):
         for name, k in (("num_basis_A", num_basis_A), ("num_basis_B", num_basis_B)):
             if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
                 raise ValueError(f"NOLA {name} must be a positive integer, got {k!r}")
@@ -79,6 +67,12 @@ class NOLALinear(LowRankAdapter):
             quant.levels(qbits)
         if offsets not in OFFSETS:
             raise ValueError(f"unknown NOLA offsets {offsets!r} (choose from {OFFSETS})")
+        if basis_device not in BASIS_DEVICES:
+            raise ValueError(f"unknown NOLA basis_device {basis_device!r} (choose from "
+                             f"{BASIS_DEVICES})")
+        self.basis_device = basis_device
+        # Python mirror of the origin fields (read in forward without a device sync)
+        self._origin = nola_bases.CPU if basis_device == "cpu" else nola_bases.UNRECORDED
         self.num_basis_A, self.num_basis_B = num_basis_A, num_basis_B
         self.qbits, self.seed, self.offsets = qbits, seed, offsets
         self.offset_std = float(offset_std)
@@ -102,7 +96,8 @@ class NOLALinear(LowRankAdapter):
         # CPU: they are values, not storage to allocate later.
         dev = self.weight.device
         self.register_buffer("nola_seed", seeds.view(n, 2).to("cpu" if dev.type == "meta" else dev))
-        self.register_buffer("nola_config", torch.tensor(self.config_values(), dtype=torch.int64))
+        self.register_buffer("nola_config", torch.tensor(self.config_values() + list(self._origin),
+                                                         dtype=torch.int64))
         if self.offsets != "none":
             self.register_buffer("nola_A0", self.weight.new_zeros((n * r, k)))
             self.register_buffer("nola_B0", self.weight.new_zeros((n * d, r)))
@@ -131,7 +126,8 @@ class NOLALinear(LowRankAdapter):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", nola kA={self.num_basis_A} kB={self.num_basis_B}"
-                                       f" qbits={self.qbits} offsets={self.offsets}")
+                                       f" qbits={self.qbits} offsets={self.offsets}"
+                                       f" bases={nola_bases.describe(self._origin)}")
 
     def coefficients(self):
         a, b = self.nola_alpha, self.nola_beta
@@ -139,17 +135,32 @@ class NOLALinear(LowRankAdapter):
             a, b = quant.fake_quantize(a, self.qbits), quant.fake_quantize(b, self.qbits)
         return a, b
 
+    def _native(self, device: torch.device) -> bool:
+        """Whether the bases are drawn on `device` (else on the CPU). A native adapter records
+        the stream of its first use and stops where another device would draw other numbers."""
+        if self._origin == nola_bases.CPU:
+            return False
+        if device.type == "meta":
+            return True
+        here = nola_bases.stream_of(device)
+        if self._origin == nola_bases.UNRECORDED:
+            self._origin = here
+        elif here != self._origin:
+            raise RuntimeError(
+                f"NOLA: this adapter's bases were drawn on {nola_bases.describe(self._origin)}, "
+                f"but it now runs on {device}, {nola_bases.describe(here)}, whose generator "
+                f"draws other numbers from the same seeds (the result would be noise): run it "
+                f"on the kind of device it trained on, or train with basis_device='cpu' "
+                f"(--nola_basis_device cpu), which reproduces on every device")
+        return True
+
     def factors(self, w):
         a, b = self.coefficients()
         n, r, k, d = self.n_enabled, self.r, self.in_features, self.slice_size
-        kA, kB = self.num_basis_A, self.num_basis_B
-        As, Bs = [], []
-        for j, (sa, sb) in enumerate(self._seeds):
-            ua = basis(sa, kA, r, k, a.device, a.dtype)
-            ub = basis(sb, kB, d, r, b.device, b.dtype)
-            As.append((a[j] @ ua.view(kA, r * k)).view(r, k))
-            Bs.append((b[j] @ ub.view(kB, d * r)).view(d, r))
-        A, B = torch.cat(As), torch.stack(Bs)
+        native = self._native(a.device)
+        A = nola_bases.combine(a, [sa for sa, _ in self._seeds], r, k, native)
+        B = nola_bases.combine(b, [sb for _, sb in self._seeds], d, r, native)
+        A, B = A.view(n * r, k).to(a.dtype), B.to(b.dtype)
         if self.offsets != "none":
             A = A + self.nola_A0
             B = B + self.nola_B0.view(n, d, r)
@@ -170,6 +181,9 @@ class NOLALinear(LowRankAdapter):
 
     def unpack_adapter_state(self, state, where: str = ""):
         state = dict(state)
+        if "nola_config" in state:
+            key = f"{where}.nola_config" if where else "nola_config"
+            state["nola_config"] = self._incoming_config(state["nola_config"], key)
         for key in [k for k in state if k.endswith(QCODES)]:
             coef = key[: -len(QCODES)]
             full = f"{where}.{key}" if where else key
@@ -184,21 +198,53 @@ class NOLALinear(LowRankAdapter):
             state[coef] = quant.stable_dequantize(codes, scale.to(torch.float32), self.qbits)
         return state
 
+    def _incoming_config(self, value: torch.Tensor, key: str) -> torch.Tensor:
+        """A file's nola_config checked against this layer, in this version's layout."""
+        got = [int(v) for v in value.tolist()]
+        mine, n = self.config_values(), len(CONFIG_FIELDS)
+        if len(got) == n:
+            if self.basis_device != "native":
+                raise ValueError(
+                    f"{key}: written before loralib recorded where NOLA's bases are drawn (an "
+                    f"official checkpoint, or an older loralib file): they were drawn on the "
+                    f"training device, as the official code does; load it into a model built "
+                    f"with basis_device='native' (--nola_basis_device native) and decode it on "
+                    f"the kind of device it was trained on")
+            warnings.warn(LEGACY_WARNING)
+            origin = nola_bases.UNRECORDED
+        elif len(got) == n + len(ORIGIN_FIELDS):
+            origin = tuple(got[n:])
+            if not 0 <= origin[0] < len(nola_bases.ORIGINS):
+                raise ValueError(f"{key}: unknown basis origin code {origin[0]} (known: "
+                                 f"{list(enumerate(nola_bases.ORIGINS))})")
+            if origin == nola_bases.UNRECORDED and self.basis_device == "cpu":
+                origin = nola_bases.CPU     # never drawn yet: this layer's own choice holds
+        else:
+            raise ValueError(f"{key}: written by another loralib version ({got}); this "
+                             f"version records {CONFIG_FIELDS + ORIGIN_FIELDS}: retrain or "
+                             f"convert it")
+        if got[:n] != mine:
+            diff = ", ".join(f"{f} {g} (model has {m})"
+                             for f, g, m in zip(CONFIG_FIELDS, got, mine) if g != m)
+            raise ValueError(f"{key}: the adapter was trained with {diff}; "
+                             f"build the model with the same NOLA settings")
+        return torch.tensor(mine + list(origin), dtype=torch.int64)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if hasattr(self, "nola_config") and not self.nola_config.is_meta:
+            with torch.no_grad():       # the origin may have been recorded by a forward
+                self.nola_config[len(CONFIG_FIELDS):] = torch.tensor(
+                    self._origin, dtype=torch.int64, device=self.nola_config.device)
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         key = prefix + "nola_config"
-        if key in state_dict:
-            got = [int(v) for v in state_dict[key].tolist()]
-            mine = self.config_values()
-            if len(got) != len(mine):
-                raise ValueError(f"{key}: written by another loralib version ({got}); this "
-                                 f"version records {CONFIG_FIELDS}: retrain or convert it")
-            if got != mine:
-                diff = ", ".join(f"{f} {g} (model has {m})"
-                                 for f, g, m in zip(CONFIG_FIELDS, got, mine) if g != m)
-                raise ValueError(f"{key}: the adapter was trained with {diff}; "
-                                 f"build the model with the same NOLA settings")
+        if key in state_dict and hasattr(self, "nola_config"):
+            state_dict[key] = self._incoming_config(state_dict[key], key)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         if hasattr(self, "nola_seed") and not self.nola_seed.is_meta:
             self._seeds = [tuple(p) for p in self.nola_seed.tolist()]
+        if hasattr(self, "nola_config") and not self.nola_config.is_meta:
+            self._origin = tuple(int(v) for v in self.nola_config[len(CONFIG_FIELDS):].tolist())

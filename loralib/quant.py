@@ -36,35 +36,32 @@ def stable_dequantize(codes: torch.Tensor, scale: torch.Tensor, bits: int) -> to
     """Dequantize so that quantizing the result gives back exactly `codes` and `scale`.
 
     A loaded adapter must save back bit for bit. max|code * scale| / L can miss `scale` by one
-    ulp, so the row maximum is nudged to a neighbouring float for which the division is exact.
+    ulp, so each row's peak (the entries with |code| = L) is nudged to a neighbouring float for
+    which the division is exact. Whole-tensor arithmetic on the codes' device: no per-row host
+    reads.
     """
     L = levels(bits)
     x = dequantize(codes, scale)
-    for row in range(x.shape[0]):
-        peak = codes[row].abs().to(torch.int64)
-        if int(peak.max()) != L:      # all-zero row: scale 1 by convention, nothing to fix
-            continue
-        target = scale[row]
-        cand = x[row][peak == L].abs()[0]
-        for _ in range(4):
-            if cand / L == target:
-                break
-            direction = torch.tensor(float("inf") if cand / L < target else 0.0, dtype=cand.dtype)
-            cand = torch.nextafter(cand, direction)
-        at_peak = peak == L
-        x[row][at_peak] = torch.sign(x[row][at_peak]) * cand
-    return x
+    at_peak = codes.abs() == L
+    cand = (scale * L).abs()            # what |L * scale| rounds to: the peak's magnitude
+    for _ in range(4):
+        low = cand / L < scale
+        away = torch.where(low, torch.full_like(cand, float("inf")), torch.zeros_like(cand))
+        cand = torch.where(cand / L == scale, cand, torch.nextafter(cand, away))
+    # rows without a code at L (all zero: scale 1 by convention) keep their values
+    return torch.where(at_peak, torch.sign(x) * cand[..., None], x)
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack signed codes in [-L, L] into a flat uint8 tensor, `bits` bits each."""
     L = levels(bits)
     u = (codes.reshape(-1).to(torch.int64) + L)                      # 0 .. 2L < 2^bits
-    bitplanes = (u[:, None] >> torch.arange(bits)) & 1                # (N, bits), LSB first
+    # (N, bits), LSB first; every index tensor on the codes' device (they may live on a GPU)
+    bitplanes = (u[:, None] >> torch.arange(bits, device=u.device)) & 1
     flat = bitplanes.reshape(-1)
     pad = (-flat.numel()) % 8
     flat = torch.cat([flat, flat.new_zeros(pad)]).view(-1, 8)
-    return (flat << torch.arange(8)).sum(dim=1).to(torch.uint8)
+    return (flat << torch.arange(8, device=flat.device)).sum(dim=1).to(torch.uint8)
 
 
 def unpack_codes(packed: torch.Tensor, bits: int, shape) -> torch.Tensor:
@@ -75,6 +72,7 @@ def unpack_codes(packed: torch.Tensor, bits: int, shape) -> torch.Tensor:
     if packed.dtype != torch.uint8 or packed.numel() != (n * bits + 7) // 8:
         raise ValueError(f"packed codes hold {packed.numel()} bytes of {packed.dtype}, "
                          f"expected {(n * bits + 7) // 8} uint8 for {n} {bits}-bit codes")
-    flat = ((packed.to(torch.int64)[:, None] >> torch.arange(8)) & 1).reshape(-1)[: n * bits]
-    u = (flat.view(n, bits) << torch.arange(bits)).sum(dim=1)
+    byte_bits = torch.arange(8, device=packed.device)
+    flat = ((packed.to(torch.int64)[:, None] >> byte_bits) & 1).reshape(-1)[: n * bits]
+    u = (flat.view(n, bits) << torch.arange(bits, device=packed.device)).sum(dim=1)
     return (u - L).to(torch.int8).view(*shape)

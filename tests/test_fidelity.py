@@ -335,7 +335,9 @@ def _official_file(model, method):
 
 @pytest.mark.parametrize("method,options", [
     ("lorma", {"kind": "rri"}), ("lorma", {"kind": "shift"}), ("mtlora", {"structure": "ICFM"}),
-    ("nola", {"num_basis_A": 16, "num_basis_B": 16})])
+    # NOLA's official bases were drawn on the training device: its files load with that option
+    ("nola", {"num_basis_A": 16, "num_basis_B": 16, "basis_device": "native"})])
+@pytest.mark.filterwarnings("ignore:NOLA adapter written before")
 def test_checkpoints_of_the_official_gpt2_code_load_and_compute_the_same(method, options,
                                                                        tmp_path):
     from nlg.checkpoint import load_model_weights
@@ -355,6 +357,19 @@ def test_checkpoints_of_the_official_gpt2_code_load_and_compute_the_same(method,
     x = torch.randint(0, 100, (2, 7))
     trained.eval(), fresh.eval()
     torch.testing.assert_close(fresh(x)[0], trained(x)[0])
+
+
+def test_official_nola_checkpoint_with_default_bases_names_the_option(tmp_path):
+    # the official file records no origin for its bases: the default (drawn on the CPU) could
+    # silently compute with other bases than a GPU-trained file's, so it asks for the option
+    from nlg.checkpoint import load_model_weights
+    c = lora.MethodConfig(method="nola", r=2, alpha=4, pipeline="gpt2",
+                          options={"num_basis_A": 16, "num_basis_B": 16})
+    trained = GPT2LMModel(config_from_card("gpt2.tiny", method=c))
+    path = tmp_path / "official.pt"
+    torch.save(_official_file(trained, "nola"), path)
+    with pytest.raises(ValueError, match="official.pt.*nola_config.*--nola_basis_device native"):
+        load_model_weights(GPT2LMModel(config_from_card("gpt2.tiny", method=c)), path)
 
 
 @pytest.mark.parametrize("method,options", [("lorma_plus", {}), ("mtlora", {})])

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 import loralib as lora
 from loralib import quant
-from loralib.nola import basis, clear_basis_cache
+from loralib.nola_bases import basis, clear_basis_cache
 from loralib_cases import official_nola_generate
 
 
@@ -55,23 +55,23 @@ def test_exact_trainable_parameter_counts(stack, n_layer, d, method, options, r,
 
 
 def _basis_bytes_in_fresh_process():
-    code = ("import torch; from loralib.nola import basis;"
-            "import sys; sys.stdout.buffer.write(basis(1234567, 5, 3, 4, 'cpu', torch.float32)"
+    code = ("from loralib.nola_bases import basis;"
+            "import sys; sys.stdout.buffer.write(basis(1234567, 5, 3, 4, 'cpu')"
             ".numpy().tobytes())")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
 
 
 def test_nola_bases_are_the_official_ones_deterministic_and_cached():
     clear_basis_cache()
-    a = basis(1234567, 5, 3, 4, "cpu", torch.float32)
+    a = basis(1234567, 5, 3, 4, "cpu")
     # NOLA's GenerateParams: torch.manual_seed(seed); uniform_(-1, 1) on (k, out, in); * 1/sqrt(k)
     coef = torch.randn(5)
     torch.testing.assert_close(torch.einsum("b,boi->oi", coef, a),
                                official_nola_generate(coef, 3, 4, 1234567), rtol=0, atol=0)
     assert _basis_bytes_in_fresh_process() == a.numpy().tobytes()
     assert a.abs().max() <= 1 / 5 ** 0.5 and a.std() > 0
-    assert basis(1234567, 5, 3, 4, "cpu", torch.float32) is a           # cached
-    assert not torch.equal(basis(1234568, 5, 3, 4, "cpu", torch.float32), a)   # seed matters
+    assert basis(1234567, 5, 3, 4, "cpu") is a           # cached
+    assert not torch.equal(basis(1234568, 5, 3, 4, "cpu"), a)   # seed matters
 
 
 def test_nola_seeds_are_per_module_drawn_from_torch_and_saved():
@@ -105,8 +105,13 @@ def test_nola_config_mismatch_on_load_is_an_error():
     def mk(k):
         return lora.adapt_linear(8, 8, lora.MethodConfig(
             method="nola", r=2, options={"num_basis_A": k, "num_basis_B": 4}))
-    with pytest.raises(ValueError, match="nola_alpha.*shape"):
+    # nola_config is read before the shapes: the error names the setting, not a shape
+    with pytest.raises(ValueError, match="nola_config.*num_basis_A 5 \\(model has 4\\)"):
         lora.load_lora_state_dict(mk(4), lora.lora_state_dict(mk(5)))
+    sd = lora.lora_state_dict(mk(5))
+    del sd["nola_config"]
+    with pytest.raises(KeyError, match="missing key.*nola_config"):
+        lora.load_lora_state_dict(mk(4), sd)
     # same shapes, other settings: nola_config names the difference
     layer = mk(4)
     sd = lora.lora_state_dict(layer)

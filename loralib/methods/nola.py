@@ -6,6 +6,9 @@ from typing import Tuple
 from ..registry import MethodCLI, register
 
 OFFSETS = ("normal", "kaiming", "none")
+# where a fresh adapter's random bases are drawn: "cpu" reproduces on every machine; "native" is
+# the official code (the coefficients' device: a GPU draws other numbers than a CPU)
+BASIS_DEVICES = ("cpu", "native")
 
 
 def notes(config) -> Tuple[str, ...]:
@@ -38,6 +41,10 @@ def _add_args(g) -> None:
                    help="seed of the NOLA basis seeds (default: drawn from --random_seed's RNG)")
     g.add_argument("--nola_offsets", default=None, choices=OFFSETS,
                    help="NOLA's frozen offsets A0, B0 (default: official; GPT-2 normal)")
+    g.add_argument("--nola_basis_device", default=None, choices=BASIS_DEVICES,
+                   help="where NOLA's random bases are drawn (default cpu: the same bases on "
+                        "every machine; native: the official code, on the training device, "
+                        "needed to load official checkpoints)")
     g.add_argument("--qnola", action="store_true", default=None, help="quantized NOLA")
     g.add_argument("--qbits", type=int, default=None, help="bits of quantized NOLA (2..8)")
     g.add_argument("--nola_qv", "--lora_qv", dest="nola_qv", action="store_true", default=None,
@@ -69,6 +76,8 @@ def _to_config(args):
         options["seed"] = args.nola_seed
     if args.nola_offsets is not None:
         options["offsets"] = args.nola_offsets
+    if args.nola_basis_device is not None:
+        options["basis_device"] = args.nola_basis_device
     out = {"r": args.nola_rank if args.nola_rank is not None else 8,
            "alpha": scale if scale is not None else 1.0, "options": options}
     if args.nola_mlp:
@@ -79,14 +88,16 @@ def _to_config(args):
 
 register("nola", "loralib.nola:NOLALinear",
          defaults={"num_basis_A": 1024, "num_basis_B": 1024, "qbits": None, "seed": None,
-                   "offsets": "kaiming", "offset_std": 0.02},
-         choices={"offsets": OFFSETS},
+                   "offsets": "kaiming", "offset_std": 0.02, "basis_device": "cpu"},
+         choices={"offsets": OFFSETS, "basis_device": BASIS_DEVICES},
          pipeline_defaults={"gpt2": {"offsets": "normal"}},
-         check=_check, notes=notes, prefix="nola_", init_only=("seed", "offset_std"),
+         check=_check, notes=notes, prefix="nola_",
+         init_only=("seed", "offset_std", "basis_device"),
          cli=MethodCLI(add_args=_add_args, selects=True, uses_lora_dim=False,
                        flags=("nola_rank", "nola_c", "nola_num_basis", "nola_num_basis_A",
-                              "nola_num_basis_B", "nola_seed", "nola_offsets", "qnola", "qbits",
-                              "nola_qv", "nola_mlp", "use_nola"),
+                              "nola_num_basis_B", "nola_seed", "nola_offsets",
+                              "nola_basis_device", "qnola", "qbits", "nola_qv", "nola_mlp",
+                              "use_nola"),
                        to_config=_to_config,
                        variants={"nola": "", "qnola": "--qnola --qbits ${QBITS}"},
                        aliases={"lora_rank": ("nola_rank", int)}))   # NOLA's gpt2_ft.py
