@@ -8,9 +8,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+
+import loralib as lora
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -19,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MATH = ROOT / "NLG" / "MetaMathQA"
 
 import answers  # noqa: E402
+import llm_sharding  # noqa: E402
 import math_data  # noqa: E402
 import train_math_lorma  # noqa: E402
 
@@ -48,6 +52,17 @@ def llm(tmp_path_factory, shared_data):
     mth = [{"instruction": f"Compute ${a}+1$.", "output": f"So $\\boxed{{{a + 1}}}$."}
            for a in range(3)]
     (d / "math.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mth))
+    return d
+
+
+@pytest.fixture(scope="module")
+def llm_bf16(llm):
+    """The tiny model saved in bf16, as Llama-3's checkpoints are."""
+    d = llm / "base_bf16"
+    if not d.exists():
+        transformers.AutoModelForCausalLM.from_pretrained(llm / "base", dtype=torch.float32) \
+            .to(torch.bfloat16).save_pretrained(d)
+        transformers.AutoTokenizer.from_pretrained(llm / "base").save_pretrained(d)
     return d
 
 
@@ -122,6 +137,72 @@ def test_every_method_trains_merges_and_saves(llm, tmp_path, flags):
     assert list((out / "trainer" / "runs").rglob("events.out.tfevents.*"))
 
 
+def _stored_dtypes(folder, name):
+    from safetensors.torch import load_file
+    return {k: v.dtype for k, v in load_file(str(folder / name)).items()}
+
+
+@pytest.mark.parametrize("torch_dtype", [None, "bfloat16"], ids=["default", "bf16-base"])
+def test_a_bf16_checkpoint_trains_fp32_adapters_and_moments(llm, llm_bf16, tmp_path,
+                                                             torch_dtype):
+    """transformers 5 loads a checkpoint in its own dtype: the default --torch_dtype float32
+    gives the official recipe (fp32 weights, bf16 autocast); --torch_dtype bfloat16 a bf16 base;
+    the adapters and their Adam moments are fp32 either way."""
+    out = tmp_path / "run"
+    flags = ["--torch_dtype", torch_dtype] if torch_dtype else []
+    trainer = train_math_lorma.main([
+        "--model_name_or_path", str(llm_bf16), "--data_path", str(llm / "mathqa.json"),
+        "--output_dir", str(out), "--per_device_train_batch_size", "2", "--max_steps", "2",
+        "--model_max_length", "64", "--learning_rate", "1e-2", "--bf16", "True",
+        "--lorma_r", "4", "--lorma_alpha", "8", *flags])
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    assert params and all(p.dtype == torch.float32 for p in params)
+    moments = [v for p in params for k, v in opt.state[p].items() if k.startswith("exp_avg")]
+    assert len(moments) == 2 * len(params) and all(m.dtype == torch.float32 for m in moments)
+    saved = _stored_dtypes(out / "adapter", "adapter_model.safetensors")
+    assert saved and set(saved.values()) == {torch.float32}
+    base = torch.bfloat16 if torch_dtype else torch.float32
+    merged = _stored_dtypes(out, "model.safetensors")
+    assert set(merged.values()) == {base}
+    w = "model.layers.0.self_attn.q_proj.weight"
+    before = transformers.AutoModelForCausalLM.from_pretrained(llm_bf16).state_dict()[w]
+    after = transformers.AutoModelForCausalLM.from_pretrained(out).state_dict()[w]
+    assert not torch.equal(after.to(before.dtype), before)        # the update is in
+
+
+def _adapter_grads(llm, *flags):
+    args = train_math_lorma.build_parser().parse_args([
+        "--model_name_or_path", str(llm / "base"), "--data_path", "unused", "--output_dir",
+        "unused", "--lorma_r", "4", "--lorma_alpha", "8", "--target_modules", "q_proj",
+        "v_proj", "down_proj", *flags])
+    method = train_math_lorma.method_from_args(args)
+    model = transformers.AutoModelForCausalLM.from_pretrained(llm / "base", dtype=torch.float32)
+    torch.manual_seed(0)          # the adapters' initial draw
+    train_math_lorma.prepare_model(args, model, method)
+    with torch.no_grad():     # away from the identity, so that every factor has a gradient
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    model.train()
+    ids = torch.randint(3, 200, (2, 12), generator=torch.Generator().manual_seed(2))
+    model(input_ids=ids, labels=ids).loss.backward()
+    return model, {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_gradient_checkpointing_gives_the_same_adapter_gradients(llm, reentrant):
+    plain_model, plain = _adapter_grads(llm)
+    model, ckpt = _adapter_grads(llm, "--gradient_checkpointing", "True",
+                                 "--gradient_checkpointing_kwargs",
+                                 json.dumps({"use_reentrant": reentrant}))
+    assert model.model.gradient_checkpointing and not plain_model.model.gradient_checkpointing
+    assert plain.keys() == ckpt.keys() and len(plain) == 2 * 3 * 2      # A, B x 3 x 2 layers
+    for n in plain:
+        assert ckpt[n] is not None, n
+        torch.testing.assert_close(ckpt[n], plain[n], rtol=1e-5, atol=1e-7)
+
+
 def test_resume_continues_a_stopped_run_exactly(llm, tmp_path):
     flags = ["--lorma_r", 4, "--lorma_alpha", 8, "--max_steps", 4, "--resume_every", 2,
              "--learning_rate", 5e-2]
@@ -167,6 +248,121 @@ def test_two_gloo_processes_equal_one(llm, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+# ---------------------------------------------------------------------------- multi-GPU setups
+
+
+
+def test_deepspeed_zero3_is_refused_at_start_naming_fsdp(tmp_path, monkeypatch):
+    for k in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+              "ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    ds3 = tmp_path / "ds3.json"
+    ds3.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    for config in (str(ds3), ds3.read_text(), {"zero_optimization": {"stage": 3}}):
+        with pytest.raises(SystemExit, match="ZeRO stage 3.*FSDP"):
+            llm_sharding.refuse_zero3(config, {})
+    llm_sharding.refuse_zero3({"zero_optimization": {"stage": 2}}, {})      # ZeRO-1/2 go through
+    llm_sharding.refuse_zero3(None, {})
+    with pytest.raises(SystemExit, match="accelerate config.*FSDP"):
+        llm_sharding.refuse_zero3(None, {"ACCELERATE_USE_DEEPSPEED": "true",
+                                     "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"})
+    with pytest.raises(SystemExit, match="accelerate config.*FSDP"):
+        llm_sharding.refuse_zero3(None, {"ACCELERATE_USE_DEEPSPEED": "true",
+                                     "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ds3)})
+    with pytest.raises(ValueError, match="--deepspeed: .*nope.json: no such"):
+        llm_sharding.refuse_zero3(str(tmp_path / "nope.json"), {})
+    with pytest.raises(SystemExit, match="FSDP"):     # what got past the flags: the plugin
+        llm_sharding.check_trainer_sharding(SimpleNamespace(
+            deepspeed_plugin=SimpleNamespace(zero_stage=3), fsdp_plugin=None))
+    # the script stops before it reads the data or loads a model
+    with pytest.raises(SystemExit, match="ZeRO stage 3"):
+        train_math_lorma.main(["--model_name_or_path", str(tmp_path / "no-model"),
+                               "--data_path", str(tmp_path / "no-data.json"), "--output_dir",
+                               str(tmp_path / "out"), "--deepspeed", str(ds3)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_trainer_fsdp1_needs_use_orig_params(monkeypatch):
+    from accelerate.utils import FullyShardedDataParallelPlugin as Plugin
+    state = lambda plugin: SimpleNamespace(fsdp_plugin=plugin, deepspeed_plugin=None)  # noqa
+    with pytest.raises(SystemExit, match="use_orig_params=True"):
+        llm_sharding.check_trainer_sharding(state(Plugin(fsdp_version=1, use_orig_params=False)))
+    monkeypatch.setenv("FSDP_VERSION", "1")      # accelerate launch's FSDP1 default: False
+    monkeypatch.delenv("FSDP_USE_ORIG_PARAMS", raising=False)
+    with pytest.raises(SystemExit, match="use_orig_params=True"):
+        llm_sharding.check_trainer_sharding(state(Plugin()))
+    assert llm_sharding.check_trainer_sharding(
+        state(Plugin(fsdp_version=1, use_orig_params=True))) == "fsdp1"
+    assert llm_sharding.check_trainer_sharding(state(Plugin(fsdp_version=2))) == "fsdp2"
+    assert llm_sharding.check_trainer_sharding(state(None)) is None
+
+
+def _args(llm, out, *flags):
+    return train_math_lorma.build_parser().parse_args([
+        "--model_name_or_path", str(llm / "base"), "--data_path", str(llm / "mathqa.json"),
+        "--output_dir", str(out), "--lorma_r", "4", "--lorma_alpha", "8", *map(str, flags)])
+
+
+def test_trainer_save_writes_the_state_dict_it_is_given(llm, tmp_path):
+    """Under FSDP the Trainer gathers the state dict and hands it to _save: the adapter must
+    come from it, not from the (sharded) model."""
+    args = _args(llm, tmp_path / "run", "--max_steps", 1)
+    method = train_math_lorma.method_from_args(args)
+    tok, model = train_math_lorma.load_model(args)
+    train_math_lorma.prepare_model(args, model, method)
+    trainer = train_math_lorma.make_trainer(args, model, tok, [], str(tmp_path / "run"))
+    given = {k: (v + 1 if lora.is_adapter_key(k) else v) for k, v in model.state_dict().items()}
+    trainer._save(str(tmp_path / "ckpt"), state_dict=given)
+    saved = lora.adapter_io._load_tensors(str(tmp_path / "ckpt"))
+    want = {k: v for k, v in given.items() if lora.is_adapter_key(k)}
+    assert saved.keys() == want.keys()
+    assert all(torch.equal(saved[k], want[k]) for k in want)
+    trainer._save(str(tmp_path / "plain"))              # none given: the model's own adapter
+    own = lora.adapter_io._load_tensors(str(tmp_path / "plain"))
+    assert all(torch.equal(own[k], model.state_dict()[k]) for k in want)
+    with pytest.raises(KeyError, match="lacks adapter key"):
+        trainer._save(str(tmp_path / "bad"), state_dict={"lm_head.weight": torch.zeros(1)})
+
+
+def test_merging_the_saved_adapter_on_a_fresh_base_equals_merging_in_place(llm, tmp_path):
+    """What rank 0 does under FSDP (the sharded model cannot merge in place)."""
+    out = tmp_path / "run"
+    train(llm, out, "--lorma_r", 4, "--lorma_alpha", 8, "--target_modules", "q_proj", "v_proj")
+    tok, fresh = train_math_lorma._merge_on_unsharded_copy(_args(llm, out), str(out / "adapter"))
+    in_place = transformers.AutoModelForCausalLM.from_pretrained(out).state_dict()
+    got = fresh.state_dict()
+    assert got.keys() == in_place.keys() and len(tok) == len(
+        transformers.AutoTokenizer.from_pretrained(out))
+    for k in in_place:
+        torch.testing.assert_close(got[k], in_place[k], rtol=0, atol=0)
+
+
+def test_tf32_passes_through_and_needs_a_gpu(llm, tmp_path):
+    assert train_math_lorma.training_kwargs(_args(llm, tmp_path, "--tf32", "True"),
+                                            str(tmp_path))["tf32"] is True
+    assert "tf32" not in train_math_lorma.training_kwargs(_args(llm, tmp_path), str(tmp_path))
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--tf32 needs an NVIDIA GPU"):
+            train(llm, tmp_path / "tf32", "--tf32", "True")
+
+
+def test_fsdp_that_accelerate_would_not_apply_is_an_error(llm, tmp_path, monkeypatch):
+    """accelerate shards on GPU processes only: elsewhere --fsdp would train unsharded."""
+    with pytest.raises(SystemExit, match="several GPU processes"):
+        train(llm, tmp_path / "fsdp", "--fsdp", "full_shard auto_wrap", "--fsdp_config",
+              json.dumps({"version": 2}))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")        # accelerate launch's FSDP config
+    with pytest.raises(SystemExit, match="several GPU processes"):
+        train(llm, tmp_path / "fsdp2")
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="no resumable state"):
+        train(llm, tmp_path / "fsdp3", "--resume")
+    with pytest.raises(SystemExit, match="--method full under FSDP"):
+        train(llm, tmp_path / "fsdp4", "--method", "full")
+
+
 # ---------------------------------------------------------------------------- the script
 
 @pytest.mark.slow
@@ -191,6 +387,13 @@ def test_run_math_lorma_end_to_end(llm, tmp_path, args):
     bad = subprocess.run(["./run_math_lorma.sh", "4", "42", "middle", "rri"], cwd=MATH, env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "MODE must be pre or post" in bad.stderr
+
+
+def test_run_math_lorma_precision_setting_is_checked(llm):
+    env = {**os.environ, "DATA_PATH": str(llm / "mathqa.json"), "PRECISION": "fp16"}
+    bad = subprocess.run(["./run_math_lorma.sh", "4", "42", "pre", "rri"], cwd=MATH, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "PRECISION must be bf16, tf32 or fp32" in bad.stderr
 
 
 # ---------------------------------------------------------------------------- answers

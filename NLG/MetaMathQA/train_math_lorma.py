@@ -14,6 +14,16 @@ the official code (its AdamW, schedule, gradient clipping at 1.0, loss normalisa
 accumulated tokens), with adapter-only checkpoints so that --resume is cheap. SAVE_PATH gets
 the merged model and tokenizer (save_pretrained: a plain model, no adapter tensors), adapter/
 (loralib.save_adapter), train_log.jsonl, run_info.json and TensorBoard scalars (trainer/runs/).
+
+Precision as the official run: the base loads in float32 (--torch_dtype float32: the official
+script calls from_pretrained without a dtype under transformers 4, which gives float32), the
+adapters are float32 whatever the base, and --bf16 True is autocast. --torch_dtype bfloat16
+halves the base's memory (adapters and their Adam moments stay float32).
+
+Many GPUs: torchrun (DDP), or FSDP (--fsdp full_shard, or accelerate launch with an FSDP
+config: FSDP2, or FSDP1 with use_orig_params); every rank takes part in gathering the adapter,
+rank 0 writes it and merges it into a fresh unsharded copy of the base. DeepSpeed ZeRO-3 is
+refused (llm_sharding.py).
 """
 import argparse
 import inspect
@@ -34,6 +44,9 @@ except ImportError:   # a checkout without `pip install -e .`
     sys.modules.pop("loralib", None)
     import loralib as lora
 import traincore  # noqa: E402  (its names load on use: --help needs no torch)
+from llm_sharding import check_trainer_sharding, refuse_zero3  # noqa: E402
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 def build_parser():
@@ -49,6 +62,10 @@ def build_parser():
     g.add_argument("--output_dir", required=True, help="SAVE_PATH: merged model, adapter, logs")
     g.add_argument("--target_modules", nargs="+", default=["q_proj", "v_proj"],
                    help="module-name suffixes to adapt (official default q_proj v_proj)")
+    g.add_argument("--torch_dtype", default="float32", choices=DTYPES,
+                   help="dtype of the base model's weights (float32: what the official script "
+                        "loads under transformers 4; auto: the checkpoint's, bf16 for "
+                        "Llama-3); adapters are float32 whatever this is")
     t = p.add_argument_group("training (Trainer's flags)")
     t.add_argument("--per_device_train_batch_size", type=int, default=8)
     t.add_argument("--per_device_eval_batch_size", type=int, default=8,
@@ -65,6 +82,22 @@ def build_parser():
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--bf16", type=lora.cli._bool, nargs="?", const=True, default=False)
     t.add_argument("--fp16", type=lora.cli._bool, nargs="?", const=True, default=False)
+    t.add_argument("--tf32", type=lora.cli._bool, nargs="?", const=True, default=None,
+                   help="TF32 matmuls on Ampere-or-newer NVIDIA GPUs (TrainingArguments tf32)")
+    t.add_argument("--gradient_checkpointing", type=lora.cli._bool, nargs="?", const=True,
+                   default=False, help="recompute activations in backward (less memory)")
+    t.add_argument("--gradient_checkpointing_kwargs", type=json.loads,
+                   default={"use_reentrant": False},
+                   help="JSON for torch.utils.checkpoint; use_reentrant false by default (true "
+                        "works too: the embeddings' output is made to require grad)")
+    t.add_argument("--fsdp", default="",
+                   help="Trainer's FSDP option, e.g. 'full_shard auto_wrap' (or launch with "
+                        "accelerate and an FSDP config)")
+    t.add_argument("--fsdp_config", default=None,
+                   help="Trainer's fsdp_config: a JSON file or string (version 2 by default; "
+                        "version 1 needs use_orig_params true)")
+    t.add_argument("--deepspeed", default=None,
+                   help="DeepSpeed JSON config (ZeRO-1/2; ZeRO-3 is refused: use FSDP)")
     t.add_argument("--evaluation_strategy", "--eval_strategy", dest="eval_strategy",
                    default="no", choices=("no",),
                    help="(the official script passes no; there is no evaluation set here)")
@@ -106,7 +139,12 @@ def load_model(args):
     tok = transformers.AutoTokenizer.from_pretrained(args.model_name_or_path,
                                                      model_max_length=args.model_max_length,
                                                      padding_side="right")
-    model = transformers.AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
+    dtype = args.torch_dtype if args.torch_dtype == "auto" else getattr(torch, args.torch_dtype)
+    # transformers 5 loads the checkpoint's dtype unless told ("auto" default) and names the
+    # argument `dtype`; 4.x named it torch_dtype and loaded float32.
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.model_name_or_path,
+                                                              **{key: dtype})
     if tok.pad_token is None:
         # As the official smart_tokenizer_and_embedding_resize: a [PAD] token whose input and
         # output embeddings start at the mean of the others.
@@ -120,7 +158,66 @@ def load_model(args):
     return tok, model
 
 
-def make_trainer(args, model, tok, train_set, save_path):
+def prepare_model(args, model, method):
+    """Put the adapter in (fp32 tensors whatever the base's dtype) and switch on gradient
+    checkpointing; returns the adapted module names (None when fine-tuning everything)."""
+    names = None
+    if method.is_adapter:
+        names = lora.inject(model, method, args.target_modules)
+    if args.gradient_checkpointing:
+        kwargs = dict(args.gradient_checkpointing_kwargs)
+        if hasattr(model, "activation_checkpointing_enable"):       # transformers >= 5.x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if not model.get_input_embeddings().weight.requires_grad:
+            # With the embeddings frozen, no input of a checkpointed layer requires grad: the
+            # reentrant checkpoint would then give the adapters inside no gradient at all.
+            # transformers 5 does this itself; 4.x only for PEFT models.
+            model.enable_input_require_grads()
+    return names
+
+
+def training_kwargs(args, save_path, sharded=False):
+    """TrainingArguments for this run (names moved between transformers versions: 5.x takes
+    the warmup ratio as warmup_steps in [0, 1) and has no logging_dir)."""
+    import torch
+    import transformers
+    known = inspect.signature(transformers.TrainingArguments.__init__).parameters
+    kw = dict(output_dir=os.path.join(save_path, "trainer"),
+              per_device_train_batch_size=args.per_device_train_batch_size,
+              gradient_accumulation_steps=args.gradient_accumulation_steps,
+              learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+              lr_scheduler_type=args.lr_scheduler_type, num_train_epochs=args.num_train_epochs,
+              max_steps=args.max_steps, logging_steps=args.logging_steps,
+              max_grad_norm=args.max_grad_norm, seed=args.seed, bf16=args.bf16, fp16=args.fp16,
+              optim="adamw_torch", save_strategy="no" if sharded else "steps",
+              save_steps=args.resume_every, save_total_limit=1, report_to=["tensorboard"],
+              remove_unused_columns=False, dataloader_num_workers=0,
+              disable_tqdm=not sys.stderr.isatty())
+    if args.tf32 is not None:
+        kw["tf32"] = args.tf32
+    if args.fsdp:
+        kw["fsdp"] = args.fsdp
+        cfg = args.fsdp_config
+        if cfg and not cfg.lstrip().startswith("{"):
+            with open(cfg, encoding="utf-8") as f:
+                cfg = f.read()
+        kw["fsdp_config"] = json.loads(cfg) if cfg else {}
+    if args.deepspeed:
+        kw["deepspeed"] = args.deepspeed
+    if "warmup_ratio" in known:
+        kw["warmup_ratio"] = args.warmup_ratio
+    else:
+        kw["warmup_steps"] = float(args.warmup_ratio)
+    if not torch.cuda.is_available() and "use_cpu" in known:
+        kw["use_cpu"] = True          # bf16 autocast on the CPU (tests, smoke runs)
+    if "logging_dir" in known:
+        kw["logging_dir"] = os.path.join(save_path, "trainer", "runs")
+    return kw
+
+
+def make_trainer(args, model, tok, train_set, save_path, sharded=False):
     import transformers
     from math_data import Collator
 
@@ -128,18 +225,24 @@ def make_trainer(args, model, tok, train_set, save_path):
         """Checkpoints hold the adapter (or, fully fine-tuned, the model), not the frozen base."""
 
         def _save(self, output_dir=None, state_dict=None):
+            # state_dict: what the Trainer gathered (under FSDP, the whole model's, on rank 0
+            # only); the adapter is taken from it. Without one the model is read (unsharded).
+            if not self.args.should_save:
+                return
             output_dir = output_dir or self.args.output_dir
             os.makedirs(output_dir, exist_ok=True)
             if getattr(self.model, "loralib_adapter", None):
                 try:
-                    traincore.check_finite_state(lora.lora_state_dict(self.model), output_dir)
+                    traincore.check_finite_state(
+                        lora.lora_state_dict(self.model, state_dict=state_dict), output_dir)
                 except traincore.NonFiniteError as e:
-                    raise traincore.NonFiniteError(f"training diverged by step {self.state.global_step}: "
-                                         f"{e}") from None
-                lora.save_adapter(self.model, output_dir)
+                    raise traincore.NonFiniteError(f"training diverged by step "
+                                                   f"{self.state.global_step}: {e}") from None
+                lora.save_adapter(self.model, output_dir, state_dict=state_dict, write=True)
             else:
                 import torch
-                torch.save(self.model.state_dict(), os.path.join(output_dir, "model_state.pt"))
+                torch.save(self.model.state_dict() if state_dict is None else state_dict,
+                           os.path.join(output_dir, "model_state.pt"))
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             model = model or self.model
@@ -155,44 +258,64 @@ def make_trainer(args, model, tok, train_set, save_path):
         def on_log(self, targs, state, control, logs=None, **kw):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(loss):
-                raise traincore.NonFiniteError(f"the training loss is {loss} at step {state.global_step}: "
-                                     f"stopped, nothing of it saved (a lower --learning_rate "
-                                     f"usually helps)")
+                raise traincore.NonFiniteError(f"the training loss is {loss} at step "
+                                               f"{state.global_step}: stopped, nothing of it "
+                                               f"saved (a lower --learning_rate usually helps)")
             if state.is_world_process_zero and logs:
                 with open(os.path.join(save_path, "train_log.jsonl"), "a") as f:
                     f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
-    # Keyword names moved between transformers versions (5.x: warmup_steps takes a ratio in
-    # [0, 1), logging_dir is gone and TensorBoard writes under output_dir/runs).
-    known = inspect.signature(transformers.TrainingArguments.__init__).parameters
-    kw = dict(output_dir=os.path.join(save_path, "trainer"),
-              per_device_train_batch_size=args.per_device_train_batch_size,
-              gradient_accumulation_steps=args.gradient_accumulation_steps,
-              learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-              lr_scheduler_type=args.lr_scheduler_type, num_train_epochs=args.num_train_epochs,
-              max_steps=args.max_steps, logging_steps=args.logging_steps,
-              max_grad_norm=args.max_grad_norm, seed=args.seed, bf16=args.bf16, fp16=args.fp16,
-              optim="adamw_torch", save_strategy="steps", save_steps=args.resume_every,
-              save_total_limit=1, report_to=["tensorboard"], remove_unused_columns=False,
-              dataloader_num_workers=0, disable_tqdm=not sys.stderr.isatty())
-    if "warmup_ratio" in known:
-        kw["warmup_ratio"] = args.warmup_ratio
-    else:
-        kw["warmup_steps"] = float(args.warmup_ratio)
-    import torch
-    if not torch.cuda.is_available() and "use_cpu" in known:
-        kw["use_cpu"] = True          # bf16 autocast on the CPU (tests, smoke runs)
-    if "logging_dir" in known:
-        kw["logging_dir"] = os.path.join(save_path, "trainer", "runs")
-    targs = transformers.TrainingArguments(**kw)
     class StopAfter(transformers.TrainerCallback):
         def on_step_end(self, targs, state, control, **kw):
             if args.stop_after_steps and state.global_step >= args.stop_after_steps:
                 control.should_save = control.should_training_stop = True
 
+    targs = transformers.TrainingArguments(**training_kwargs(args, save_path, sharded))
     return AdapterTrainer(model=model, args=targs, train_dataset=train_set,
                           data_collator=Collator(tok, args.model_max_length),
                           callbacks=[JsonLog(), StopAfter()])
+
+
+def _fsdp_requested(args) -> bool:
+    """FSDP from --fsdp or from accelerate launch's environment (before the Trainer exists)."""
+    return bool(args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def _check_setup(args, method) -> None:
+    """Refusals that need nothing loaded: each names the flag and what to do instead."""
+    try:
+        refuse_zero3(args.deepspeed)
+    except ValueError as e:
+        raise SystemExit(f"train_math_lorma.py: {e}")
+    if args.tf32:
+        import torch
+        if not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8):
+            raise SystemExit("train_math_lorma.py: --tf32 needs an NVIDIA GPU of the Ampere "
+                             "generation or newer (TF32 matmuls); leave it off elsewhere")
+    if _fsdp_requested(args):
+        import torch
+        if int(os.environ.get("WORLD_SIZE", "1")) < 2 or not torch.cuda.is_available():
+            raise SystemExit("train_math_lorma.py: FSDP (--fsdp, or the accelerate config) "
+                             "shards across several GPU processes only: launch N processes "
+                             "on N GPUs (accelerate launch --config_file fsdp.yaml "
+                             "--num_processes N, or torchrun with --fsdp); accelerate does "
+                             "not shard on CPU processes")
+        if not method.is_adapter:
+            raise SystemExit("train_math_lorma.py: --method full under FSDP is not supported "
+                             "here (use an adapter method, or DDP with torchrun)")
+        if args.resume or args.stop_after_steps:
+            raise SystemExit("train_math_lorma.py: under FSDP this script keeps no resumable "
+                             "state (--resume / --stop_after_steps): the adapter is saved at "
+                             "the end")
+
+
+def _merge_on_unsharded_copy(args, folder):
+    """The base loaded afresh (unsharded, this process only), the saved adapter loaded into it
+    and merged: what a sharded model cannot do in place."""
+    tok, model = load_model(args)
+    lora.load_adapter(model, folder)
+    lora.merge_and_unload(model)
+    return tok, model
 
 
 def main(argv=None):
@@ -201,6 +324,7 @@ def main(argv=None):
         method = method_from_args(args)
     except ValueError as e:
         raise SystemExit(f"train_math_lorma.py: {e}")
+    _check_setup(args, method)
     import transformers
     from math_data import load_examples
     save_path = args.output_dir
@@ -216,8 +340,8 @@ def main(argv=None):
     transformers.set_seed(args.seed)
     examples = load_examples(args.data_path, args.data_length)
     tok, model = load_model(args)
-    if method.is_adapter:
-        names = lora.inject(model, method, args.target_modules)
+    names = prepare_model(args, model, method)
+    if names is not None:
         print(f"adapted {len(names)} modules ({', '.join(args.target_modules)}) with "
               f"{method.method}: r={method.r} alpha={method.alpha} dropout={method.dropout} "
               f"{method.options}")
@@ -227,7 +351,13 @@ def main(argv=None):
     print(f"Trainable Parameters: {trainable}")
     print(lora.parameter_report(model))
     print(f"{len(examples)} training examples from {args.data_path}")
-    trainer = make_trainer(args, model, tok, examples, save_path)
+    trainer = make_trainer(args, model, tok, examples, save_path, sharded=_fsdp_requested(args))
+    sharded = check_trainer_sharding(trainer.accelerator.state)
+    if _fsdp_requested(args) and sharded is None:
+        raise SystemExit("train_math_lorma.py: FSDP was asked for (--fsdp, or the accelerate "
+                         "config) but accelerate did not shard the model: it shards across "
+                         "several GPU processes only (torchrun / accelerate launch "
+                         "--num_processes N on N GPUs); CPU processes would train unsharded")
     resume = None
     if args.resume:
         resume = transformers.trainer_utils.get_last_checkpoint(os.path.join(save_path, "trainer"))
@@ -236,19 +366,24 @@ def main(argv=None):
         trainer.train(resume_from_checkpoint=resume)
     except traincore.NonFiniteError as e:
         raise SystemExit(f"train_math_lorma.py: {e}")
-    if not trainer.is_world_process_zero():
-        return
     if args.stop_after_steps and trainer.state.global_step < trainer.state.max_steps:
         print(f"stopped after step {trainer.state.global_step}; continue with --resume")
-        return
+        return trainer
+    # Every rank from here to the adapter's save: under FSDP gathering it is a collective.
+    live = trainer.model_wrapped if sharded else model
+    adapter_dir = os.path.join(save_path, "adapter")
     try:
-        traincore.check_finite_state(lora.lora_state_dict(model) if method.is_adapter else
-                           model.state_dict(), save_path)
+        traincore.check_finite_state(lora.lora_state_dict(live) if method.is_adapter else
+                                     model.state_dict(), save_path)
     except traincore.NonFiniteError as e:
         raise SystemExit(f"train_math_lorma.py: training diverged: {e}")
     if method.is_adapter:
-        lora.save_adapter(model, os.path.join(save_path, "adapter"),
-                          base_model=args.model_name_or_path)
+        lora.save_adapter(live, adapter_dir, base_model=args.model_name_or_path)
+    if not trainer.is_world_process_zero():
+        return trainer
+    if sharded:
+        tok, model = _merge_on_unsharded_copy(args, adapter_dir)
+    elif method.is_adapter:
         lora.merge_and_unload(model)
     model.generation_config.temperature = 1.0
     model.generation_config.top_p = 1.0
@@ -259,12 +394,13 @@ def main(argv=None):
     with open(os.path.join(save_path, "run_info.json"), "w") as f:
         json.dump({"method": method.to_dict(), "trainable_params": trainable,
                    "total_params": total, "examples": len(examples),
-                   "steps": trainer.state.global_step, "args": vars(args)}, f, indent=2,
-                  default=str)
+                   "steps": trainer.state.global_step, "sharding": sharded,
+                   "args": vars(args)}, f, indent=2, default=str)
     for name in os.listdir(os.path.join(save_path, "trainer")):   # keep runs/ (TensorBoard)
         if name.startswith("checkpoint-"):
             shutil.rmtree(os.path.join(save_path, "trainer", name), ignore_errors=True)
     print(f"saved the merged model to {save_path}")
+    return trainer
 
 
 if __name__ == "__main__":
