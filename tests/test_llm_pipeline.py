@@ -226,26 +226,80 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_equal_one(llm, tmp_path):
-    common = [str(MATH / "train_math_lorma.py"), "--model_name_or_path", str(llm / "base"),
-              "--data_path", str(llm / "mathqa.json"), "--max_steps", "2",
-              "--model_max_length", "64", "--lorma_r", "4", "--lorma_alpha", "8",
-              "--learning_rate", "5e-2"]
+PARALLEL = ["--max_steps", "2", "--model_max_length", "64", "--lorma_r", "4",
+            "--lorma_alpha", "8", "--learning_rate", "5e-2", "--logging_steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def one_process(llm, tmp_path_factory):
+    """The reference of the several-process runs: one process, the global batch of 4."""
+    out = tmp_path_factory.mktemp("one") / "run"
+    train_math_lorma.main(["--model_name_or_path", str(llm / "base"), "--data_path",
+                           str(llm / "mathqa.json"), "--output_dir", str(out),
+                           "--per_device_train_batch_size", "4", *PARALLEL])
+    return out
+
+
+def _env():
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
-    one = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one"),
-                          "--per_device_train_batch_size", "4"], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
+    return env
+
+
+def _same_run(one, two, atol):
+    log = lambda d: [json.loads(x) for x in (d / "train_log.jsonl").read_text().splitlines()]  # noqa
+    losses = lambda d: [r["loss"] for r in log(d) if "loss" in r]        # noqa: E731
+    assert losses(two) == pytest.approx(losses(one), rel=1e-5) and len(losses(one)) == 2
+    a = transformers.AutoModelForCausalLM.from_pretrained(one).state_dict()
+    b = transformers.AutoModelForCausalLM.from_pretrained(two).state_dict()
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol) for k in a)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one(llm, one_process, tmp_path):
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *common,
-                          "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size",
-                          "2"], env=env, capture_output=True, text=True, timeout=300)
+                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+                          str(MATH / "train_math_lorma.py"), "--model_name_or_path",
+                          str(llm / "base"), "--data_path", str(llm / "mathqa.json"),
+                          *PARALLEL, "--output_dir", str(tmp_path / "two"),
+                          "--per_device_train_batch_size", "2"], env=_env(),
+                         capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    a = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "one").state_dict()
-    b = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "two").state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    _same_run(one_process, tmp_path / "two", atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["torchrun-fsdp1", "accelerate-fsdp.yaml"])
+def test_fsdp_trainer_path_equals_one_process(llm, one_process, tmp_path, how):
+    """Two gloo processes under FSDP through the Trainer (tests/llm_trainer_fsdp.py lets
+    accelerate shard CPU processes): FSDP1 from --fsdp / --fsdp_config, and FSDP2 from the
+    shipped accelerate config. Losses, the adapter rank 0 saved, and the model merged on a
+    fresh base equal one process's; no resumable state is left."""
+    shim = str(ROOT / "tests" / "llm_trainer_fsdp.py")
+    out = tmp_path / "two"
+    flags = ["--model_name_or_path", str(llm / "base"), "--data_path", str(llm / "mathqa.json"),
+             *PARALLEL, "--output_dir", str(out), "--per_device_train_batch_size", "2"]
+    if how == "torchrun-fsdp1":   # sync_module_states: FSDP1 cannot broadcast on CPU
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", shim, *flags,
+               "--fsdp", "full_shard auto_wrap", "--fsdp_config",
+               json.dumps({"version": 1, "sync_module_states": False})]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(MATH / "fsdp.yaml"), "--num_processes", "2", "--main_process_port",
+               str(_free_port()), shim, *flags]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["sharding"] == ("fsdp1" if how == "torchrun-fsdp1" else "fsdp2")
+    _same_run(one_process, out, atol=1e-6)
+    from safetensors.torch import load_file
+    got = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    want = load_file(str(one_process / "adapter" / "adapter_model.safetensors"))
+    assert got.keys() == want.keys() and all(got[k].numel() > 0 for k in got)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+    assert not list((out / "trainer").glob("checkpoint-*"))
 
 
 # ---------------------------------------------------------------------------- multi-GPU setups

@@ -293,8 +293,7 @@ def _check_setup(args, method) -> None:
             raise SystemExit("train_math_lorma.py: --tf32 needs an NVIDIA GPU of the Ampere "
                              "generation or newer (TF32 matmuls); leave it off elsewhere")
     if _fsdp_requested(args):
-        import torch
-        if int(os.environ.get("WORLD_SIZE", "1")) < 2 or not torch.cuda.is_available():
+        if int(os.environ.get("WORLD_SIZE", "1")) < 2:
             raise SystemExit("train_math_lorma.py: FSDP (--fsdp, or the accelerate config) "
                              "shards across several GPU processes only: launch N processes "
                              "on N GPUs (accelerate launch --config_file fsdp.yaml "
