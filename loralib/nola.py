@@ -11,8 +11,11 @@ Only alpha and beta train (kA + kB numbers per projection); they start at 0. A0 
 frozen offsets (`offsets`): "normal" is the official GPT-2 code, whose `_init_weights` re-draws
 both from N(0, 0.02) (the layers holding them are nn.Linear), so Delta W is small but not zero
 at init; "kaiming" is the official LLaMA code (A0 kaiming-uniform, B0 = 0: identity at init);
-"none" is the project's variant without offsets (alpha = 1/kA, beta = 0 at init: identity, and
-an adapter file of coefficients alone).
+"none" is the project's variant without offsets (alpha = 1/kA, beta = 0 at init: identity).
+The offsets come from a per-module offset seed, not from the global RNG as in the official code
+(the same distributions): an adapter file keeps the seed and leaves them out (nola_offsets.py),
+so it holds what cannot be regenerated: the coefficients (b-bit codes for quantized NOLA), the
+seeds and the settings.
 
 Bases: each factor of each projection has its own seed, an int64 in [0, 1e10) drawn from torch's
 global generator when the layer is built (as the official `torch.randint(int(1e10), (1,))`; with
@@ -30,14 +33,13 @@ released code's: the official GPT-2 code parses --qnola / --qbits and never uses
 beta go through straight-through fake quantization in the forward; `lora_state_dict` saves them
 as packed b-bit codes plus one scale per vector.
 """
-import math
 import warnings
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from . import nola_bases, quant
+from . import nola_bases, nola_offsets, quant
 from .base import LowRankAdapter
 from .methods.nola import BASIS_DEVICES, OFFSETS
 
@@ -101,6 +103,12 @@ class NOLALinear(LowRankAdapter):
         if self.offsets != "none":
             self.register_buffer("nola_A0", self.weight.new_zeros((n * r, k)))
             self.register_buffer("nola_B0", self.weight.new_zeros((n * d, r)))
+            # the offsets' seed comes from the global RNG whatever `seed` says, as the offsets
+            # themselves did (each module its own, also with --nola_seed)
+            std = self.offset_std if self.offsets == "normal" else 0.0
+            init = torch.tensor([int(torch.randint(SEED_RANGE, (1,), device="cpu")),
+                                 nola_offsets.std_bits(std)], dtype=torch.int64, device="cpu")
+            self.register_buffer("nola_offset_init", init.to("cpu" if dev.type == "meta" else dev))
 
     @torch.no_grad()
     def reset_adapter_parameters(self) -> None:
@@ -109,20 +117,70 @@ class NOLALinear(LowRankAdapter):
             nn.init.constant_(self.nola_alpha, 1.0 / self.num_basis_A)
             return
         nn.init.zeros_(self.nola_alpha)
-        if self.offsets == "normal":
-            self.nola_A0.normal_(0.0, self.offset_std)
-            self.nola_B0.normal_(0.0, self.offset_std)
-        else:
-            n, r = self.n_enabled, self.r
-            for j in range(n):
-                nn.init.kaiming_uniform_(self.nola_A0[j * r:(j + 1) * r], a=math.sqrt(5))
-            self.nola_B0.zero_()
+        init = self.nola_offset_init
+        if not init.is_meta and int(init[0]) == nola_offsets.FROM_FILE:   # a re-init
+            self._new_offset_seed(nola_offsets.bits_std(int(self.nola_offset_init[1])))
+        self._draw_offsets()
 
     @torch.no_grad()
     def init_like_backbone(self, std: float) -> None:
+        # The official `_init_weights` re-draws the offsets of every layer from the global RNG
+        # after the deep copy of one block: each layer draws its own offset seed here.
         if self.has_adapter and self.offsets == "normal":
-            self.nola_A0.normal_(0.0, std)
-            self.nola_B0.normal_(0.0, std)
+            self._new_offset_seed(std)
+            self._draw_offsets()
+
+    def _new_offset_seed(self, std: float) -> None:
+        self.nola_offset_init.copy_(torch.tensor(
+            [int(torch.randint(SEED_RANGE, (1,), device="cpu")), nola_offsets.std_bits(std)],
+            device="cpu"))
+
+    def _offset_init(self, init: torch.Tensor):
+        seed, bits = (int(v) for v in init.tolist())
+        return seed, nola_offsets.bits_std(bits)
+
+    def _draw_offsets(self) -> None:
+        if self.nola_A0.is_meta:        # loralib.inject allocates and resets it later
+            return
+        seed, std = self._offset_init(self.nola_offset_init)
+        A0, B0 = self.nola_A0, self.nola_B0
+        if A0.device.type == "cpu" and A0.dtype == torch.float32:
+            nola_offsets.draw(self.offsets, seed, std, A0, B0)
+        else:
+            a, b = nola_offsets.drawn(self.offsets, seed, std, A0.shape, B0.shape)
+            A0.copy_(a)
+            B0.copy_(b)
+
+    def _offsets_regenerate(self, state) -> bool:
+        """Whether the state's A0, B0 are exactly what its offset seed gives (so a file may
+        leave them out)."""
+        init, A0, B0 = (state.get(n) for n in ("nola_offset_init", "nola_A0", "nola_B0"))
+        if init is None or A0 is None or B0 is None or A0.is_meta or init.is_meta:
+            return False
+        seed, std = self._offset_init(init)
+        if seed == nola_offsets.FROM_FILE:
+            return False
+        a, b = nola_offsets.drawn(self.offsets, seed, std, A0.shape, B0.shape)
+        return torch.equal(a.to(A0.dtype), A0.cpu()) and torch.equal(b.to(B0.dtype), B0.cpu())
+
+    def _complete_offsets(self, state, prefix: str = "", where: str = "") -> None:
+        """A file without A0, B0 gets them from its offset seed; one with them but without a
+        seed (official, older) gets FROM_FILE."""
+        if self.offsets == "none":
+            return
+        a0, b0, init = (prefix + n for n in ("nola_A0", "nola_B0", "nola_offset_init"))
+        if a0 in state or b0 in state:
+            if init not in state:
+                state[init] = torch.tensor([nola_offsets.FROM_FILE, 0], dtype=torch.int64,
+                                           device="cpu")
+        elif init in state:
+            seed, std = self._offset_init(state[init])
+            if seed == nola_offsets.FROM_FILE:
+                raise KeyError(f"missing key(s) {where + a0!r}, {where + b0!r}: these offsets "
+                               f"came from a file (nola_offset_init has no seed) and cannot "
+                               f"be regenerated")
+            state[a0], state[b0] = nola_offsets.drawn(self.offsets, seed, std,
+                                                      self.nola_A0.shape, self.nola_B0.shape)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", nola kA={self.num_basis_A} kB={self.num_basis_B}"
@@ -169,9 +227,11 @@ class NOLALinear(LowRankAdapter):
     _COEFS = ("nola_alpha", "nola_beta")
 
     def pack_adapter_state(self, state):
+        state = dict(state)
+        if self._offsets_regenerate(state):      # what the offset seed gives: left out
+            del state["nola_A0"], state["nola_B0"]
         if self.qbits is None:
             return state
-        state = dict(state)
         for coef in self._COEFS:
             if coef in state:
                 codes, scale = quant.quantize(state.pop(coef), self.qbits)
@@ -184,6 +244,7 @@ class NOLALinear(LowRankAdapter):
         if "nola_config" in state:
             key = f"{where}.nola_config" if where else "nola_config"
             state["nola_config"] = self._incoming_config(state["nola_config"], key)
+        self._complete_offsets(state, where=f"{where}." if where else "")
         for key in [k for k in state if k.endswith(QCODES)]:
             coef = key[: -len(QCODES)]
             full = f"{where}.{key}" if where else key
@@ -242,6 +303,8 @@ class NOLALinear(LowRankAdapter):
         key = prefix + "nola_config"
         if key in state_dict and hasattr(self, "nola_config"):
             state_dict[key] = self._incoming_config(state_dict[key], key)
+        if hasattr(self, "nola_config"):
+            self._complete_offsets(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         if hasattr(self, "nola_seed") and not self.nola_seed.is_meta:

@@ -242,6 +242,34 @@ def test_nola_gpt2_offsets_seeds_and_bases_as_the_official_model():
     torch.testing.assert_close(m(x), F.linear(x, W, m.bias), rtol=1e-5, atol=1e-6)
 
 
+def test_nola_gpt2_offsets_are_regenerated_per_layer_from_the_checkpoint(tmp_path):
+    # model_nola.py:591 (_init_weights) draws each layer's A0, B0 from N(0, 0.02) with the global
+    # RNG; here each layer draws an offset seed from it and the offsets from that seed (the same
+    # distribution, checked above), so a checkpoint keeps the seed instead of the offsets
+    from nlg.checkpoint import load_model_weights, training_state_dict
+    c = lora.MethodConfig(method="nola", r=4, alpha=4.0, pipeline="gpt2",
+                          options={"num_basis_A": 16, "num_basis_B": 16})
+    torch.manual_seed(110)
+    model = GPT2LMModel(config_from_card("gpt2.tiny", method=c))
+    layers = [b.attn.c_attn for b in model.transformer.h]
+    assert len({int(m.nola_offset_init[0]) for m in layers}) == len(layers)
+    with torch.no_grad():
+        for m in layers:
+            m.nola_alpha.normal_()
+            m.nola_beta.normal_()
+    sd = training_state_dict(model)
+    assert not any(k.endswith(("nola_A0", "nola_B0")) for k in sd)
+    torch.save({"model_state_dict": sd}, tmp_path / "model.pt")
+    torch.manual_seed(111)
+    fresh = GPT2LMModel(config_from_card("gpt2.tiny", method=c))
+    load_model_weights(fresh, tmp_path / "model.pt", require_adapter=True)
+    for m, f in zip(layers, [b.attn.c_attn for b in fresh.transformer.h]):
+        assert torch.equal(m.nola_A0, f.nola_A0) and torch.equal(m.nola_B0, f.nola_B0)
+    x = torch.randint(0, 100, (2, 7))
+    model.eval(), fresh.eval()
+    assert torch.equal(fresh(x)[0], model(x)[0])
+
+
 def test_gpt2_layers_start_from_one_copied_block_unless_told():
     c = cfg("lora", "gpt2", r=2)
     torch.manual_seed(0)

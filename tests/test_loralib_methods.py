@@ -87,8 +87,10 @@ def test_nola_seeds_are_per_module_drawn_from_torch_and_saved():
     assert not torch.equal(l1.nola_seed, l2.nola_seed)     # each module draws its own
     assert torch.equal(l1.nola_seed, l3.nola_seed)          # from torch's seeded generator
     sd = lora.lora_state_dict(l1)
-    assert set(sd) == {"nola_alpha", "nola_beta", "nola_seed", "nola_config", "nola_A0",
-                       "nola_B0"}
+    # the frozen offsets are regenerated from their seed (nola_offset_init), not stored ...
+    assert set(sd) == {"nola_alpha", "nola_beta", "nola_seed", "nola_config", "nola_offset_init"}
+    # ... except in a resumable training state, which keeps everything as it is
+    assert set(lora.lora_state_dict(l1, quantized=False)) == set(sd) | {"nola_A0", "nola_B0"}
     assert tuple(sd["nola_alpha"].shape) == (2, 6) and tuple(sd["nola_beta"].shape) == (2, 5)
     with torch.no_grad():
         l1.nola_alpha.normal_()
@@ -127,11 +129,17 @@ def _file_size(sd):
     return buf.tell()
 
 
-def test_quantized_nola_file_is_several_times_smaller():
-    # Without offsets (the project's variant) the file holds coefficients alone.
+def _tensor_bytes(sd):
+    return sum(t.numel() * t.element_size() for t in sd.values())
+
+
+@pytest.mark.parametrize("offsets", ["none", "normal", "kaiming"])
+def test_quantized_nola_file_holds_codes_and_seeds_alone(offsets):
+    # What cannot be regenerated, and nothing else: per layer 2 x kA b-bit codes, 2 + 2 scales,
+    # 4 basis seeds, nola_config (8 int64) and, with offsets, their seed and std (2 int64).
     def model(qbits):
         cfg = lora.MethodConfig(method="nola", r=8, alpha=1.0,
-                                options={**NOLA, "qbits": qbits, "offsets": "none"})
+                                options={**NOLA, "qbits": qbits, "offsets": offsets})
         m = nn.ModuleList(lora.adapt_linear(32, 96, cfg, enable=[True, False, True],
                                             fan_in_fan_out=True) for _ in range(24))
         with torch.no_grad():
@@ -139,11 +147,67 @@ def test_quantized_nola_file_is_several_times_smaller():
                 layer.nola_beta.normal_()
                 layer.nola_alpha.normal_()
         return m
-    float_size = _file_size(lora.lora_state_dict(model(None)))
+    extra = 0 if offsets == "none" else 2 * 8
+    fl = lora.lora_state_dict(model(None))
     q3 = lora.lora_state_dict(model(3))
     assert q3["0.nola_alpha_qcodes"].dtype == torch.uint8
     assert q3["0.nola_alpha_qcodes"].numel() == (2 * 1000 * 3 + 7) // 8
-    assert float_size / _file_size(q3) > 3
+    assert _tensor_bytes(fl) == 24 * (2 * 2 * 1000 * 4 + 4 * 8 + 8 * 8 + extra)
+    assert _tensor_bytes(q3) == 24 * (2 * 750 + 2 * 2 * 4 + 4 * 8 + 8 * 8 + extra)
+    assert _file_size(fl) / _file_size(q3) > 3
+
+
+@pytest.mark.parametrize("options", [{"offsets": "normal", "offset_std": 0.037},
+                                     {"offsets": "kaiming"}, {"offsets": "normal", "qbits": 3}])
+def test_nola_offsets_are_regenerated_from_their_seed(options):
+    cfg = lora.MethodConfig(method="nola", r=2, alpha=2.0,
+                            options={"num_basis_A": 6, "num_basis_B": 5, **options})
+    torch.manual_seed(0)
+    layer = lora.adapt_linear(8, 24, cfg, enable=[True, False, True], fan_in_fan_out=True)
+    with torch.no_grad():
+        layer.nola_alpha.normal_()
+        layer.nola_beta.normal_()
+    if "offset_std" in options:
+        drawn = torch.cat([layer.nola_A0.flatten(), layer.nola_B0.flatten()])
+        assert 0.028 < float(drawn.std()) < 0.046
+    sd = lora.lora_state_dict(layer)
+    assert "nola_A0" not in sd and "nola_B0" not in sd
+    torch.manual_seed(1)                 # another model: other offsets until the file is loaded
+    fresh = lora.adapt_linear(8, 24, cfg, enable=[True, False, True], fan_in_fan_out=True)
+    with torch.no_grad():
+        fresh.weight.copy_(layer.weight)
+        fresh.bias.copy_(layer.bias)
+    assert not torch.equal(fresh.nola_A0, layer.nola_A0)
+    lora.load_lora_state_dict(fresh, sd)
+    assert torch.equal(fresh.nola_A0, layer.nola_A0) and torch.equal(fresh.nola_B0, layer.nola_B0)
+    x = torch.randn(3, 8)
+    assert torch.equal(fresh(x), layer(x))
+    again = lora.lora_state_dict(fresh)
+    assert again.keys() == sd.keys() and all(torch.equal(again[k], sd[k]) for k in sd)
+    # the same through a plain load_state_dict of the file
+    plain = lora.adapt_linear(8, 24, cfg, enable=[True, False, True], fan_in_fan_out=True)
+    plain.load_state_dict(sd, strict=False)
+    assert torch.equal(plain.nola_A0, layer.nola_A0) and torch.equal(plain.nola_B0, layer.nola_B0)
+
+
+def test_nola_offsets_from_a_file_are_kept_and_written_again():
+    cfg = lora.MethodConfig(method="nola", r=2, alpha=2.0,
+                            options={"num_basis_A": 6, "num_basis_B": 5, "offsets": "normal"})
+    layer = lora.adapt_linear(8, 24, cfg, enable=[True, False, True], fan_in_fan_out=True)
+    full = lora.lora_state_dict(layer, quantized=False)
+    older = {k: v for k, v in full.items() if k != "nola_offset_init"}   # official / older file
+    fresh = lora.adapt_linear(8, 24, cfg, enable=[True, False, True], fan_in_fan_out=True)
+    lora.load_lora_state_dict(fresh, older)
+    assert torch.equal(fresh.nola_A0, layer.nola_A0)
+    sd = lora.lora_state_dict(fresh)           # no seed gives these offsets: they stay in
+    assert torch.equal(sd["nola_A0"], layer.nola_A0) and int(sd["nola_offset_init"][0]) == -1
+    with pytest.raises(KeyError, match="missing key.*'nola_A0'.*came from a file"):
+        lora.load_lora_state_dict(fresh, {k: v for k, v in sd.items() if k != "nola_A0"
+                                           and k != "nola_B0"})
+    # offsets changed after they were drawn are not what their seed gives: written out
+    with torch.no_grad():
+        layer.nola_A0[0, 0] += 1.0
+    assert torch.equal(lora.lora_state_dict(layer)["nola_A0"], layer.nola_A0)
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
