@@ -1,7 +1,7 @@
-"""The demo's data generator, BPE vocabulary builder and summary table (NLG/demo/)."""
+"""The demo's data generator and BPE vocabulary builder (NLG/demo/; its table is nlg.report's:
+tests/test_report.py)."""
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,6 @@ DEMO = ROOT / "NLG" / "demo"
 
 import build_vocab  # noqa: E402
 import make_data  # noqa: E402
-import summarize  # noqa: E402
 
 E2E_LABELS = {"name", "Type", "food", "price", "customer rating", "area", "family friendly", "near"}
 
@@ -148,67 +147,6 @@ def test_build_vocab_errors_name_the_problem(tmp_path):
     assert r.returncode != 0 and "bad.jsonl:2" in r.stderr
     r = run("build_vocab.py", bad, "--out_dir", tmp_path / "v", "--vocab_size", 100)
     assert r.returncode != 0 and "--vocab_size" in r.stderr
-
-
-def _fake_run(d, method, state, scores, losses=None):
-    import torch
-    d.mkdir(parents=True)
-    if state is not None:
-        torch.save({"model_state_dict": state}, d / "model.10.pt")
-        (d / "run_info.json").write_text(json.dumps({
-            "method": method, "trainable_params": 6144, "total_params": 1000,
-            "final_checkpoint": str(d / "model.10.pt"), "train_time_s": 12.5, "train_cpu_s": 20.25,
-            "peak_mem_mb": 383.4}))
-    if losses:
-        (d / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": v, "lr": 0.1}) + "\n"
-                                                   for s, v in losses))
-    (d / "scores.json").write_text(json.dumps(scores))
-
-
-def test_summary_table_and_plot(tmp_path):
-    import torch
-    backbone = {"transformer.wte.weight": torch.zeros(500, 64)}
-    adapter = {"transformer.h.0.attn.c_attn.lora_A": torch.ones(8, 64),
-               "transformer.h.0.attn.c_attn.lora_B": torch.ones(128, 4)}
-    _fake_run(tmp_path / "base", None, None, {"BLEU": 0.0312, "NIST": 1.5, "ROUGE_L": 0.2, "CIDEr": 0.1})
-    _fake_run(tmp_path / "lora", "lora", {**backbone, **adapter},
-              {"BLEU": 0.4567, "NIST": 5.25, "ROUGE_L": 0.61, "CIDEr": 2.5}, losses=[(1, 3.0), (2, 2.0), (3, 1.5)])
-    _fake_run(tmp_path / "ft", "full", backbone, {"BLEU": 0.5, "NIST": 6, "ROUGE_L": 0.7, "CIDEr": 3.0})
-    md, png = tmp_path / "t.md", tmp_path / "l.png"
-    rows = [summarize.collect(n, str(tmp_path / n)) for n in ("base", "lora", "ft")]
-    text, metrics = summarize.table(rows)
-    lines = text.strip().split("\n")
-    assert metrics == ["BLEU", "NIST", "ROUGE-L", "CIDEr"]  # no METEOR in the scores: no column
-    assert lines[0] == ("| method | trainable params | adapter file | train CPU time | peak memory | BLEU | NIST "
-                        "| ROUGE-L | CIDEr |")
-    assert lines[2] == "| base | 0 | - | - | - | 3.12 | 1.500 | 20.00 | 0.100 |"
-    # the adapter alone is written next to the run and holds exactly the adapter tensors
-    saved = torch.load(tmp_path / "lora" / "adapter.pt", weights_only=True)
-    assert set(saved) == set(adapter) and all(torch.equal(saved[k], adapter[k]) for k in adapter)
-    size = summarize.human_bytes((tmp_path / "lora" / "adapter.pt").stat().st_size)
-    assert lines[3] == f"| lora | 6,144 | {size} | 20.2 s | 383 MB | 45.67 | 5.250 | 61.00 | 2.500 |"
-    assert (tmp_path / "lora" / "adapter.pt").stat().st_size < (tmp_path / "lora" / "model.10.pt").stat().st_size
-    # full fine-tuning: the whole checkpoint is the trained file
-    ft_size = summarize.human_bytes((tmp_path / "ft" / "model.10.pt").stat().st_size)
-    assert lines[4].startswith(f"| ft | 6,144 | {ft_size} |")
-    summarize.main(["--row", f"base={tmp_path / 'base'}", "--row", f"lora={tmp_path / 'lora'}",
-                    "--out_md", str(md), "--out_png", str(png), "--note", "decoded alike"])
-    assert md.read_text().strip().endswith(lines[3] + "\n\ndecoded alike")
-    pytest.importorskip("matplotlib")
-    head = png.read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", head[16:24])
-    assert width > 100 and height > 100
-
-
-def test_summary_names_missing_or_bad_files(tmp_path):
-    (tmp_path / "r").mkdir()
-    with pytest.raises(SystemExit, match="scores.json"):
-        summarize.collect("r", str(tmp_path / "r"))
-    (tmp_path / "r" / "scores.json").write_text("{}")
-    (tmp_path / "r" / "train_log.jsonl").write_text('{"step": 1, "loss": 2}\n{"step": 2}\n')
-    with pytest.raises(SystemExit, match="train_log.jsonl:2"):
-        summarize.collect("r", str(tmp_path / "r"))
 
 
 def test_fact_cards_never_state_a_held_out_mr_and_task_raw_files_convert(tmp_path, monkeypatch):

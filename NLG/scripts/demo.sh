@@ -13,9 +13,11 @@
 # 4. fine-tunes it with every method through the task scripts a real run uses
 #    (scripts/e2e_<method>.sh: gpt2_ft -> gpt2_beam -> gpt2_decode -> eval/score.py), and decodes
 #    the un-adapted base model as a baseline;
-# 5. prints one table (also written as markdown: trainable parameters, adapter size, training CPU
-#    time and peak memory, the E2E metrics; every row decoded with the same settings) and draws
-#    the training and validation losses in one PNG (a second panel for the adapters alone).
+# 5. prints one table with the command that turns any finished runs into tables
+#    (python -m nlg.report: trainable parameters, adapter size, training CPU time and peak
+#    memory, the E2E metrics; every row decoded with the same settings), written as markdown and
+#    CSV, and draws the training and validation losses in one PNG (a second panel for the
+#    adapters alone).
 #    Each run's log in OUT/logs/ keeps every earlier run's lines.
 #
 # Environment: DEMO_OUT (output folder, default NLG/demo_out/<size>), DEMO_SIZE (full = the
@@ -72,8 +74,11 @@ if [ -n "$missing" ]; then
   (CPU-only PyTorch: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
 fi
 "$PY" -c 'import torch' 2>/dev/null || die "'import torch' fails for $PY: reinstall PyTorch (pip install -r requirement.txt)"
+# The table comes from `python -m nlg.report`, which needs the project installed (NLG/src is the
+# package nlg); the other steps run as files.
+"$PY" -c 'import nlg.report' 2>/dev/null || die "'import nlg.report' fails for $PY: install the project first (pip install -e . from the repository root)"
 for f in src/gpt2_ft.py src/gpt2_beam.py src/gpt2_decode.py src/gpt2_encode.py src/format_converting_e2e.py \
-         eval/score.py demo/make_data.py demo/build_vocab.py demo/summarize.py; do
+         src/report.py eval/score.py demo/make_data.py demo/build_vocab.py; do
   [ -f "$nlg/$f" ] || die "NLG/$f is missing: this checkout is incomplete"
 done
 
@@ -299,11 +304,13 @@ base_score() {
 }
 stage "base model without adapter: decode + score" "$NOAD/scores.json" base_score
 
-# --- 7. one table, one plot ------------------------------------------------------------------------
-rows=(--row "base model, no adapter=$NOAD")
-for m in "${METHODS[@]}"; do rows+=(--row "${LABEL[$m]}=$OUT/runs/$m"); done
+# --- 7. one table, one plot: the report command any finished runs go through ------------------------
+runs=()
+labels=()
+for m in "${METHODS[@]}"; do runs+=("$OUT/runs/$m"); labels+=(--label "${LABEL[$m]}=$OUT/runs/$m"); done
 echo
-"$PY" "$nlg/demo/summarize.py" "${rows[@]}" --out_md "$OUT/results.md" --out_png "$OUT/loss_curves.png" \
+"$PY" -m nlg.report "${runs[@]}" --base "base model, no adapter=$NOAD" "${labels[@]}" --published none \
+  --out_md "$OUT/results.md" --out_csv "$OUT/results.csv" --out_png "$OUT/loss_curves.png" \
   --note "Every row decoded alike: beam $BEAM, length penalty $LENGTH_PENALTY, no-repeat n-gram 4 (the task scripts' per-method values are for the papers' runs)." \
   --note "Train CPU time: the training process's CPU seconds (runs shared the cores, so wall time would not compare); peak memory: its peak resident set." \
   --title "Demo ($SIZE): tiny GPT-2 ($N_LAYER x $N_EMBD, vocab $V) on $N_TEST test MRs, $FT_STEPS fine-tuning steps"
