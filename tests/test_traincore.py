@@ -208,3 +208,37 @@ def test_no_init_skips_initialisation_and_restores_it():
     assert torch.nn.init.normal_ is real
     torch.nn.init.normal_(t)
     assert not torch.equal(t, torch.zeros(3))
+
+
+def test_more_processes_than_gpus_is_an_error_on_every_process():
+    """One process per GPU: LOCAL_RANK picks it; a machine running more processes than it shows
+    GPUs is refused (naming the counts and the fix), not two processes silently on one GPU."""
+    from traincore import gpu_of
+    assert [gpu_of(r, 4, 4) for r in range(4)] == [0, 1, 2, 3]
+    assert gpu_of(1, 8, 2) == 1 and gpu_of(0, 1) == 0
+    for rank in (0, 1):          # torchrun says 2 processes: both stop, rank 0 too
+        with pytest.raises(ValueError, match=r"2 processes on this machine but 1 visible GPU.*"
+                                             r"--nproc_per_node 1"):
+            gpu_of(rank, 1, 2)
+    with pytest.raises(ValueError, match=r"LOCAL_RANK 2 but 2 visible GPU\(s\)"):
+        gpu_of(2, 2)             # a launcher that does not say how many it started
+    with pytest.raises(ValueError, match="no GPU visible"):
+        gpu_of(0, 0)
+
+
+def test_tf32_is_a_setting_of_its_own():
+    """--tf32: TF32 matmuls for float32 tensors (torch's "high" precision); fp32 sets full float32
+    explicitly; tf32 goes with bf16 autocast, which it covers the float32 products of."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        p = Precision.from_flags(False, False, "cpu", tf32=True)
+        assert p.name == "tf32" and p.autocast().__class__.__name__ == "nullcontext"
+        p.apply()
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.backends.cuda.matmul.allow_tf32
+        Precision.from_flags(False, False, "cpu").apply()
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert not torch.backends.cuda.matmul.allow_tf32
+        assert Precision.from_flags(False, True, "cpu", tf32=True).name == "bf16+tf32"
+    finally:
+        torch.set_float32_matmul_precision(before)

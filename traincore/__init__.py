@@ -8,14 +8,16 @@ and the entry helper import traincore.cli / traincore.entry without paying for t
 import importlib
 
 _HOME = {
+    "compiling": ("compiled",),
     "files": ("remove_stale_temporaries", "save_atomic", "save_finite", "write_atomic", "write_json_atomic",
               "write_text_atomic"),
     "guard": ("LossWatch", "NonFiniteError", "check_finite_state"),
     "jsonlog": ("read_jsonl",),
     "loop": ("TrainLoop",),
     "precision": ("Precision",),
-    "processes": ("Processes", "all_reduce_sum", "barrier", "broadcast_object", "gather_objects"),
-    "resume": ("allowed_changes", "changed_settings", "load_resume", "save_resume"),
+    "processes": ("Processes", "all_reduce_sum", "barrier", "broadcast_object", "broadcast_state",
+                  "gather_objects", "gpu_of", "is_main_process"),
+    "resume": ("allowed_changes", "changed_settings", "load_resume", "read_resume", "save_resume"),
     "rng": ("rng_state", "seed_all", "set_rng_state"),
     "runlog": ("RunLog",),
     "statefile": ("check_backbone", "few", "read_checkpoint", "unwrap_state_dict"),

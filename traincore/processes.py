@@ -6,8 +6,9 @@ One machine, N processes (both launchers set RANK / WORLD_SIZE / LOCAL_RANK):
     python -m torch.distributed.launch --nproc_per_node=N src/gpt2_ft.py ...  (adds --local-rank)
 Several machines: torchrun --nnodes=M --node_rank=R --master_addr=HEAD --master_port=29500 ...
 Open MPI (`mpirun`, `--platform k8s`): OMPI_COMM_WORLD_* stand in for the torch variables.
-Backend: NCCL when CUDA is available, gloo on CPU. The collectives below are no-ops without a
-process group, so the same code runs in one process.
+Backend: NCCL when CUDA is available, gloo on CPU. One process per GPU: LOCAL_RANK picks it, and
+more processes on a machine than GPUs it shows them is an error (gpu_of). The collectives below
+are no-ops without a process group, so the same code runs in one process.
 """
 import datetime
 import os
@@ -29,7 +30,9 @@ class Processes:
         # the environment wins over --local_rank (torchrun sets only the environment)
         self.local_rank = int(env.get("LOCAL_RANK", local_rank or 0))
         if torch.cuda.is_available():
-            torch.cuda.set_device(self.local_rank % torch.cuda.device_count())
+            local_world = env.get("LOCAL_WORLD_SIZE", env.get("OMPI_COMM_WORLD_LOCAL_SIZE"))
+            torch.cuda.set_device(gpu_of(self.local_rank, torch.cuda.device_count(),
+                                         int(local_world) if local_world else None))
             self.device = torch.device("cuda", torch.cuda.current_device())
         else:
             self.device = torch.device("cpu")
@@ -64,8 +67,35 @@ class Processes:
             dist.destroy_process_group()
 
 
+def gpu_of(local_rank: int, device_count: int, local_world: Optional[int] = None) -> int:
+    """The GPU index of the process with this LOCAL_RANK, one process per visible GPU.
+
+    Two processes on one GPU would run, each at half speed and twice the memory, so more
+    processes on a machine than GPUs it shows them is an error (ValueError), raised on every
+    process when the launcher says how many it started on this machine (LOCAL_WORLD_SIZE:
+    torchrun, torch.distributed.launch; Open MPI's local size), else on those past the count."""
+    fix = (f"start at most {device_count} process(es) per machine (torchrun --nproc_per_node "
+           f"{device_count}), or show each process more GPUs (CUDA_VISIBLE_DEVICES); a launcher "
+           f"that gives each process a GPU of its own through CUDA_VISIBLE_DEVICES should set "
+           f"LOCAL_RANK=0 and LOCAL_WORLD_SIZE=1 for it")
+    if device_count < 1:
+        raise ValueError("no GPU visible to this process (CUDA_VISIBLE_DEVICES?)")
+    if local_world is not None and local_world > device_count:
+        raise ValueError(f"{local_world} processes on this machine but {device_count} visible "
+                         f"GPU(s): two processes would share a GPU; {fix}")
+    if not 0 <= local_rank < device_count:
+        raise ValueError(f"LOCAL_RANK {local_rank} but {device_count} visible GPU(s) (GPU "
+                         f"0..{device_count - 1}): two processes would share a GPU; {fix}")
+    return local_rank
+
+
 def _on() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the process group, or the only process."""
+    return not _on() or dist.get_rank() == 0
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -90,6 +120,61 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+class _Slot:
+    """Where a tensor sat in a broadcast state: its place in the byte buffer, dtype, shape."""
+
+    def __init__(self, start: int, nbytes: int, dtype: torch.dtype, shape):
+        self.start, self.nbytes, self.dtype, self.shape = start, nbytes, dtype, tuple(shape)
+
+
+def broadcast_state(obj: Any, src: int = 0) -> Any:
+    """`obj` (nested dicts / lists / tuples of tensors and picklable values, e.g. a resumable
+    state) as process `src` holds it, on every process, with its tensors on the CPU. The
+    structure travels pickled (small); the tensors as one byte buffer in one broadcast, whatever
+    their dtypes (what gloo and NCCL support alike). Other processes pass any value for obj."""
+    if not _on():
+        return obj
+    tensors, size = [], [0]
+
+    def strip(x):                       # the structure, each tensor replaced by its slot
+        if torch.is_tensor(x):
+            t = x.detach().cpu().contiguous()
+            slot = _Slot(size[0], t.numel() * t.element_size(), t.dtype, t.shape)
+            size[0] += slot.nbytes
+            tensors.append(t)
+            return slot
+        if isinstance(x, dict):
+            return type(x)((k, strip(v)) for k, v in x.items())
+        if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+            return type(x)(strip(v) for v in x)
+        return x
+
+    src_side = dist.get_rank() == src
+    head = broadcast_object((strip(obj), size[0]) if src_side else None, src=src)
+    skeleton, total = head
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+        else torch.device("cpu")
+    if src_side:
+        buf = torch.cat([t.reshape(-1).view(torch.uint8) for t in tensors]) if tensors else \
+            torch.empty(0, dtype=torch.uint8)
+        buf = buf.to(device)
+    else:
+        buf = torch.empty(total, dtype=torch.uint8, device=device)
+    if total:
+        dist.broadcast(buf, src=src)
+    buf = buf.cpu()
+
+    def fill(x):
+        if isinstance(x, _Slot):
+            return buf[x.start:x.start + x.nbytes].clone().view(x.dtype).reshape(x.shape)
+        if isinstance(x, dict):
+            return type(x)((k, fill(v)) for k, v in x.items())
+        if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+            return type(x)(fill(v) for v in x)
+        return x
+    return fill(skeleton)
 
 
 def barrier() -> None:

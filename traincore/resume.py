@@ -5,13 +5,18 @@ optimizer, scheduler and loss scaler, the RNG state of every process, the step a
 position (`extra`), and the settings that decide what the steps compute: a resume with other
 settings would be neither the old run nor a new one, so it is refused unless the setting is
 named in --resume_allow_changes.
+
+Only the main process (rank 0) writes it and only rank 0 reads it: on several machines without
+a shared work dir, the others get rank 0's state through the process group (read_resume), so
+no process can start afresh while another continues.
 """
+import os
 from typing import Dict, Iterable, List, Optional
 
 import torch
 
 from .files import save_finite
-from .processes import gather_objects
+from .processes import broadcast_object, broadcast_state, gather_objects, is_main_process
 from .rng import rng_state, set_rng_state
 
 
@@ -55,20 +60,51 @@ def save_resume(path: str, model: torch.nn.Module, trained: Iterable[str], optim
                 tensors=tensors, step=step, hint=hint)
 
 
-def load_resume(path: str, model: torch.nn.Module, trained: Iterable[str], optimizer, scheduler,
-                scaler, settings: Dict, allowed: Iterable[str], device, rank: int = 0,
-                world: int = 1, log=print) -> Dict:
-    """Restore what save_resume wrote into the model, optimizer, scheduler, scaler and RNG;
-    returns the state (its step and `extra` entries). Errors name the file and the reason."""
+def read_resume(path: str, missing_ok: bool = False) -> Optional[Dict]:
+    """The resumable state at `path` as the main process (rank 0) reads it, on every process.
+
+    Rank 0 decides: the other processes need not see the file (a work dir that is not shared
+    between machines) and never read their own copy, so all of them continue from the same
+    step with the same optimizer state, or all stop with rank 0's error. None when the file is
+    missing and missing_ok (then every process starts afresh)."""
+    verdict = state = None
+    if is_main_process():
+        verdict, state = _read(path, missing_ok)
+    verdict = broadcast_object(verdict)
+    if verdict == "missing":
+        return None
+    if verdict != "ok":
+        raise SystemExit(verdict)
+    return broadcast_state(state)
+
+
+def _read(path: str, missing_ok: bool):
+    """("ok", state), ("missing", None) or (the error message, None)."""
+    if not os.path.isfile(path):
+        if missing_ok:
+            return "missing", None
+        return f"--resume: {path} not found (it is written every few steps; with several " \
+               f"machines it is read on the main process, rank 0)", None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SystemExit(f"--resume: {path} not found (it is written every few steps)") from None
     except Exception as e:
-        raise SystemExit(f"--resume: {path} is not a readable resumable state (torch.load with "
-                         f"weights_only=True failed: {type(e).__name__})") from None
+        return f"--resume: {path} is not a readable resumable state (torch.load with " \
+               f"weights_only=True failed: {type(e).__name__})", None
     if not isinstance(state, dict) or "optimizer" not in state or "step" not in state:
-        raise SystemExit(f"--resume: {path} is not a resumable state written by this project")
+        return f"--resume: {path} is not a resumable state written by this project", None
+    return "ok", state
+
+
+def load_resume(path: str, model: torch.nn.Module, trained: Iterable[str], optimizer, scheduler,
+                scaler, settings: Dict, allowed: Iterable[str], device, rank: int = 0,
+                world: int = 1, log=print, missing_ok: bool = False) -> Optional[Dict]:
+    """Restore what save_resume wrote into the model, optimizer, scheduler, scaler and RNG (every
+    process calls it: rank 0 reads the file, see read_resume); returns the state (its step and
+    `extra` entries), or None when missing_ok and there is no file yet. Errors name the file and
+    the reason, on every process."""
+    state = read_resume(path, missing_ok)
+    if state is None:
+        return None
     saved = state.get("settings", state.get("args", {}))    # "args": files of version 0.3.0
     changed = changed_settings(saved, settings, allowed)
     if changed:
@@ -89,5 +125,5 @@ def load_resume(path: str, model: torch.nn.Module, trained: Iterable[str], optim
     rngs = state["rng"]
     if len(rngs) != world and rank == 0:
         log(f"warning: {path} was written by {len(rngs)} process(es), now {world}")
-    set_rng_state(rngs[min(rank, len(rngs) - 1)], device)
+    set_rng_state(rngs[min(rank, len(rngs) - 1)], device)    # each process its own entry
     return state
