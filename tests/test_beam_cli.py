@@ -279,3 +279,60 @@ def test_two_processes_write_the_same_file_as_one(tiny, tmp_path, launcher):
     argv[argv.index("--output_file") + 1] = "one.jsonl"
     run_beam("gpt2_beam.py", argv)
     assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("flag,dtype", [("--bf16", torch.bfloat16), ("--fp16", torch.float16)])
+def test_half_precision_decoding_casts_the_merged_model_once(tiny, tmp_path, monkeypatch, flag, dtype):
+    """--bf16 / --fp16: the model goes to its device, the adapter is merged there in fp32, then
+    the merged model is cast once; no autocast is entered while decoding. The search's best
+    scores stay as close to fp32's as those of the autocast decoding this replaces (the cast
+    model also keeps its residual stream in the half dtype, where autocast kept it in fp32, so
+    a near-tie may go the other way: see the README)."""
+    import loralib as lora
+    from nlg import beam_run, beam_search
+    from nlg.beam_search import BeamSettings
+    events = []
+    real_merge, real_search = beam_run.lora.merge_all, beam_search.beam_search
+
+    def merge(model):
+        w = model.transformer.h[0].attn.c_attn.weight
+        events.append(("merge", w.device.type, w.dtype))
+        return real_merge(model)
+
+    def search(model, *a, **k):
+        events.append(("decode", next(model.parameters()).dtype))
+        return real_search(model, *a, **k)
+
+    class NoAutocast:
+        def __init__(self, *a, **k):
+            raise AssertionError("autocast entered while decoding")
+    monkeypatch.setattr(beam_run.lora, "merge_all", merge)
+    monkeypatch.setattr(beam_search, "beam_search", search)
+    monkeypatch.setattr(torch, "autocast", NoAutocast)
+    monkeypatch.setattr(torch.amp, "autocast", NoAutocast)
+    run_beam("gpt2_beam.py", common_args(tiny, tmp_path, "half.jsonl") + [
+        "--init_checkpoint", tiny["dir"] / "model.final.pt", "--lora_dim", "2", "--lora_alpha", "4", flag])
+    assert events[0] == ("merge", "cpu", torch.float32)
+    assert {e for e in events[1:]} == {("decode", dtype)}
+    assert len(read_predictions(tmp_path / "half.jsonl")) == len(tiny["lines"])
+    monkeypatch.undo()
+
+    # the scores against fp32's, and against the autocast path's
+    s = BeamSettings(beam=4, eval_len=10, length_penalty=0.8, no_repeat_ngram_size=3,
+                     repetition_penalty=1.2, eos_token_ids=(EOT,))
+    contexts = list(map(list, dict.fromkeys(map(tuple, tiny["lines"]))))
+    model = random_adapted_model(tiny["card"], lora.MethodConfig(method="lora", r=2, alpha=4)).eval()
+    model.load_state_dict(tiny["model"].state_dict())
+    lora.merge_all(model)
+    _, fp32 = beam_search.beam_search(model, contexts, s)
+    with torch.autocast("cpu", dtype=dtype):
+        _, autocast = beam_search.beam_search(model, contexts, s)
+    from traincore import Precision
+    cast = random_adapted_model(tiny["card"], lora.MethodConfig(method="lora", r=2, alpha=4)).eval()
+    cast.load_state_dict(tiny["model"].state_dict())
+    beam_run.ready_for_decoding(cast, torch.device("cpu"), Precision("cpu", dtype))
+    with beam_run.cpu_products(torch.device("cpu"), dtype, False):
+        _, once = beam_search.beam_search(cast, contexts, s)
+    assert torch.isfinite(once).all()
+    assert torch.allclose(once, fp32, rtol=0.02, atol=0.05), (once, fp32)
+    assert (once - fp32).abs().max() <= 2 * (autocast - fp32).abs().max() + 0.01

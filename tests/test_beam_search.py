@@ -340,3 +340,27 @@ def test_settings_validation_and_eos_filter():
         BeamSettings(beam=0)
     with pytest.raises(ValueError, match="empty"):
         beam_search(tiny_lm(VOCAB, seed=0), [[1], []], BeamSettings(eval_len=2))
+
+
+# ---------------------------------------------------------------------------- no waiting on a GPU
+
+@pytest.mark.parametrize("early_exit", [True, False])
+def test_the_step_loop_reads_the_device_only_every_compact_every_steps(peaky, early_exit):
+    """Between two checks the steps queue on a GPU without a host read: over a longer search
+    the reads grow by one small read (plus the copy of the kept examples' index) per check, not
+    by one per step; the result stays the reference's."""
+    from host_reads import count_host_reads, total
+    from nlg import beam_search as bs
+    contexts = _contexts(seed=5)
+    got = {}
+    for E in (9, 25):
+        s = BeamSettings(beam=3, eval_len=E, no_repeat_ngram_size=3, eos_token_ids=(50256,))
+        with count_host_reads() as counts:
+            seqs, _ = beam_search(peaky, contexts, s, early_exit=early_exit)
+        got[E] = counts
+        assert seqs.tolist() == [reference_beam(peaky, c, s) for c in contexts]
+    checks = (25 - 2) // bs.COMPACT_EVERY - (9 - 2) // bs.COMPACT_EVERY     # j = 4, 8, ... < E - 1
+    grown = total(got[25]) - total(got[9])
+    assert 0 < grown <= 2 * checks, (got[9], got[25])
+    reads = [k for k in got[25] if k.startswith("read:")]
+    assert sum(got[25][k] for k in reads) == (25 - 2) // bs.COMPACT_EVERY, got[25]

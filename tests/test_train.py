@@ -206,3 +206,37 @@ def test_lr_used_per_step_in_the_log(tiny, tmp_path):
                                           "--lr": 0.1}))
     lrs = [r["lr"] for r in read_log(w)]
     assert lrs == pytest.approx([0.0, 0.05, 0.1, 0.1 * 2 / 3, 0.1 * 1 / 3])
+
+
+def test_training_steps_do_not_wait_on_the_device(tiny, tmp_path):
+    """No host read and no host-to-device copy of a host value per step (the CPU proxy of
+    CUDA's sync debug mode, tests/host_reads.py): a run of 6 steps reads exactly what a run of
+    2 steps reads (the logging, evaluation and saving at the last step), with accumulation on."""
+    from host_reads import count_host_reads
+    got = []
+    for steps in (2, 6):
+        with count_host_reads() as counts:
+            run_script("gpt2_ft.py", base_args(
+                tmp_path, tiny["data"], tiny["card"], tiny["backbone"], tmp_path / f"w{steps}",
+                **{"--lora_dim": 4, "--lora_dropout": 0.1, "--max_step": steps, "--grad_acc": 2,
+                   "--clip": 1.0, "--log_interval": 1000}))
+        got.append(counts)
+    assert got[0] == got[1], (got[0], got[1])
+
+
+def test_tf32_is_applied_and_kept_by_resume(tiny, tmp_path):
+    """--tf32 sets TF32 products for the run (fp32 sets full float32 again); a resumed run must
+    keep the setting, as any setting that changes what the steps compute."""
+    w = tmp_path / "w"
+    args = base_args(tmp_path, tiny["data"], tiny["card"], tiny["backbone"], w,
+                     **{"--lora_dim": 2, "--max_step": 4})
+    try:
+        run_script("gpt2_ft.py", args + ["--tf32", "--stop_after_steps", "2"])
+        assert torch.get_float32_matmul_precision() == "high"
+        with pytest.raises(SystemExit, match=r"other settings.*tf32: True -> None"):
+            run_script("gpt2_ft.py", args + ["--resume"])
+        assert torch.get_float32_matmul_precision() == "highest"     # fp32 for the new run
+        run_script("gpt2_ft.py", args + ["--tf32", "--resume"])
+        assert read_log(w)[-1]["step"] == 4
+    finally:
+        torch.set_float32_matmul_precision("highest")

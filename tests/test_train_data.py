@@ -95,3 +95,26 @@ def test_eval_batches_cover_the_file_once():
     ds = _Ids(11)
     ids = [i for r in range(3) for b in eval_batches(ds, 2, 3, r) for i in b["id"].tolist()]
     assert sorted(ids) == list(range(11))
+
+
+@pytest.mark.parametrize("seq_len,joint", [(40, False), (12, False), (40, True)])
+def test_a_steps_token_count_comes_from_the_lengths_on_every_rank(tmp_path, seq_len, joint, monkeypatch):
+    """global_tokens(g): the loss-mask sum of global batch g over all ranks, from the lengths
+    (what the step divides by), equal to the collated batches' own counts; with pin_memory
+    every tensor of a batch is page-locked (for its non_blocking copy to a GPU)."""
+    g = torch.Generator().manual_seed(1)
+    rows = [(torch.randint(0, 100, (int(torch.randint(3, 14, (1,), generator=g)),), generator=g).tolist(),
+             torch.randint(0, 100, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g).tolist())
+            for _ in range(11)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"context": c, "completion": d}) + "\n" for c, d in rows))
+    ds = FT_Dataset(str(path), 3, seq_len, joint_lm=joint)
+    assert [ds.loss_tokens(i) for i in range(11)] == [int(ds[i]["mask"].sum()) for i in range(11)]
+    ranks = [BatchStream(ds, 2, world_size=3, rank=r, seed=4) for r in range(3)]
+    for step in range(2 * ranks[0].per_epoch):
+        want = sum(r.batch(step)["n_tokens"] for r in ranks)
+        assert all(r.global_tokens(step) == want for r in ranks)
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t)
+    batch = BatchStream(ds, 2, seed=4, pin_memory=True).batch(0)
+    assert {id(t) for t in pinned} == {id(v) for v in batch.values() if torch.is_tensor(v)}

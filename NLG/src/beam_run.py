@@ -1,6 +1,7 @@
-"""The run of gpt2_beam.py (its command line is there): the model loaded and merged, the contexts
-read, deduplicated and split across ranks, decoded in batches (beam_search.py), the predictions
-gathered and written."""
+"""The run of gpt2_beam.py (its command line is there): the model loaded, moved to its device,
+merged there and cast once to the decoding dtype, the contexts read, deduplicated and split
+across ranks, decoded in batches (beam_search.py), the predictions gathered and written."""
+import contextlib
 import json
 import os
 import tempfile
@@ -82,8 +83,37 @@ def load_model(args, method):
         model = GPT2LMModel(config, init_weights=False)
     info = load_model_weights(model, args.init_checkpoint, adapter_checkpoint=args.adapter_checkpoint,
                               require_adapter=config.adapter is not None)
+    return model.eval(), info
+
+
+def ready_for_decoding(model, device, precision: Precision) -> int:
+    """The model as decoding runs it: on its device, adapters merged there (a merge that depends
+    on the device, e.g. bases drawn where they live, is computed where the model runs; in fp32),
+    then cast once to --bf16 / --fp16, so that no step re-casts a weight (autocast casts every
+    frozen weight again on every call). Returns how many layers were merged."""
+    model.to(device)
     merged = lora.merge_all(model)
-    return model.eval(), info, merged
+    if precision.dtype is not None:
+        model.to(precision.dtype)
+    return merged
+
+
+@contextlib.contextmanager
+def cpu_products(device, dtype, compiling: bool):
+    """loralib's oneDNN products on a CPU (loralib/cpu_linear.py), or torch's own while
+    decoding where they would not serve: under --compile (inductor generates its own CPU
+    kernels; products of weights packed by address would split the compiled step), and for bf16
+    weights on a CPU whose oneDNN has no bf16 product (no AVX512-BF16 / AMX: the call fails)."""
+    cpu_linear = lora.cpu_linear
+    off = device.type == "cpu" and (compiling or (
+        dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+    was = cpu_linear._enabled
+    if off:
+        cpu_linear.set_enabled(False)
+    try:
+        yield
+    finally:
+        cpu_linear.set_enabled(was)
 
 
 def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=print):
@@ -106,11 +136,12 @@ def decode(model, contexts, s: BeamSettings, args, rank=0, world_size=1, log=pri
     # rank 0's share of the distinct contexts: a bar on a terminal, else a line every 30 s
     bar = Progress(len(mine), "beam search" + (" (rank 0)" if world_size > 1 else ""),
                    "contexts", enabled=rank == 0)
-    with bar, Precision.from_flags(args.fp16, args.bf16, device).autocast():
+    # No autocast: the model is already in the decoding dtype (ready_for_decoding).
+    with bar:
         preds = decode_contexts(model, [uniq[j] for j in mine], s, per_batch,
                                 pad_to=(args.seq_len - args.eval_len) if args.pad_to_seq_len else 0,
                                 early_exit=not args.no_early_exit, progress=bar.update,
-                                cache_rows=cache_rows)
+                                cache_rows=cache_rows, compile_backend=args.compile)
     gathered = {}
     for part in gather_objects(list(zip(mine, preds))):
         gathered.update(part)
@@ -166,18 +197,21 @@ def run(args, method, s):
     if rank == 0:
         _check_writable(os.path.join(args.work_dir, args.output_file))
     try:
-        model, info, merged = load_model(args, method)
+        model, info = load_model(args, method)
         contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.config.vocab_size)
     except (ValueError, KeyError, FileNotFoundError) as e:
         # Decoding never starts from random weights, so the loader's --random_init hint is moot.
         usage_error("gpt2_beam", message(e).split(" Pass --random_init")[0])
-    model.to(args.device)
+    precision = Precision.from_flags(args.fp16, args.bf16, args.device, tf32=args.tf32)
+    precision.apply()
+    merged = ready_for_decoding(model, args.device, precision)
     if rank == 0:
         print(f"method: {method.method}; loaded {info}; merged {merged} adapted layer(s)")
         print(f"end ids: {s.eos_within(model.config.vocab_size)}")
     t0 = time.time()
     try:
-        preds = decode(model, contexts, s, args, rank, args.world_size if args.distributed else 1)
+        with cpu_products(args.device, precision.dtype, bool(args.compile)):
+            preds = decode(model, contexts, s, args, rank, args.world_size if args.distributed else 1)
     except ValueError as e:  # settings the model cannot serve (e.g. a beam wider than the vocabulary)
         usage_error("gpt2_beam", str(e))
     if rank == 0:

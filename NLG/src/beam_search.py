@@ -28,8 +28,12 @@ candidates as tensor ops, the top-k over beam x vocab taken from a much smaller 
 it (top_candidates), and an example leaves the batch once
 no hypothesis can still beat its best candidate (scores only fall, so sum / len^lp is bounded by
 the best running sum over the largest len^lp still reachable): the result is the same as
-running all steps.
+running all steps. Which examples leave, and how many cached positions stay, is read on the host
+once every COMPACT_EVERY steps, not after every step: on a GPU the steps in between are queued
+without waiting for the device (an example settled in between runs on until the check, which
+cannot change its result).
 """
+import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -181,7 +185,8 @@ def top_candidates(logp: torch.Tensor, beam_scores: torch.Tensor) -> Tuple[torch
 # sits, and the attention bias built from it lets a hypothesis see its own context and
 # ancestors only. Every COMPACT_EVERY steps, the positions no hypothesis descends from any more
 # are dropped (beams share most of their past, so a few more than one position per step stay
-# alive rather than K): attention then reads little more than each hypothesis needs.
+# alive rather than K): attention then reads little more than each hypothesis needs. The same
+# check drops settled examples; it reads one small tensor on the host, the loop's only read.
 
 COMPACT_EVERY = 4
 
@@ -214,8 +219,6 @@ class _BeamCache:
         """Room for step j's K new keys / values: (their first position in kv, the attention bias
         (b, 1, K, T + used), 0 where a hypothesis may attend: its context's real tokens, its
         ancestors, its own new token; -inf elsewhere)."""
-        if j and j % COMPACT_EVERY == 0:
-            self._compact(j)
         b, K = self.anc.shape[:2]
         self.anc[:, :, j] = self.used + torch.arange(K, device=self.anc.device)
         start, self.used = self.T + self.used, self.used + K
@@ -229,12 +232,18 @@ class _BeamCache:
         idx = src.unsqueeze(-1).expand(-1, -1, steps)
         self.anc[:, :, :steps] = self.anc[:, :, :steps].gather(1, idx)
 
-    def _compact(self, steps: int) -> None:
-        """Keep only the generated positions some hypothesis descends from, in their order."""
+    def live(self, steps: int) -> torch.Tensor:
+        """(b, used) bool, on the device: the generated positions some hypothesis descends from
+        over the first `steps` steps."""
+        b = self.anc.shape[0]
+        anc = self.anc[:, :, :steps].reshape(b, -1)
+        return torch.zeros(b, self.used, dtype=torch.bool, device=anc.device).scatter_(1, anc, True)
+
+    def compact(self, steps: int, live: torch.Tensor, n: int) -> None:
+        """Keep only the live positions (`live` as live() gives it, of the examples kept), in
+        their order; n: the most live positions of an example (read on the host once)."""
         b, K = self.anc.shape[:2]
         anc = self.anc[:, :, :steps].reshape(b, -1)
-        live = torch.zeros(b, self.used, dtype=torch.bool, device=anc.device).scatter_(1, anc, True)
-        n = int(live.sum(1).max())
         keep = torch.sort((~live).to(torch.uint8), dim=1, stable=True).indices[:, :n]    # (b, n)
         # Rows of the flattened (examples x positions) axis: whole positions, one copy each.
         S = self.kv[0].shape[2]
@@ -252,12 +261,43 @@ class _BeamCache:
         self.ctx_bias, self.anc = self.ctx_bias[keep], self.anc[keep]
 
 
-def step_logits(model, cache: _BeamCache, tokens: torch.Tensor, positions: torch.Tensor, j: int):
+def step_logits(model, cache: _BeamCache, tokens: torch.Tensor, positions: torch.Tensor, j: int,
+                compile_backend: Optional[str] = None):
     """Logits (b * K, vocab) for one new token per hypothesis (tokens, positions (b, K)), the
-    tokens chosen at step j."""
+    tokens chosen at step j; compile_backend: through torch.compile (one graph per step)."""
     start, bias = cache.add_step(j)
-    hidden = model.transformer.beam_step(tokens, positions, cache.kv, start, bias)
+    if not compile_backend:
+        return _model_step(model, cache.kv, tokens, positions, start, bias)
+    # Compiled graphs are guarded on their inputs' strides: `tokens` is a column of the
+    # growing history and `positions` an expanded view, whose strides change from step to step
+    # (a recompilation each time); contiguous copies of these b x K ids keep one graph.
+    return _compiled_step(compile_backend)(model, cache.kv, tokens.contiguous(),
+                                           positions.contiguous(), start, bias)
+
+
+def _model_step(model, kv, tokens, positions, start: int, bias):
+    hidden = model.transformer.beam_step(tokens, positions, kv, start, bias)
     return model.lm_head(hidden.reshape(-1, hidden.shape[-1]))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_step(backend: str):
+    """The model step through torch.compile, one wrapper per backend for the whole run: its
+    graphs serve every step and batch (batch, cache length and `start` are symbolic; after the
+    first step's graph, one more with `start` symbolic)."""
+    from traincore import compiled
+    step = compiled(_model_step, backend=backend)
+    try:
+        from torch.fx.experimental import _config as fx_config
+    except ImportError:
+        fx_config = None
+
+    def run(*args):
+        # "Duck sizing" would tie sizes that happen to be equal (the batch and the beam, both
+        # 3, say) and compile again when they part; these sizes are unrelated.
+        with fx_config.patch(use_duck_shape=False) if fx_config is not None else contextlib.nullcontext():
+            return step(*args)
+    return run
 
 
 def _score_dtype(logits):
@@ -294,18 +334,21 @@ class _Best:
 
 @torch.no_grad()
 def beam_search(model, contexts: Sequence[Sequence[int]], s: BeamSettings, pad_to: int = 0,
-                early_exit: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+                early_exit: bool = True, compile_backend: Optional[str] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Decode a batch of contexts. Returns (predictions (B, eval_len) long, best scores (B,)).
 
     pad_to: pad every context to at least this many tokens (only to reproduce the reference's
     fixed-length padding in benchmarks; the result does not change).
     early_exit: drop an example from the batch once its result is settled (same result).
+    compile_backend: run each step's model call through torch.compile with this backend.
     """
     with cpu_linear.packed_weights(rows=len(contexts) * s.beam):   # CPU only; inert if nested
-        return _beam_search(model, contexts, s, pad_to, early_exit)
+        return _beam_search(model, contexts, s, pad_to, early_exit, compile_backend)
 
 
-def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool):
+def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool,
+                 compile_backend: Optional[str]):
     device = next(model.parameters()).device
     B, K, E = len(contexts), s.beam, s.eval_len
     if B == 0:
@@ -338,19 +381,30 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
     _offer_finished(best, active, beam_scores, history, eos, 0, s)
 
     for i in range(1, E):
-        if early_exit:
-            keep = _unsettled(best, active, beam_scores, i - 1, s)
-            if keep is not None:
-                if keep.numel() == 0:
-                    break
+        j = i - 1           # the step whose tokens go in now
+        if j and j % COMPACT_EVERY == 0:
+            # The one host read of these COMPACT_EVERY steps (none in between: a GPU runs ahead):
+            # which examples are settled, and how many generated positions each still needs.
+            live = cache.live(j)
+            settled = _settled(best, active, beam_scores, j, s) if early_exit else \
+                torch.zeros_like(active, dtype=torch.bool)
+            b = active.numel()
+            read = torch.cat((settled.long(), live.sum(1))).tolist()
+            kept = [e for e in range(b) if not read[e]]
+            if not kept:
+                break
+            if len(kept) < b:
+                keep = torch.as_tensor(kept, device=device)
                 rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).reshape(-1)
                 cache.select(keep)
-                history, ctx_len = history[rows], ctx_len[keep]
+                live, history, ctx_len = live[keep], history[rows], ctx_len[keep]
                 beam_scores, active = beam_scores[keep], active[keep]
+            cache.compact(j, live, max(read[b + e] for e in kept))
         n = active.numel()
         # The tokens chosen at step i - 1, at position ctx_len + i - 1.
         positions = (ctx_len + (i - 1)).unsqueeze(1).expand(n, K)
-        logits = _score_dtype(step_logits(model, cache, history[:, -1].view(n, K), positions, i - 1))
+        logits = _score_dtype(step_logits(model, cache, history[:, -1].view(n, K), positions, j,
+                                          compile_backend))
         process_scores_(logits, history, i, s, eos)
         beam_scores, flat = top_candidates(torch.log_softmax(logits, dim=-1), beam_scores)
         parent = flat // V                                          # (n, K): beam within the example
@@ -372,17 +426,15 @@ def _offer_finished(best, active, beam_scores, history, eos, step, s):
     beam_scores.masked_fill_(fin, NEG_INF)
 
 
-def _unsettled(best, active, beam_scores, step, s) -> Optional[torch.Tensor]:
-    """Positions (in `active`) of examples a later step can still change; None when all can."""
+def _settled(best, active, beam_scores, step, s) -> torch.Tensor:
+    """(examples in `active`,) bool, on the device: those no later step can change (they may
+    stay in the batch until the next check: what they compute then cannot beat their best)."""
     E = s.eval_len
     # Any later candidate has sum <= the best running sum (log-probs are <= 0) and length in
     # [step + 2, E]; for a sum <= 0, sum / len^lp is largest at the largest len^lp.
     denom = max(L ** s.length_penalty for L in range(step + 2, E + 1))
     bound = beam_scores.max(1).values / denom
-    settled = best.has[active] & (best.score[active] >= bound)
-    if not bool(settled.any()):
-        return None
-    return (~settled).nonzero().squeeze(1)
+    return best.has[active] & (best.score[active] >= bound)
 
 
 # ---------------------------------------------------------------------------- many contexts
@@ -414,7 +466,8 @@ def batches_by_length(lengths: Sequence[int], examples_per_batch: int,
 
 def decode_contexts(model, contexts: Sequence[Sequence[int]], s: BeamSettings,
                     examples_per_batch: int, pad_to: int = 0, early_exit: bool = True,
-                    progress=None, cache_rows: Optional[int] = None) -> List[List[int]]:
+                    progress=None, cache_rows: Optional[int] = None,
+                    compile_backend: Optional[str] = None) -> List[List[int]]:
     """Predictions (eval_len ids each) for every context, in input order (batches as in
     batches_by_length); progress(n) is called after each batch with its number of contexts."""
     results: List[Optional[List[int]]] = [None] * len(contexts)
@@ -424,7 +477,7 @@ def decode_contexts(model, contexts: Sequence[Sequence[int]], s: BeamSettings,
     with cpu_linear.packed_weights(rows=max(map(len, plan), default=1) * s.beam):
         for idx in plan:
             seqs, _ = beam_search(model, [contexts[j] for j in idx], s, pad_to=pad_to,
-                                  early_exit=early_exit)
+                                  early_exit=early_exit, compile_backend=compile_backend)
             for j, row in zip(idx, seqs.tolist()):
                 results[j] = row
             if progress is not None:

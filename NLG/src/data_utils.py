@@ -84,6 +84,14 @@ class FT_Dataset(torch.utils.data.Dataset):
                 unusable += 1
         return truncated, unusable
 
+    def loss_tokens(self, item):
+        """The sum of example `item`'s loss mask (see __getitem__), from its lengths alone: a
+        step's token count on the host, with no tensor built."""
+        context, completion, _ = self.ft_samples[item]
+        cond = self.prefix_len + len(context) + self.infix_len
+        n = min(cond + len(completion), self.max_seq_length)
+        return max(n - 1, 0) if self.joint_lm else max(n - 1 - max(cond - 1, 0), 0)
+
     def max_token_count(self):
         return max(min(len(c) + len(d) + self.prefix_len + self.infix_len, self.max_seq_length)
                    for c, d, _ in self.ft_samples)
@@ -136,11 +144,14 @@ class BatchStream:
     torch.Generator(seed + epoch) (DistributedSampler's permutation), fills the last global batch
     by wrapping around, and hands global batch i = perm[i*B*W : (i+1)*B*W] out rank by rank
     (rank r takes positions r, r + W, ...). So W ranks x batch B see exactly the examples that one
-    process with batch W*B sees, and a resumed run restarts at any batch without replaying."""
+    process with batch W*B sees, and a resumed run restarts at any batch without replaying.
+    pin_memory (for a CUDA device): the batch's tensors are in page-locked memory, so that
+    their copy to the GPU (non_blocking) does not make the host wait for the device."""
 
-    def __init__(self, dataset, batch_size, world_size=1, rank=0, seed=0):
+    def __init__(self, dataset, batch_size, world_size=1, rank=0, seed=0, pin_memory=False):
         self.dataset, self.batch_size = dataset, batch_size
         self.world_size, self.rank, self.seed = world_size, rank, seed
+        self.pin_memory = pin_memory
         n = len(dataset)
         self.per_epoch = math.ceil(n / (batch_size * world_size))
         self._epoch, self._perm = None, None
@@ -158,11 +169,23 @@ class BatchStream:
     def epoch_of(self, g):
         return 1 + g // self.per_epoch
 
-    def batch(self, g):
+    def _global_batch(self, g):
+        """The example indices of global batch g, every rank's."""
         epoch, i = 1 + g // self.per_epoch, g % self.per_epoch
         glob = self.batch_size * self.world_size
-        idx = self._permutation(epoch)[i * glob:(i + 1) * glob][self.rank::self.world_size]
-        return collate_pad([self.dataset[j] for j in idx])
+        return self._permutation(epoch)[i * glob:(i + 1) * glob]
+
+    def batch(self, g):
+        idx = self._global_batch(g)[self.rank::self.world_size]
+        out = collate_pad([self.dataset[j] for j in idx])
+        if self.pin_memory:
+            out = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in out.items()}
+        return out
+
+    def global_tokens(self, g):
+        """The loss-mask sum of global batch g over all ranks, computed on the host by every
+        rank alike (each holds the whole dataset): no collective, no device copy."""
+        return sum(self.dataset.loss_tokens(j) for j in self._global_batch(g))
 
 
 def eval_batches(dataset, batch_size, world_size=1, rank=0):

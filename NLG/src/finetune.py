@@ -13,7 +13,7 @@ from nlg.data_utils import BatchStream, FT_Dataset, eval_batches
 from nlg.model import GPT2LMModel, config_from_card, lora
 from nlg.optimizer import create_adam_optimizer_from_args, create_optimizer_scheduler
 from traincore import (LossWatch, Precision, RunLog, TrainLoop, WorkDirBusy, all_reduce_sum,
-                       allowed_changes, barrier, claim_work_dir, load_resume,
+                       allowed_changes, barrier, claim_work_dir, compiled, load_resume,
                        remove_stale_temporaries, save_finite, save_resume, seed_all, write_json_atomic)
 
 # What a run writes in --work_dir (removed first by --overwrite).
@@ -73,7 +73,7 @@ def train(args, method):
     model, full = _build_model(args, method, config)
     trainable, total = lora.count_parameters(model)
     stream = BatchStream(train_data, args.train_batch_size, args.world_size, args.rank,
-                         args.random_seed)
+                         args.random_seed, pin_memory=args.device.type == "cuda")
     # Like Microsoft's loop, training ends at --max_step or after --max_epoch, whichever is first.
     max_step = args.max_step
     if args.max_epoch is not None:
@@ -82,13 +82,14 @@ def train(args, method):
     args.max_step = max_step
     optimizer = create_adam_optimizer_from_args(model, args)
     scheduler = create_optimizer_scheduler(optimizer, args)
-    precision = Precision.from_flags(args.fp16, args.bf16, args.device)
+    precision = Precision.from_flags(args.fp16, args.bf16, args.device, tf32=args.tf32)
+    precision.apply()
     scaler = precision.grad_scaler()
     sd = model.state_dict()
     trained = list(sd) if full else [k for k in sd if lora.is_adapter_key(k)]
     step, resume_path = _maybe_resume(args, model, trained, optimizer, scheduler, scaler)
 
-    net = args.procs.wrap(model, broadcast_buffers=False)
+    net = args.procs.wrap(compiled(model, backend=args.compile) if args.compile else model, broadcast_buffers=False)
     loop = TrainLoop(net, optimizer, scheduler, precision, scaler, clip=args.clip,
                      distributed=args.world_size > 1, step=step,
                      params=[p for p in model.parameters() if p.requires_grad])
@@ -160,17 +161,19 @@ def _build_model(args, method, config):
 
 
 def _maybe_resume(args, model, trained, optimizer, scheduler, scaler):
-    """(step, resume.pt path or None): where this run starts."""
+    """(step, resume.pt path or None): where this run starts. Rank 0's file decides for every
+    process (traincore.read_resume): the others need not share its work dir."""
     if not args.resume:
         return 0, None
-    path = os.path.join(args.work_dir, "resume.pt") if args.resume == "auto" else args.resume
-    if args.resume == "auto" and not os.path.isfile(path):
+    auto = args.resume == "auto"
+    path = os.path.join(args.work_dir, "resume.pt") if auto else args.resume
+    allowed = allowed_changes(args.resume_allow_changes, RESUME_SETTINGS)
+    state = load_resume(path, model, trained, optimizer, scheduler, scaler, resume_settings(args),
+                        allowed, args.device, args.rank, args.world_size, missing_ok=auto)
+    if state is None:
         if args.rank == 0:   # --resume on a fresh work dir: nothing to continue yet
             print(f"--resume: no {path} yet: starting at step 0")
         return 0, None
-    allowed = allowed_changes(args.resume_allow_changes, RESUME_SETTINGS)
-    state = load_resume(path, model, trained, optimizer, scheduler, scaler, resume_settings(args),
-                        allowed, args.device, args.rank, args.world_size)
     if args.rank == 0:
         print(f"resumed from {path} at step {state['step']}")
     return int(state["step"]), path
@@ -196,11 +199,12 @@ class _Steps:
         """Step s trains on batches s*grad_acc ... (BatchStream: a function of the step)."""
         args = self.args
         for s in range(self.start_step, args.max_step):
-            micro = [self.stream.batch(s * args.grad_acc + i) for i in range(args.grad_acc)]
-            n_tok = torch.tensor([sum(b["n_tokens"] for b in micro)], dtype=torch.float64,
-                                 device=args.device)
-            all_reduce_sum(n_tok)  # the global count normalises every rank's loss
-            denom = (n_tok + 0.0001).float() / args.world_size  # DDP averages gradients over ranks
+            gs = [s * args.grad_acc + i for i in range(args.grad_acc)]
+            micro = [self.stream.batch(g) for g in gs]
+            # The global count normalises every rank's loss. It is a function of the step that
+            # every rank computes on the host: no all-reduce, no host-to-device copy per step.
+            n_tok = sum(self.stream.global_tokens(g) for g in gs)
+            denom = (n_tok + 0.0001) / args.world_size   # DDP averages gradients over ranks
             yield s, [(b, denom) for b in micro]
 
     def loss_of(self, net, item):
@@ -297,11 +301,13 @@ def _finish(args, method, model, step, run):
 RESUME_SETTINGS = ("model_card", "init_checkpoint", "train_data", "train_batch_size", "grad_acc",
                    "world_size", "random_seed", "max_step", "seq_len", "obj", "lr", "scheduler",
                    "warmup_step", "weight_decay", "correct_bias", "no_decay_bias", "adam_beta1",
-                   "adam_beta2", "adam_epislon", "clip", "label_smooth", "fp16", "bf16",
+                   "adam_beta2", "adam_epislon", "clip", "label_smooth", "fp16", "bf16", "tf32",
                    "independent_layer_init", "method")
 
 
 def resume_settings(args):
-    out = {k: getattr(args, k, None) for k in RESUME_SETTINGS if k != "method"}
+    out = {k: getattr(args, k, None) for k in RESUME_SETTINGS if k not in ("method", "tf32")}
+    if getattr(args, "tf32", False):     # recorded only when on: files from before --tf32 resume
+        out["tf32"] = True
     out["method"] = args.method_config.to_dict() if getattr(args, "method_config", None) else None
     return out

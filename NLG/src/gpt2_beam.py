@@ -11,7 +11,8 @@ Writes <work_dir>/<output_file>: one line per input line, {"id": line index, "pr
 token ids}, as the reference does. The method comes from loralib's flags (--lora_*, --nola_*,
 --method ...; gpt2_beam_<method>.py preset it). Weights: the final model.<step>.pt alone, or a
 backbone (--init_checkpoint) plus an adapter (--adapter_checkpoint); an adapter with no backbone
-is an error. The adapter is merged into the weights before decoding.
+is an error. The model is moved to its device, the adapter merged into the weights there, and
+with --bf16 / --fp16 the merged model is cast once to that dtype (no autocast while decoding).
 
 The search gives the reference's results (see beam_search.py), computed faster: each distinct
 context is decoded once, many contexts per batch (sorted by length, padded per batch instead of to
@@ -90,8 +91,19 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
                    help="the most distinct contexts per batch, spread evenly (0: about %d hypotheses "
                         "on CPU, %d on GPU)"
                         % (ROWS_PER_BATCH["cpu"], ROWS_PER_BATCH["cuda"]))
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU; results may differ from fp32)")
-    g.add_argument("--fp16", action="store_true", help="fp16 autocast (GPU or CPU; results may differ from fp32)")
+    g.add_argument("--bf16", action="store_true",
+                   help="decode in bf16: the merged model is cast once (GPU or CPU; results may "
+                        "differ from fp32)")
+    g.add_argument("--fp16", action="store_true",
+                   help="decode in fp16: the merged model is cast once (GPU or CPU; results may "
+                        "differ from fp32)")
+    g.add_argument("--tf32", action="store_true",
+                   help="TF32 products for fp32 weights on Ampere and newer GPUs (results may "
+                        "differ from fp32)")
+    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile each decoding step's model call (backend: inductor; "
+                        "aot_eager checks the graphs without generating code); the first "
+                        "steps pay the compilation")
     g = p.add_argument_group("benchmarks: run the way the reference does")
     g.add_argument("--no_dedup", action="store_true",
                    help="decode every line, also repeated contexts (for benchmarks)")
@@ -116,9 +128,9 @@ def main(argv=None, defaults=None, description=None):
     try:
         method = resolve_method(args)
         s = settings_from_args(args)
+        parse_gpu(args)                      # e.g. more processes than GPUs: an error
     except (ValueError, KeyError) as e:
         usage_error("gpt2_beam", message(e))
-    parse_gpu(args)
     try:
         return run(args, method, s)
     finally:

@@ -20,7 +20,10 @@ Semantics that differ from Microsoft's script, on purpose:
     with batch B train exactly like one process with batch N*B;
   * batches are padded to their longest example, and logits are only computed where the loss
     mask is 1;
-  * --fp16 / --bf16 use torch autocast (no apex); --resume continues a stopped run exactly.
+  * --fp16 / --bf16 use torch autocast (no apex), --tf32 TF32 products (fp32 is the default, as
+    the official runs); --resume continues a stopped run exactly, also on several machines
+    without a shared --work_dir (rank 0's resume.pt reaches every process);
+  * --compile runs the training step through torch.compile (off by default).
 
 Outputs in --work_dir: model.<step>.pt every --save_interval (adapter only, or everything for full
 fine-tuning), the final model.<max_step>.pt (backbone + adapter: --init_checkpoint for the beam
@@ -76,7 +79,18 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
     g.add_argument("--label_smooth", default=0.0, type=float, help="label smoothing")
     g.add_argument("--fp16", action="store_true",
                         help="fp16 autocast + loss scaling (GPU or CPU; traincore/precision.py)")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU)")
+    g.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast (GPU or CPU): products in bf16 (8-bit mantissa), "
+                             "weights, optimizer and loss in fp32")
+    g.add_argument("--tf32", action="store_true",
+                        help="TF32 products for fp32 tensors on Ampere and newer GPUs (10-bit "
+                             "mantissa inputs, fp32 sums); without it and --bf16 / --fp16 every "
+                             "product is fp32, as in the official runs")
+    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                        help="torch.compile the model for the training step (backend: inductor; "
+                             "aot_eager checks the graphs without generating code; dynamic "
+                             "shapes: batches are padded per batch); the first steps pay the "
+                             "compilation")
     g = parser.add_argument_group("logging, saving, resuming")
     g.add_argument("--work_dir", type=str, default=os.getenv("PT_OUTPUT_DIR", "gpt2_model"),
                         help="output folder")
@@ -133,7 +147,10 @@ def main(argv=None, defaults=None, description=None):
     from nlg.finetune import train          # torch from here on
     from nlg.gpu import cleanup, parse_gpu
     from traincore import NonFiniteError, release_work_dir
-    parse_gpu(args)
+    try:
+        parse_gpu(args)
+    except ValueError as e:          # e.g. more processes than GPUs
+        usage_error(str(e))
     try:
         return train(args, method)
     except NonFiniteError as e:
