@@ -96,3 +96,28 @@ def test_gradient_accumulation_equals_the_big_batch(shared_data, tmp_path):
     a, b = adapter(tmp_path / "big"), adapter(tmp_path / "acc")
     assert set(a) == set(b)
     assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+
+
+@pytest.mark.slow
+def test_resume_on_machines_without_a_shared_output_dir(shared_data, tmp_path):
+    """Two processes as on two machines: rank 1's --output_dir never holds resume.pt, yet it
+    continues from rank 0's state; the result equals the uninterrupted two-process run."""
+    from launch_helpers import launch_ranks
+    script = ROOT / "NLU" / "src" / "run_glue.py"
+    common = ("--max_steps", "5", "--evaluation_strategy", "no", "--logging_steps", "1")
+
+    def ranks(name, *extra):
+        return [args(shared_data, tmp_path / name, *common, *extra),
+                args(shared_data, tmp_path / (name + "_rank1"), *common, *extra)]
+    launch_ranks(script, ranks("whole"), tmp_path)
+    launch_ranks(script, ranks("cut", "--stop_after_steps", "2"), tmp_path)
+    assert (tmp_path / "cut" / "resume.pt").exists()
+    assert not (tmp_path / "cut_rank1" / "resume.pt").exists()
+    out = launch_ranks(script, [args(shared_data, tmp_path / "cut", *common, "--resume"),
+                                args(shared_data, tmp_path / "machine2", *common, "--resume")],
+                       tmp_path)
+    assert "resumed from" in out and "at step 2" in out
+    assert same(adapter(tmp_path / "whole"), adapter(tmp_path / "cut"))
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / n / "train_log.jsonl").read_text().splitlines()]
+              for n in ("whole", "cut")]
+    assert losses[0] == losses[1] and len(losses[0]) == 5

@@ -19,7 +19,8 @@ RUN_OUTPUTS = ("pytorch_model.bin", "best_model.bin", "adapter_config.json", "tr
 
 
 def collate(batch, pad_id, regression):
-    """Pad to the longest example of the batch."""
+    """Pad to the longest example of the batch; also the flat indices of its real tokens
+    (the model's token_rows), found here on the host so that a GPU step needs no sync."""
     longest = max(len(ids) for _, ids, _ in batch)
     ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), longest), dtype=torch.long)
@@ -29,7 +30,8 @@ def collate(batch, pad_id, regression):
     labels = torch.tensor([y for _, _, y in batch],
                           dtype=torch.float32 if regression else torch.long)
     index = torch.tensor([i for i, _, _ in batch], dtype=torch.long)
-    return index, ids, mask, labels
+    rows = torch.cat([torch.arange(i * longest, i * longest + len(x)) for i, (_, x, _) in enumerate(batch)])
+    return index, ids, mask, labels, rows
 
 
 class Indexed(torch.utils.data.Dataset):
@@ -78,9 +80,10 @@ def evaluate(model, encoded, args, dist_env, pad_id, task):
     bs = args.per_device_eval_batch_size
     for s in range(0, len(mine), bs):
         batch = [data[i] for i in mine[s:s + bs]]
-        index, ids, mask, _ = collate(batch, pad_id, regression)
-        with Precision.from_flags(args.fp16, args.bf16, dist_env.device).autocast():
-            logits = model(ids.to(dist_env.device), mask.to(dist_env.device))
+        index, ids, mask, _, rows = collate(batch, pad_id, regression)
+        dev = dist_env.device
+        with Precision.from_flags(args.fp16, args.bf16, dev, tf32=args.tf32).autocast():
+            logits = model(ids.to(dev), mask.to(dev), token_rows=rows.to(dev))
         logits = logits.float().cpu()
         out = logits.squeeze(-1) if regression else logits.argmax(-1)
         preds.update(zip(index.tolist(), out.tolist()))
@@ -164,6 +167,7 @@ def run_task(args):
                                     + (" (create_datasets.sh --tasks glue)" if flag == "data_dir"
                                        else " (download_pretrained_checkpoints.sh --models nlu)"))
     procs = Processes(args.local_rank)
+    Precision.from_flags(args.fp16, args.bf16, procs.device, tf32=args.tf32).apply()
     log = print if procs.main else (lambda *a, **k: None)
     seed_all(args.seed)
     method = resolve_method(args)

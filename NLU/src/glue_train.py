@@ -22,13 +22,16 @@ RESUME_SETTINGS = ("task_name", "model_card", "init_checkpoint", "adapter_checkp
                    "max_seq_length", "per_device_train_batch_size", "gradient_accumulation_steps",
                    "learning_rate", "classifier_lr", "num_train_epochs", "max_steps",
                    "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
-                   "max_grad_norm", "seed", "cls_dropout", "fp16", "bf16", "max_train_samples",
-                   "world_size", "method")
+                   "max_grad_norm", "seed", "cls_dropout", "fp16", "bf16", "tf32",
+                   "max_train_samples", "world_size", "method")
 HINT = " (a lower --learning_rate or --max_grad_norm 1.0 usually helps)"
 
 
 def resume_settings(args, procs, method):
-    out = {k: getattr(args, k, None) for k in RESUME_SETTINGS if k not in ("world_size", "method")}
+    out = {k: getattr(args, k, None) for k in RESUME_SETTINGS
+           if k not in ("world_size", "method", "tf32")}
+    if getattr(args, "tf32", False):     # recorded only when on: files from before --tf32 resume
+        out["tf32"] = True
     out.update(world_size=procs.world, method=method.to_dict())
     return out
 
@@ -70,7 +73,7 @@ class GlueTraining:
         self.warmup = math.ceil(self.total * args.warmup_ratio)
         self.device = procs.device
         opt = build_optimizer(model, args, self.device)
-        precision = Precision.from_flags(args.fp16, args.bf16, self.device)
+        precision = Precision.from_flags(args.fp16, args.bf16, self.device, tf32=args.tf32)
         self.loop = TrainLoop(ddp, opt, linear_schedule(opt, self.warmup, self.total), precision,
                               precision.grad_scaler(), clip=args.max_grad_norm,
                               distributed=procs.distributed,
@@ -92,14 +95,16 @@ class GlueTraining:
         """(epoch, batches to skip) where this run starts."""
         if not self.args.resume:
             return 0, 0
-        if not os.path.isfile(self.resume_path):
-            self.log(f"--resume: no {self.resume_path} yet: starting at step 0")
-            return 0, 0
         lp = self.loop
+        # rank 0's file decides for every process (traincore.read_resume)
         state = load_resume(self.resume_path, self.model, self.trained, lp.optimizer, lp.scheduler,
                             lp.scaler, self.settings,
                             allowed_changes(self.args.resume_allow_changes, RESUME_SETTINGS),
-                            self.device, self.procs.rank, self.procs.world, log=self.log)
+                            self.device, self.procs.rank, self.procs.world, log=self.log,
+                            missing_ok=True)
+        if state is None:
+            self.log(f"--resume: no {self.resume_path} yet: starting at step 0")
+            return 0, 0
         lp.step = int(state["step"])
         epoch, skip = int(state["epoch"]), int(state["batch"])
         self.tracking.update(json.loads(state["tracking"]))
@@ -107,8 +112,8 @@ class GlueTraining:
         return epoch, skip
 
     def loss_of(self, net, batch):
-        _, ids, mask, labels = (t.to(self.device, non_blocking=True) for t in batch)
-        loss, _ = net(ids, mask, labels=labels)
+        _, ids, mask, labels, rows = (t.to(self.device, non_blocking=True) for t in batch)
+        loss, _ = net(ids, mask, labels=labels, token_rows=rows)
         self.last_loss = loss / self.acc
         return self.last_loss
 

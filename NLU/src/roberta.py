@@ -174,13 +174,16 @@ class Layout:
     batch is padding, which would otherwise cost as much as the text. Only attention needs the
     (B, T) grid: `pad` scatters rows into it (padding rows 0, masked out as keys, their query
     outputs dropped) and `unpad` gathers them back. Each real token's result is what the padded
-    computation gives it; dropout draws a mask for the real tokens only, the same distribution."""
+    computation gives it; dropout draws a mask for the real tokens only, the same distribution.
+    `token_rows`: those flat indices computed on the host by the batch's collate (a nonzero on
+    the device makes a GPU step wait for the device: its result's size is data)."""
 
-    def __init__(self, batch: int, length: int, attention_mask=None):
+    def __init__(self, batch: int, length: int, attention_mask=None, token_rows=None):
         self.B, self.T = batch, length
         self.rows = None     # None: no padding, rows are the grid itself
         if attention_mask is not None:
-            rows = attention_mask.reshape(-1).nonzero().squeeze(1)
+            rows = token_rows if token_rows is not None else \
+                attention_mask.reshape(-1).nonzero().squeeze(1)
             if rows.numel() < batch * length:
                 self.rows = rows
 
@@ -278,9 +281,9 @@ class RobertaModel(nn.Module):
         self.embeddings = RobertaEmbeddings(cfg)
         self.encoder = RobertaEncoder(cfg)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        """(B, T, C) hidden states; rows of padding hold zeros."""
-        layout = Layout(*input_ids.shape, attention_mask)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, token_rows=None):
+        """(B, T, C) hidden states; rows of padding hold zeros. token_rows: see Layout."""
+        layout = Layout(*input_ids.shape, attention_mask, token_rows)
         x = self.embeddings(input_ids, token_type_ids, layout)
         keep = None
         if attention_mask is not None:
@@ -347,10 +350,13 @@ class RobertaForSequenceClassification(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                token_rows=None):
         """Logits (B, num_labels); with `labels`, (loss, logits): MSE when num_labels == 1
-        (STS-B regression), else cross-entropy."""
-        logits = self.classifier(self.roberta(input_ids, attention_mask, token_type_ids))
+        (STS-B regression), else cross-entropy. token_rows: the flat indices of the real tokens
+        (attention_mask's nonzero), computed on the host (see Layout)."""
+        logits = self.classifier(self.roberta(input_ids, attention_mask, token_type_ids,
+                                              token_rows))
         if labels is None:
             return logits
         if self.config.num_labels == 1:

@@ -84,7 +84,13 @@ def build_parser(defaults=None):
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--fp16", action="store_true",
                    help="fp16 autocast + loss scaling (GPU or CPU; traincore/precision.py)")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU or CPU)")
+    g.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast (GPU or CPU): products in bf16 (8-bit mantissa), weights, "
+                        "optimizer and loss in fp32")
+    g.add_argument("--tf32", action="store_true",
+                   help="TF32 products for fp32 tensors on Ampere and newer GPUs (10-bit "
+                        "mantissa inputs, fp32 sums); without it and --bf16 / --fp16 every "
+                        "product is fp32, as in the official runs")
     g.add_argument("--do_train", action="store_true", help="(neither --do_train nor --do_eval: both)")
     g = p.add_argument_group("evaluation")
     g.add_argument("--do_eval", action="store_true")
