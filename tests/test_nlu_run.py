@@ -217,3 +217,24 @@ def test_adapter_record_rebuilds_the_method_and_refuses_contradicting_flags(shar
         run_glue.main(_args(shared_data, tmp_path / "x", "--do_eval", "--adapter_checkpoint",
                             adapter, "--method", "lorma_plus", "--lora_dim", "4",
                             "--lora_alpha", "8"))
+
+
+@pytest.mark.parametrize("precision,flag", [("fp32", None), ("tf32", "--tf32"), ("bf16", "--bf16")])
+def test_scripts_take_a_precision_setting(tmp_path, precision, flag):
+    """PRECISION=fp32|tf32|bf16 (default fp32, the official runs) becomes run_glue.py's flag;
+    the scripts' --help lists it with its cost; anything else is refused."""
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" > "{record}"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake), num_gpus="1", OUTPUT_DIR=str(tmp_path / "out"), MNLI_ADAPTER="none",
+               **({} if precision == "fp32" else {"PRECISION": precision}))
+    r = _run(["bash", "roberta_base_lora_rte.sh"], env)
+    assert r.returncode == 0, r.stderr
+    argv = record.read_text().split()
+    assert argv[0].endswith("run_glue.py")
+    assert {f for f in ("--tf32", "--bf16", "--fp16") if f in argv} == ({flag} if flag else set())
+    assert run_glue.build_parser().parse_args(argv[1:]).tf32 == (flag == "--tf32")
+    assert "PRECISION        fp32|tf32|bf16" in _run(["bash", "roberta_base_lora_rte.sh", "--help"], env).stdout
+    bad = _run(["bash", "roberta_large_nola_cola.sh"], dict(env, PRECISION="fp16"))
+    assert bad.returncode == 2 and "PRECISION must be fp32, tf32 or bf16, got 'fp16'" in bad.stderr

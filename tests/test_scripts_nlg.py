@@ -262,3 +262,48 @@ def test_smoke_runs_a_task_script_end_to_end_offline_from_the_demo_generators(tm
                 "TASK_REF_NUM", "TASK_TITLE", "TASK_CONVERTER", "PWD"}
     helptext = bash(SCRIPTS / "run_task.sh", "--help").stdout
     assert [v for v in sorted(used - internal) if v not in helptext] == []
+
+
+def _recording_python(tmp_path):
+    """A PYTHON for run_task.sh that records the training and decoding command lines (and
+    stops there) and runs every other step with the real interpreter."""
+    record = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/usr/bin/env bash\ncase "$1" in src/gpt2_ft.py|src/gpt2_beam.py) '
+                    f'echo "$*" >> "{record}"; exit 3;; esac\nexec "{sys.executable}" "$@"\n')
+    fake.chmod(0o755)
+    return fake, record
+
+
+@pytest.mark.parametrize("precision,flag", [("fp32", None), ("tf32", "--tf32"), ("bf16", "--bf16")])
+def test_precision_setting_reaches_training_and_decoding(tmp_path, shared_data, precision, flag):
+    """PRECISION=fp32|tf32|bf16 (default fp32, the official runs) is a setting of every
+    generated script, listed in --help, and becomes the same flag of gpt2_ft.py and gpt2_beam.py."""
+    assert _settings(SCRIPTS / "dart_nola.sh")["PRECISION"] == "fp32"
+    assert _settings(SCRIPTS / OFFICIAL_NOLA[1])["PRECISION"] == "fp32"
+    assert _settings(SCRIPTS / "e2e_lora.sh", env={"PRECISION": precision})["PRECISION"] == precision
+    assert "PRECISION=fp32|tf32|bf16" in bash(SCRIPTS / "e2e_lora.sh", "--help").stdout
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "test_formatted.jsonl"):
+        (data / name).write_text('{"context": [1], "completion": [2]}\n')
+    fake, record = _recording_python(tmp_path)
+    work = tmp_path / "w"
+    args = ["--model_card", "gpt2.tiny", "--vocab", shared_data / "vocab", "--init_checkpoint", "random",
+            "--data_dir", data, "--work_dir", work, "--launcher", "python"]
+    env = {"PRECISION": precision}
+    r = subprocess.run(["bash", str(SCRIPTS / "e2e_lora.sh"), *map(str, args)], capture_output=True,
+                       text=True, env={**os.environ, **env, "PYTHON": str(fake)})
+    assert r.returncode == 3, r.stderr
+    (work / "model.1.pt").write_bytes(b"")           # a finished training: decoding comes next
+    (work / "run_info.json").write_text(json.dumps({"final_checkpoint": str(work / "model.1.pt")}))
+    r = subprocess.run(["bash", str(SCRIPTS / "e2e_lora.sh"), *map(str, args)], capture_output=True,
+                       text=True, env={**os.environ, **env, "PYTHON": str(fake)})
+    assert r.returncode == 3, r.stderr
+    calls = record.read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["src/gpt2_ft.py", "src/gpt2_beam.py"]
+    for c in calls:
+        used = {f for f in ("--tf32", "--bf16", "--fp16") if f in c.split()}
+        assert used == ({flag} if flag else set()), c
+    bad = bash(SCRIPTS / "e2e_lora.sh", *args, env={"PRECISION": "fp8"})
+    assert bad.returncode == 2 and "PRECISION must be fp32, tf32 or bf16, got 'fp8'" in bad.stderr

@@ -5,7 +5,7 @@
 #
 #   bash scripts/e2e_ft.sh [--num_gpus N] [--seed S] [--model_card gpt2.md] [--work_dir DIR] ...
 #   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden
-#    from the environment, e.g. LR=1e-4 bash scripts/e2e_ft.sh)
+#    from the environment, e.g. LR=1e-4 bash scripts/e2e_ft.sh, or PRECISION=bf16)
 set -euo pipefail
 export TASK=e2e METHOD_NAME=ft
 : "${LR:=0.00005}"; export LR                           # LoRA paper: FT baseline of Li & Liang (2021)
@@ -17,5 +17,6 @@ export TASK=e2e METHOD_NAME=ft
 : "${BEAM:=10}"; export BEAM                            # LoRA paper Table 11
 : "${LENGTH_PENALTY:=0.9}"; export LENGTH_PENALTY       # LoRA paper Table 11
 : "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE # LoRA paper Table 11
+: "${PRECISION:=fp32}"; export PRECISION                # fp32|tf32|bf16: fp32 as the official runs (run_task.sh --help)
 export METHOD_ARGS="--method full"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

@@ -18,5 +18,6 @@ export TASK=e2e METHOD_NAME=nola_official
 : "${BEAM:=10}"; export BEAM
 : "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY
 : "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE
+: "${PRECISION:=fp32}"; export PRECISION                # fp32|tf32|bf16: fp32 as the official runs (run_task.sh --help)
 export METHOD_ARGS="--lora_qv --use_nola --nola_num_basis 512 --lora_rank 8 --lora_alpha 8"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

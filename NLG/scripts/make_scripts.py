@@ -88,6 +88,11 @@ ORDER = ["LR", "WEIGHT_DECAY", "DROPOUT", "LABEL_SMOOTH", "WARMUP_STEP", "MAX_EP
 TASK_TITLE = {name: task.title for name, task in NLG_TASKS.items()}
 
 
+# fp32, the official runs' precision; tf32 / bf16 are faster settings a user names (their cost:
+# run_task.sh --help).
+PRECISION_LINE = ': "${PRECISION:=fp32}"; export PRECISION'.ljust(55) + \
+    " # fp32|tf32|bf16: fp32 as the official runs (run_task.sh --help)"
+
 LORA_TABLE = "LoRA paper Table 11"
 NOLA_SCRIPT = "NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35"
 
@@ -133,7 +138,7 @@ def render(task, method):
         "#",
         f"#   bash scripts/{task}_{method}.sh [--num_gpus N] [--seed S] [--model_card gpt2.md] [--work_dir DIR] ...",
         "#   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden",
-        "#    from the environment, e.g. LR=1e-4 bash scripts/" + f"{task}_{method}.sh)",
+        "#    from the environment, e.g. LR=1e-4 bash scripts/" + f"{task}_{method}.sh, or PRECISION=bf16)",
         "set -euo pipefail",
         f"export TASK={task} METHOD_NAME={method}",
     ]
@@ -141,6 +146,7 @@ def render(task, method):
         if k in settings:
             lines.append(f': "${{{k}:={settings[k]}}}"; export {k}'.ljust(55)
                          + f" # {source(method, task, k, over)}")
+    lines.append(PRECISION_LINE)
     lines.append(f'export METHOD_ARGS="{flags}"')
     lines.append('exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"')
     return "\n".join(lines) + "\n"
@@ -177,6 +183,7 @@ def render_official(name):
                 "NO_REPEAT_NGRAM_SIZE": "4"}
     for k, val in settings.items():
         lines.append(f': "${{{k}:={val}}}"; export {k}')
+    lines.append(PRECISION_LINE)
     lines.append(f'export METHOD_ARGS="--lora_qv --use_nola --nola_num_basis {v["NUM_BASIS"]} '
                  f'--lora_rank {v["RANK"]} --lora_alpha {v["LORA_ALPHA"]}"')
     lines.append('exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"')

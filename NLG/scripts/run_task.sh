@@ -27,6 +27,15 @@
 #              EOS_TOKEN_ID (an extra end id; default the vocabulary's "\n\n")
 #              EXTRA_BEAM_ARGS (flags appended to gpt2_beam.py)
 #   scoring:   REF_NUM (references per context for WebNLG / DART) NO_METEOR (1: skip METEOR)
+#   precision: PRECISION=fp32|tf32|bf16, for training and decoding (default fp32):
+#              fp32  every product in float32, as the official runs (the published numbers);
+#              tf32  float32 tensors, TF32 products on Ampere and newer GPUs (--tf32): faster
+#                    matmuls, inputs rounded to a 10-bit mantissa (about 1e-3 relative);
+#              bf16  bf16 autocast in training, the merged model cast to bf16 for decoding
+#                    (--bf16): half the activation memory, an 8-bit mantissa (about 4e-3
+#                    relative); scores may move by a few tenths of a point, so compare runs
+#                    of one precision only. On a CPU tf32 changes nothing, bf16 is slow
+#                    without AVX512-BF16 / AMX.
 # Run from the repository root or from NLG/.
 set -euo pipefail
 
@@ -118,7 +127,7 @@ while [ $# -gt 0 ]; do
     --launcher) LAUNCHER=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
     --smoke) SMOKE=1; shift ;;
-    -h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
@@ -211,6 +220,13 @@ if [ -z "${EOS_TOKEN_ID:-}" ]; then
     || die "cannot read the end-of-text token from $VOCAB/encoder.json"
 fi
 
+case "${PRECISION:=fp32}" in
+  fp32) precision_args=() ;;
+  tf32) precision_args=(--tf32) ;;
+  bf16) precision_args=(--bf16) ;;
+  *) die "PRECISION must be fp32, tf32 or bf16, got '$PRECISION'" ;;
+esac
+
 mkdir -p "$WORK_DIR"
 read -r -a method_args <<< "$METHOD_ARGS"
 read -r -a extra_ft <<< "${EXTRA_FT_ARGS:-}"
@@ -250,6 +266,7 @@ ft_args=(
   "${method_args[@]}"
   --work_dir "$WORK_DIR"
   --random_seed "$SEED"
+  "${precision_args[@]}"
   "${extra_ft[@]}"
 )
 ft_inputs=("$DATA_DIR/train.jsonl" "$DATA_DIR/valid.jsonl")
@@ -299,6 +316,7 @@ beam_args=(
   --eos_token_id "$EOS_TOKEN_ID"
   --work_dir "$WORK_DIR"
   --output_file "$predict"
+  "${precision_args[@]}"
   "${extra_beam[@]}"
 )
 if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/$predict" ] \

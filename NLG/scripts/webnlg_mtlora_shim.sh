@@ -5,7 +5,7 @@
 #
 #   bash scripts/webnlg_mtlora_shim.sh [--num_gpus N] [--seed S] [--model_card gpt2.md] [--work_dir DIR] ...
 #   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden
-#    from the environment, e.g. LR=1e-4 bash scripts/webnlg_mtlora_shim.sh)
+#    from the environment, e.g. LR=1e-4 bash scripts/webnlg_mtlora_shim.sh, or PRECISION=bf16)
 set -euo pipefail
 export TASK=webnlg METHOD_NAME=mtlora_shim
 : "${LR:=0.0002}"; export LR                            # LoRA paper Table 11
@@ -18,5 +18,6 @@ export TASK=webnlg METHOD_NAME=mtlora_shim
 : "${BEAM:=10}"; export BEAM                            # LoRA paper Table 11
 : "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY       # LoRA paper Table 11
 : "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE # LoRA paper Table 11
+: "${PRECISION:=fp32}"; export PRECISION                # fp32|tf32|bf16: fp32 as the official runs (run_task.sh --help)
 export METHOD_ARGS="--method mtlora --mtlora_structure SHIM --lora_dim 4 --lora_alpha 32 --lora_dropout ${DROPOUT}"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

@@ -5,7 +5,7 @@
 #
 #   bash scripts/webnlg_qnola.sh [--num_gpus N] [--seed S] [--model_card gpt2.md] [--work_dir DIR] ...
 #   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden
-#    from the environment, e.g. LR=1e-4 bash scripts/webnlg_qnola.sh)
+#    from the environment, e.g. LR=1e-4 bash scripts/webnlg_qnola.sh, or PRECISION=bf16)
 set -euo pipefail
 export TASK=webnlg METHOD_NAME=qnola
 : "${LR:=0.005}"; export LR                             # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
@@ -20,5 +20,6 @@ export TASK=webnlg METHOD_NAME=qnola
 : "${BEAM:=10}"; export BEAM                            # LoRA paper Table 11
 : "${LENGTH_PENALTY:=0.8}"; export LENGTH_PENALTY       # NOLA (no WebNLG/DART run): its E2E beam
 : "${NO_REPEAT_NGRAM_SIZE:=4}"; export NO_REPEAT_NGRAM_SIZE # LoRA paper Table 11
+: "${PRECISION:=fp32}"; export PRECISION                # fp32|tf32|bf16: fp32 as the official runs (run_task.sh --help)
 export METHOD_ARGS="--method nola --qnola --qbits ${QBITS} --nola_rank 8 --nola_c ${NOLA_C} --nola_num_basis ${NOLA_NUM_BASIS} --nola_qv"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_task.sh" "$@"

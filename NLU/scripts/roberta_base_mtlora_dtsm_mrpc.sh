@@ -6,7 +6,8 @@
 #   bash roberta_base_mtlora_dtsm_mrpc.sh [extra run_glue.py flags]
 # Settings below can be overridden from the environment (e.g. LR=1e-4 SEED=1 bash roberta_base_mtlora_dtsm_mrpc.sh);
 # paths and run length: MODEL_CARD INIT_CHECKPOINT TOKENIZER_DIR DATA_DIR OUTPUT_DIR num_gpus
-# MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER (see run_glue_task.sh).
+# MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER; PRECISION=fp32|tf32|bf16
+# (default fp32, as the official runs; their cost: bash roberta_base_mtlora_dtsm_mrpc.sh --help, from run_glue_task.sh).
 set -euo pipefail
 # The official run used 1 GPU(s) x this batch: num_gpus=1 for its global batch.
 export MODEL_SIZE=base TASK=mrpc METHOD_NAME="mtlora_dtsm"

@@ -6,7 +6,8 @@
 #   bash roberta_base_mtlora_icfm_sst2.sh [extra run_glue.py flags]
 # Settings below can be overridden from the environment (e.g. LR=1e-4 SEED=1 bash roberta_base_mtlora_icfm_sst2.sh);
 # paths and run length: MODEL_CARD INIT_CHECKPOINT TOKENIZER_DIR DATA_DIR OUTPUT_DIR num_gpus
-# MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER (see run_glue_task.sh).
+# MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER; PRECISION=fp32|tf32|bf16
+# (default fp32, as the official runs; their cost: bash roberta_base_mtlora_icfm_sst2.sh --help, from run_glue_task.sh).
 set -euo pipefail
 # The official run used 2 GPU(s) x this batch: num_gpus=2 for its global batch.
 export MODEL_SIZE=base TASK=sst2 METHOD_NAME="mtlora_icfm"

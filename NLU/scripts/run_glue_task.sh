@@ -15,11 +15,30 @@
 #                    (default: that run's output folder); "none" starts from scratch
 #   num_gpus         processes (torchrun) — default: the visible GPU count, at least 1
 #   MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES EVAL_STRATEGY (epoch|end|no) RANDOM_INIT PYTHON
+#   PRECISION        fp32|tf32|bf16 (default fp32), for training and evaluation:
+#                    fp32  every product in float32, as the official runs (the published numbers);
+#                    tf32  float32 tensors, TF32 products on Ampere and newer GPUs (--tf32):
+#                          faster matmuls, inputs rounded to a 10-bit mantissa (~1e-3 relative);
+#                    bf16  bf16 autocast (--bf16): less activation memory, an 8-bit mantissa
+#                          (~4e-3 relative); dev metrics may move by a few tenths of a point, so
+#                          compare runs of one precision only.
 # Arguments are passed on to src/run_glue.py (e.g. --overwrite_output_dir to replace a finished
-# run in OUTPUT_DIR, which is refused otherwise).
+# run in OUTPUT_DIR, which is refused otherwise); --help shows this text.
 set -euo pipefail
 NLU_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
+case "${1:-}" in
+  -h|--help)
+    awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    echo "run_glue.py's own flags: $PYTHON $NLU_DIR/src/run_glue.py --help"
+    exit 0 ;;
+esac
+case "${PRECISION:=fp32}" in
+  fp32) precision_args=() ;;
+  tf32) precision_args=(--tf32) ;;
+  bf16) precision_args=(--bf16) ;;
+  *) echo "run_glue_task.sh: PRECISION must be fp32, tf32 or bf16, got '$PRECISION'" >&2; exit 2 ;;
+esac
 
 for v in MODEL_SIZE TASK METHOD_NAME METHOD_ARGS BATCH_SIZE EPOCHS LR MAX_SEQ_LENGTH SEED; do
   if [ -z "${!v:-}" ]; then
@@ -43,7 +62,7 @@ args=(--task_name "$TASK" --data_dir "$DATA_DIR" --tokenizer_dir "$TOKENIZER_DIR
       --per_device_train_batch_size "$BATCH_SIZE" --learning_rate "$LR"
       --num_train_epochs "$EPOCHS" --warmup_ratio "${WARMUP_RATIO:-0.06}"
       --weight_decay "${WEIGHT_DECAY:-0.1}" --seed "$SEED" --output_dir "$OUTPUT_DIR"
-      --evaluation_strategy "$EVAL_STRATEGY" --do_train --do_eval)
+      --evaluation_strategy "$EVAL_STRATEGY" --do_train --do_eval "${precision_args[@]}")
 [ -n "$INIT_CHECKPOINT" ] && args+=(--init_checkpoint "$INIT_CHECKPOINT")
 [ -n "${CLS_LR:-}" ] && args+=(--classifier_lr "$CLS_LR")
 [ -n "${MAX_STEPS:-}" ] && args+=(--max_steps "$MAX_STEPS")
