@@ -19,8 +19,10 @@ def test_compiled_training_and_decoding_equal_eager(tmp_path):
     runs = {}
     for name, extra in (("eager", []), ("compiled", ["--compile", "aot_eager"])):
         work = tmp_path / name
+        breaks = sum(counters["graph_break"].values())
         run_script("gpt2_ft.py", base_args(tmp_path, data, card, backbone, work, **flags) + extra)
         runs[name] = work
+    assert sum(counters["graph_break"].values()) == breaks      # the training step: one graph
     le, lc = read_log(runs["eager"]), read_log(runs["compiled"])
     assert [r["step"] for r in lc] == [1, 2]
     for a, b in zip(le, lc):
