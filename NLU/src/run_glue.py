@@ -8,8 +8,10 @@
         --num_train_epochs 30 --warmup_ratio 0.06 --weight_decay 0.1 --seed 0 \
         --lora_dim 8 --lora_alpha 8 --output_dir out/mrpc
 Several processes: `torchrun --nproc_per_node=N src/run_glue.py ...` (or
-`python -m torch.distributed.launch --use_env ...`); NCCL on GPUs, gloo on CPU. The batch size is
-per process, as in Hugging Face's run_glue.py.
+`python -m torch.distributed.launch --use_env ...`); NCCL on GPUs, gloo on CPU, one process per
+GPU. The batch size is per process, as in Hugging Face's run_glue.py. --resume works on several
+machines without a shared --output_dir (rank 0 reads resume.pt and sends its state to the
+others). Precision: fp32 by default (the official runs), --tf32, --bf16 or --fp16.
 
 The method comes from loralib's flags (--method, --lora_dim, --lorma_type, --mtlora_structure,
 --nola_*; see loralib/cli.py); without them the model is fully fine-tuned. With an adapter, only
