@@ -41,8 +41,11 @@ def _adapted(model: nn.Module):
 
 def _peft_compatible(model: nn.Module, config: MethodConfig) -> bool:
     layers = _adapted(model)
+    # a layer on a k-bit base is the method's class behind KbitLayer (kbit.py): PEFT's LoRA
+    # on a bitsandbytes layer reads the same keys
     return config.method == "lora" and bool(layers) and all(
-        len(m.enable_lora) == 1 and class_name(m) in ("MergedLinear", "Linear")
+        len(m.enable_lora) == 1 and (getattr(m, "method_class", None) or type(m)).__name__
+        in ("MergedLinear", "Linear") and class_name(m).endswith(("MergedLinear", "Linear"))
         for _, m in layers)
 
 

@@ -229,10 +229,15 @@ class AdaptedLinear(LoRALayer, nn.Linear):
     def slice_range(self, i: int) -> slice:
         return slice(i * self.slice_size, (i + 1) * self.slice_size)
 
+    def frozen_product(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """W0 x + b, the frozen layer's own output (w = frozen_weight()). The one place it is
+        computed: a quantized base (loralib/kbit.py) runs its own kernel here instead."""
+        return cpu_linear.linear(x, w, self.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.frozen_weight()
         if not self.has_adapter or self.merged:
-            return cpu_linear.linear(x, w, self.bias)
+            return self.frozen_product(x, w)
         return self.adapted_forward(x, w)
 
     def forward_gelu_tanh(self, x: torch.Tensor) -> torch.Tensor:
@@ -308,7 +313,7 @@ class LowRankAdapter(AdaptedLinear):
         # In place is safe: the frozen product is not saved for backward.
         xa = x2 if x_adapter is x else x_adapter.reshape(-1, x.shape[-1])
         after_a = F.linear(in_dtype(xa, A.dtype), A) * self.scaling
-        out = cpu_linear.linear(x2, w, self.bias)   # F.linear unless inference on a CPU
+        out = self.frozen_product(x2, w)   # F.linear unless inference on a CPU or k-bit
         b = self.full_b(B, A.shape[0]).t()
         if out.dtype == after_a.dtype or autocasting(out):
             # addmm_ is not autocast-aware: under bf16/fp16 autocast F.linear gave `out` in

@@ -1,14 +1,16 @@
 """Adapters in any PyTorch model: `inject` wraps existing projections in place,
 `merge_and_unload` gives plain layers back with the adapter folded in.
 
-A projection is an `nn.Linear` (weight (out, in)) or a Hugging Face `Conv1D` (GPT-2; weight
-(in, out), detected by class name as PEFT does, so loralib needs no transformers import). The
-adapted layer holds the very weight and bias Parameters of the original module, not copies:
-it is built on the meta device and only its adapter tensors are allocated, on the weight's
-device, in float32 by default whatever the weight's dtype: a bf16 or fp16 base keeps fp32
-adapters and fp32 optimizer moments (what the official LoRMA / PEFT recipes train with:
+A projection is an `nn.Linear` (weight (out, in)), a Hugging Face `Conv1D` (GPT-2; weight
+(in, out), detected by class name as PEFT does, so loralib needs no transformers import), or a
+bitsandbytes `Linear4bit` / `Linear8bitLt` (a 4-bit / 8-bit base as QLoRA's; also detected by
+class name, see kbit.py). The adapted layer holds the very weight and bias Parameters of the
+original module, not copies (a k-bit module itself becomes its child `base_layer`): it is built
+on the meta device and only its adapter tensors are allocated, on the weight's device, in
+float32 by default whatever the weight's dtype: a bf16, fp16 or k-bit base keeps fp32 adapters
+and fp32 optimizer moments (what the official LoRMA / PEFT recipes train with:
 `weight.new_zeros` on an fp32 base; PEFT upcasts adapters on a half base). `adapter_dtype=None`
-follows the weight's dtype instead.
+follows the weight's dtype instead (a k-bit weight's compute dtype).
 """
 import re
 from typing import Dict, List, Optional, Sequence, Union
@@ -16,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from . import kbit
 from .base import AdaptedLinear
 from .registry import MethodConfig, get_spec
 from .utils import mark_only_lora_as_trainable, refuse_sharded
@@ -27,6 +30,8 @@ def _projection_shape(module: nn.Module):
     """(in, out, fan_in_fan_out) of a supported projection, else None."""
     if isinstance(module, AdaptedLinear):
         return None
+    if kbit.kind(module) is not None:       # (an nn.Linear subclass whose weight is packed)
+        return module.in_features, module.out_features, False
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features, False
     if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None \
@@ -57,9 +62,9 @@ def _enable_for(name: str, enable) -> Optional[List[bool]]:
     return list(enable)
 
 
-def _adapter_dtype(dtype: Optional[torch.dtype], weight: torch.Tensor) -> torch.dtype:
+def _adapter_dtype(dtype: Optional[torch.dtype], module: nn.Module) -> torch.dtype:
     if dtype is None:
-        return weight.dtype
+        return module.weight.dtype if kbit.kind(module) is None else kbit.compute_dtype(module)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"adapter_dtype must be a floating torch.dtype or None (the weight's "
                         f"dtype), got {dtype!r}")
@@ -68,24 +73,30 @@ def _adapter_dtype(dtype: Optional[torch.dtype], weight: torch.Tensor) -> torch.
 
 def adapted_layer(module: nn.Module, config: MethodConfig, enable=None,
                   adapter_dtype: Optional[torch.dtype] = torch.float32) -> AdaptedLinear:
-    """`module` (nn.Linear or Conv1D) wrapped by `config`'s method, sharing its weight; its
-    adapter tensors are `adapter_dtype` (None: the weight's dtype)."""
+    """`module` (nn.Linear, Conv1D, bitsandbytes Linear4bit / Linear8bitLt) wrapped by
+    `config`'s method, sharing its weight; its adapter tensors are `adapter_dtype` (None: the
+    weight's dtype, for a k-bit weight its compute dtype)."""
     shape = _projection_shape(module)
     if shape is None:
-        raise TypeError(f"cannot adapt a {type(module).__name__}: loralib wraps nn.Linear and "
-                        f"Hugging Face Conv1D")
+        raise TypeError(f"cannot adapt a {type(module).__name__}: loralib wraps nn.Linear, "
+                        f"Hugging Face Conv1D and bitsandbytes Linear4bit / Linear8bitLt")
     n_in, n_out, fan_in_fan_out = shape
     weight = module.weight
-    float_dtype = _adapter_dtype(adapter_dtype, weight)
+    float_dtype = _adapter_dtype(adapter_dtype, module)
     spec = get_spec(config.method)
-    layer = spec.layer(n_in, n_out, r=config.r, lora_alpha=config.alpha,
-                       lora_dropout=config.dropout, enable_lora=enable or [True],
-                       fan_in_fan_out=fan_in_fan_out, merge_weights=False,
-                       bias=module.bias is not None, device="meta", **config.options)
+    quantized = kbit.kind(module) is not None
+    cls = kbit.kbit_class(spec.layer) if quantized else spec.layer
+    layer = cls(n_in, n_out, r=config.r, lora_alpha=config.alpha,
+                lora_dropout=config.dropout, enable_lora=enable or [True],
+                fan_in_fan_out=fan_in_fan_out, merge_weights=False,
+                bias=module.bias is not None, device="meta", **config.options)
     if not layer.has_adapter:
         raise ValueError(f"enable mask {enable} adapts no slice")
-    layer.weight = weight
-    layer.bias = module.bias
+    if quantized:
+        kbit.attach(layer, module)
+    else:
+        layer.weight = weight
+        layer.bias = module.bias
     # Allocate the adapter's own tensors (made on meta above) where the weight lives.
     for owner in layer.modules():
         for store in (owner._parameters, owner._buffers):
@@ -134,7 +145,8 @@ def inject(model: nn.Module, config: MethodConfig, target_modules: Targets,
                    if _projection_shape(model.get_submodule(n)) is None]
     if unsupported:
         raise TypeError(f"target_modules {target_modules!r} matched modules loralib cannot "
-                        f"wrap (nn.Linear and Conv1D only): {', '.join(unsupported[:5])}")
+                        f"wrap (nn.Linear, Conv1D, bitsandbytes Linear4bit / Linear8bitLt "
+                        f"only): {', '.join(unsupported[:5])}")
     for n in names:
         _set_submodule(model, n, adapted_layer(model.get_submodule(n), config,
                                                _enable_for(n, enable), adapter_dtype))
@@ -150,19 +162,27 @@ def inject(model: nn.Module, config: MethodConfig, target_modules: Targets,
 
 
 @torch.no_grad()
-def merge_and_unload(model: nn.Module) -> nn.Module:
+def merge_and_unload(model: nn.Module, requantize: bool = False,
+                     kbit_dtype: Optional[torch.dtype] = None) -> nn.Module:
     """Replace every adapted layer by a plain one holding the merged weight; returns `model`.
 
     Layers made by `inject` give back their original module (nn.Linear, Conv1D), whose weight
     now holds the merged value; layers built by this project's own models become plain
-    projections of the same layout. A model sharded by FSDP is refused with what to do
-    instead (save the adapter, merge it on an unsharded copy).
+    projections of the same layout. A layer on a k-bit base becomes an nn.Linear holding
+    dequantize(W0) + delta W in `kbit_dtype` (default: the base's compute dtype), or with
+    `requantize` a module of the base's kind holding it quantized again (which rounds the
+    update). A model sharded by FSDP is refused with what to do instead (save the adapter,
+    merge it on an unsharded copy).
     """
     refuse_sharded(model, "merge_and_unload")
     for name, m in list(model.named_modules()):
         if not isinstance(m, AdaptedLinear) or not m.has_adapter:
             continue
         m.unmerge()
+        if isinstance(m, kbit.KbitLayer):
+            _set_submodule(model, name, kbit.unloaded(m, m._merged_value(), kbit_dtype,
+                                                      requantize))
+            continue
         merged = m._merged_value().to(m.weight.dtype)
         base = m.__dict__.get("_loralib_base")
         if base is not None:
