@@ -150,6 +150,15 @@ def block_mask(enable: Sequence[bool], d: int, Rb: int, device) -> torch.Tensor:
     return _constant(key, make)
 
 
+def frozen_for_autocast(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Under autocast, an fp32 frozen weight cast to autocast's dtype once per forward, for every
+    product that reads it: autocast would make (and autograd keep) one copy per product, as it
+    caches the casts of trainable leaves only. The values are autocast's own."""
+    if w.dtype == torch.float32 and autocasting(x):
+        return w.to(torch.get_autocast_dtype(x.device.type))
+    return w
+
+
 def check_enable(enable: Optional[Sequence[bool]], out_features: int) -> List[bool]:
     enable = [True] if enable is None else [bool(e) for e in enable]
     if len(enable) == 0:
@@ -304,6 +313,8 @@ class LowRankAdapter(AdaptedLinear):
     def low_rank_forward(self, x: torch.Tensor, x_adapter: torch.Tensor,
                          w: torch.Tensor) -> torch.Tensor:
         """W0 x + b + s B_eff A_eff x_adapter (x_adapter: x, or x after the adapter's dropout)."""
+        # (LoRMA_+ reads W0 twice: in the frozen product and in A W0)
+        w = frozen_for_autocast(w, x)
         A, B = self.factors(w)
         x2 = x.reshape(-1, x.shape[-1])
         # The scale goes on the rank-sized activation, the cheapest place for it. The update is

@@ -20,14 +20,20 @@ METHODS = [("lora", {}),
            ("lorma", {"kind": "rri"}),       # LoRMA_+
            ("lorma", {"kind": "shift"}),     # LoRMA_pi
            ("mtlora", {"structure": "ICFM"}),
-           ("nola", {"num_basis_A": 8, "num_basis_B": 8})]
-IDS = ["lora", "lorma_plus", "lorma_pi", "mtlora_icfm", "nola"]
+           ("nola", {"num_basis_A": 8, "num_basis_B": 8}),
+           ("lorma", {"kind": "shift", "side": "weight"})]
+IDS = ["lora", "lorma_plus", "lorma_pi", "mtlora_icfm", "nola", "lorma_pi_weight_side"]
 
 
 def build(method, options):
-    cfg = lora.MethodConfig(method=method, r=2, alpha=4.0, options=dict(options), pipeline="gpt2")
+    options = dict(options)
+    side = options.pop("side", "auto")      # LoRMA_pi: T on the activations here unless forced
+    cfg = lora.MethodConfig(method=method, r=2, alpha=4.0, options=options, pipeline="gpt2")
     torch.manual_seed(0)
     model = GPT2LMModel(GPT2Config(method=cfg, **TINY))
+    for m in model.modules():
+        if isinstance(m, lora.LoRMALinear):
+            m.compute_side = side
     lora.mark_only_lora_as_trainable(model)
     return model
 

@@ -142,3 +142,23 @@ def test_low_rank_update_is_computed_in_fp32():
     update = (x_low.float() @ mixed.lora_A.t() * mixed.scaling) @ mixed.lora_B.t()
     got = mixed(x_low)
     torch.testing.assert_close(got, (frozen.float() + update).to(torch.bfloat16), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("side", ["activation", "weight"])
+@pytest.mark.parametrize("options", [{"kind": "shift", "mode": "pre"}, {"kind": "shift", "mode": "post"},
+                                     {"kind": "none", "mode": "pre"}, {"kind": "none", "mode": "post"}],
+                         ids=["shift-pre", "shift-post", "none-pre", "none-post"])
+def test_lorma_either_side_fp32_adapter_on_bf16(options, side):
+    """LoRMA_pi / none apply T to the activations or to the weight (by shape, or forced): both
+    sides follow the precision rule."""
+    low = torch.bfloat16
+    ref, mixed = pair("lorma", options, "fused_qkv", low)
+    mixed.compute_side = side
+    x_low, x = inputs(ref, low)
+    want = ref(x)
+    got = mixed(x_low)
+    assert got.dtype == low and rel_err(got, want) < TOL[low]
+    got.float().sum().backward()
+    assert all(p.grad.dtype == torch.float32 for p in adapter_params(mixed).values())
+    with torch.autocast("cpu", dtype=low):
+        assert mixed(x_low).dtype == low
