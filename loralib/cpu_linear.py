@@ -9,7 +9,10 @@ relative).
 
 The oneDNN path is taken only where it computes what F.linear would: no gradient being
 recorded (it has no backward), float32 or bfloat16 CPU tensors of the same dtype, no CPU
-autocast (which would have cast the operands), and a torch built with it. LORALIB_CPU_LINEAR=torch
+autocast (which would have cast the operands), and a torch built with it. bfloat16 only where
+this CPU's oneDNN has a bf16 product (AVX512 or AMX; see bf16_supported): elsewhere, e.g. an
+AVX2-only CPU, oneDNN cannot build one ("could not create a primitive descriptor") and
+F.linear computes it instead. LORALIB_CPU_LINEAR=torch
 in the environment, or set_enabled(False), keeps F.linear everywhere (to reproduce MKL's exact
 rounding).
 
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 _DTYPES = (torch.float32, torch.bfloat16)
 _enabled = os.environ.get("LORALIB_CPU_LINEAR", "onednn") != "torch"
 _op = None
+_bf16 = None        # whether oneDNN computes bf16 products on this CPU (bf16_supported)
 _prepack = os.environ.get("LORALIB_CPU_PREPACK", "1") != "0"
 # the open packed_weights block: {"rows": hint, "cache": key -> (weight, its version, packed)}
 _scope = None
@@ -43,6 +47,30 @@ def _onednn_op():
     return _op
 
 
+def bf16_supported() -> bool:
+    """Whether oneDNN computes a bf16 product on this CPU, decided once per process: torch's
+    own capability check (oneDNN needs AVX512 or AMX for bf16 on x86), and one tiny product
+    that must run and match F.linear, so that a build or CPU the check misjudges falls back to
+    F.linear instead of failing in the middle of a model."""
+    global _bf16
+    if _bf16 is None:
+        _bf16 = False
+        op = _onednn_op()
+        try:
+            capable = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        except (AttributeError, RuntimeError):
+            capable = True          # no such check in this torch: the product decides
+        if op and capable:
+            x = torch.arange(16, dtype=torch.bfloat16).reshape(2, 8)
+            w = torch.ones(3, 8, dtype=torch.bfloat16)
+            try:
+                with torch.no_grad():
+                    _bf16 = bool(torch.equal(op(x, w, None, "none", [], ""), F.linear(x, w)))
+            except RuntimeError:
+                pass
+    return _bf16
+
+
 def set_enabled(flag: bool) -> None:
     global _enabled
     _enabled = bool(flag)
@@ -51,7 +79,7 @@ def set_enabled(flag: bool) -> None:
 def uses_onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
     return (_enabled and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() >= 2
             and x.dtype in _DTYPES and w.dtype == x.dtype and not torch.is_autocast_enabled("cpu")
-            and bool(_onednn_op()))
+            and bool(_onednn_op()) and (x.dtype != torch.bfloat16 or bf16_supported()))
 
 
 def _can_pack() -> bool:

@@ -140,3 +140,60 @@ def test_inference_mode_weights_are_used_unpacked():
         assert not cpu_linear._scope["cache"]
     for y in ys:
         assert torch.allclose(y, F.linear(x, w), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_bf16_products_equal_f_linear_on_this_cpu():
+    """bf16 goes to oneDNN only where this CPU's oneDNN has a bf16 product; elsewhere (an AVX2
+    CPU: 'could not create a primitive descriptor') F.linear computes it."""
+    g = torch.Generator().manual_seed(2)
+    x, w = torch.randn(2, 5, 48, generator=g).bfloat16(), torch.randn(33, 48, generator=g).bfloat16()
+    b = torch.randn(33, generator=g).bfloat16()
+    with torch.no_grad():
+        got, fused = cpu_linear.linear(x, w, b), cpu_linear.linear(x, w, b, gelu_tanh=True)
+        with cpu_linear.packed_weights(rows=10):                 # as decoding calls it
+            packed = [cpu_linear.linear(x, w, b) for _ in range(2)]
+        assert cpu_linear.uses_onednn(x, w) == cpu_linear.bf16_supported()
+    ref = F.linear(x, w, b)
+    assert got.dtype == torch.bfloat16
+    if cpu_linear.bf16_supported():      # oneDNN's sums in another order: bf16 rounding apart
+        assert torch.allclose(got.float(), ref.float(), rtol=2e-2, atol=2e-2)
+    else:
+        assert torch.equal(got, ref) and all(torch.equal(p, ref) for p in packed)
+        assert torch.equal(fused, F.gelu(ref, approximate="tanh"))
+    # a bf16 adapted layer, merged, evaluated without a gradient (a bf16 decode's products)
+    layer = lora.adapt_linear(48, 96, lora.MethodConfig(method="lora", r=4, alpha=8),
+                              fan_in_fan_out=True).to(torch.bfloat16).eval()
+    torch.nn.init.normal_(layer.lora_B)
+    lora.merge_all(layer)
+    with torch.no_grad():
+        out = layer(x)
+    assert torch.allclose(out.float(), F.linear(x, layer.weight.t(), layer.bias).float(),
+                          rtol=2e-2, atol=2e-2)
+
+
+def test_bf16_falls_back_to_f_linear_where_onednn_cannot(monkeypatch):
+    """A oneDNN whose bf16 product fails (as on a CPU without AVX512 / AMX) is found out once,
+    and bf16 products go to F.linear while float32 ones still take oneDNN."""
+    calls = []
+
+    def op(x, w, b, attr, scalars, algorithm):
+        calls.append(x.dtype)
+        if x.dtype == torch.bfloat16:
+            raise RuntimeError("could not create a primitive descriptor for the inner product")
+        y = F.linear(x, w, b)
+        return F.gelu(y, approximate="tanh") if attr == "gelu" else y
+
+    monkeypatch.setattr(cpu_linear, "_op", op)
+    monkeypatch.setattr(cpu_linear, "_bf16", None)
+    monkeypatch.setattr(cpu_linear, "_enabled", True)
+    x, w = torch.randn(4, 8).bfloat16(), torch.randn(3, 8).bfloat16()
+    with torch.no_grad():
+        assert not cpu_linear.uses_onednn(x, w)
+        assert torch.equal(cpu_linear.linear(x, w), F.linear(x, w))
+        assert torch.equal(cpu_linear.linear(x, w, gelu_tanh=True),
+                           F.gelu(F.linear(x, w), approximate="tanh"))
+        assert calls.count(torch.bfloat16) <= 1                # tried once, then remembered
+        assert cpu_linear.uses_onednn(x.float(), w.float())
+        assert torch.equal(cpu_linear.linear(x.float(), w.float()), F.linear(x.float(), w.float()))
+    assert calls[-1] == torch.float32
