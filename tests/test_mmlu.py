@@ -238,6 +238,16 @@ def test_eval_mmlu_command_writes_results(tiny, tmp_path):
         ["ABCD"[i] for i in want["predictions"]]
     n_long = sum(len(tok(tok.bos_token + r["input"]).input_ids) > 40 for r in rows[:5])
     assert report["truncated_sources"] == want["truncated_sources"] == n_long > 0
+    # the fields nlg.report reads (its MMLU results format)
+    hits = [p["predicted"] == p["answer"] for p in report["predictions"]]
+    assert (report["task"], report["split"], report["shots"]) == ("mmlu", "eval", 0)
+    assert report["accuracy"] == results["mmlu_eval_accuracy"]
+    assert report["correct"] == sum(hits) and report["total"] == 5
+    assert report["accuracy_questions"] == sum(hits) / 5
+    for subject, s in report["subjects"].items():
+        mine = [h for h, r in zip(hits, rows[:5]) if r["subject"] == subject]
+        assert (s["correct"], s["total"]) == (sum(mine), len(mine))
+        assert s["accuracy"] == results[f"mmlu_eval_accuracy_{subject}"]
     with pytest.raises(SystemExit, match="--output is needed"):
         eval_mmlu.main(["--model_name_or_path", "some/hub-model", "--data_dir", str(d / "data"),
                         "--mmlu_dataset", "mmlu-zs"])

@@ -59,19 +59,6 @@ def output_path(args) -> str:
     return os.path.join(folder, f"mmlu_{args.mmlu_dataset}_{args.mmlu_split}_results.json")
 
 
-def add_pad_token(tokenizer, model) -> None:
-    """qlora.py's smart_tokenizer_and_embedding_resize (lines 442-462) with [PAD]: the new rows
-    of the input and output embeddings start at the mean of the old ones."""
-    import torch
-    old = model.get_input_embeddings().weight.shape[0]
-    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
-    model.resize_token_embeddings(len(tokenizer))
-    with torch.no_grad():
-        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
-            if emb is not None and emb.weight.shape[0] > old:
-                emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
-
-
 def load(args):
     import torch
     import transformers
@@ -83,14 +70,15 @@ def load(args):
                                                      use_fast=args.use_fast_tokenizer)
     model = transformers.AutoModelForCausalLM.from_pretrained(
         args.model_name_or_path, dtype=getattr(torch, dtype))
+    try:
+        import loralib
+    except ImportError:       # a checkout without `pip install -e .`
+        sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+        import loralib
+    import llm_trainer
     if tok.pad_token is None:
-        add_pad_token(tok, model)
+        llm_trainer.add_pad_token(tok, model)     # qlora.py 442-462: [PAD], mean embeddings
     if args.adapter:
-        try:
-            import loralib
-        except ImportError:       # a checkout without `pip install -e .`
-            sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-            import loralib
         loralib.load_adapter(model, args.adapter)
     return tok, model.to(device)
 
@@ -112,8 +100,9 @@ def main(argv=None):
     print(f"mmlu_{split}_accuracy {results[f'mmlu_{split}_accuracy']:.4f} "
           f"({len(rows)} rows, {len({r['subject'] for r in rows})} subjects), "
           f"mmlu_loss {results['mmlu_loss']:.4f}")
-    report = {"results": results, "data_file": path, "rows": len(rows),
-              "truncated_sources": run["truncated_sources"],
+    report = {**mmlu.record(rows, run, dataset=args.mmlu_dataset, split=args.mmlu_split,
+                            data_file=path),
+              "results": results, "rows": len(rows),
               "settings": {k: v for k, v in vars(args).items() if k != "output"},
               "predictions": [{"subject": r["subject"], "answer": r["output"],
                                "predicted": mmlu.LETTERS[p]}

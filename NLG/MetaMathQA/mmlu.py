@@ -133,6 +133,29 @@ def summarize(subjects: Sequence[str], preds: Sequence[int], refs: Sequence[int]
     return results
 
 
+def record(rows: Sequence[Dict[str, str]], run: Dict, *, dataset: str, split: str,
+           data_file: str) -> Dict:
+    """What a run folder's mmlu_results.json holds (the format nlg.report reads): qlora.py's
+    logged values (`run["results"]`) and "accuracy" (their mean over subjects),
+    "accuracy_questions" (over questions), "correct", "total", per subject {"accuracy",
+    "correct", "total"}, and the data: "dataset", "data_file", "split", "shots" (0 / 5)."""
+    split = split_name(split)
+    subjects: Dict[str, Dict[str, float]] = {}
+    for row, pred in zip(rows, run["predictions"]):
+        s = subjects.setdefault(row["subject"], {"correct": 0, "total": 0})
+        s["correct"] += int(LETTERS[pred] == row["output"])
+        s["total"] += 1
+    for s in subjects.values():
+        s["accuracy"] = s["correct"] / s["total"]
+    correct = sum(s["correct"] for s in subjects.values())
+    return {"task": "mmlu", "dataset": dataset, "data_file": data_file, "split": split,
+            "shots": 0 if dataset == "mmlu-zs" else 5,
+            "accuracy": run["results"][f"mmlu_{split}_accuracy"],
+            "accuracy_questions": correct / len(rows), "correct": correct, "total": len(rows),
+            "subjects": dict(sorted(subjects.items())),
+            "truncated_sources": run["truncated_sources"], **run["results"]}
+
+
 def evaluate(model, tokenizer, rows: Sequence[Dict[str, str]], *, split: str = "eval",
              batch_size: int = 1, source_max_len: int = DEFAULT_SOURCE_MAX_LEN,
              target_max_len: int = 256, progress: bool = False) -> Dict:

@@ -26,9 +26,7 @@ rank 0 writes it and merges it into a fresh unsharded copy of the base. DeepSpee
 refused (llm_sharding.py).
 """
 import argparse
-import inspect
 import json
-import math
 import os
 import shutil
 import sys
@@ -44,6 +42,7 @@ except ImportError:   # a checkout without `pip install -e .`
     sys.modules.pop("loralib", None)
     import loralib as lora
 import traincore  # noqa: E402  (its names load on use: --help needs no torch)
+import llm_trainer  # noqa: E402
 from llm_sharding import check_trainer_sharding, refuse_zero3  # noqa: E402
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -146,15 +145,7 @@ def load_model(args):
     model = transformers.AutoModelForCausalLM.from_pretrained(args.model_name_or_path,
                                                               **{key: dtype})
     if tok.pad_token is None:
-        # As the official smart_tokenizer_and_embedding_resize: a [PAD] token whose input and
-        # output embeddings start at the mean of the others.
-        tok.add_special_tokens({"pad_token": "[PAD]"})
-        old = model.get_input_embeddings().weight.shape[0]
-        model.resize_token_embeddings(len(tok))
-        with torch.no_grad():
-            for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
-                if emb is not None and emb.weight.shape[0] > old:
-                    emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
+        llm_trainer.add_pad_token(tok, model)      # the official [PAD], mean embeddings
     return tok, model
 
 
@@ -165,25 +156,13 @@ def prepare_model(args, model, method):
     if method.is_adapter:
         names = lora.inject(model, method, args.target_modules)
     if args.gradient_checkpointing:
-        kwargs = dict(args.gradient_checkpointing_kwargs)
-        if hasattr(model, "activation_checkpointing_enable"):       # transformers >= 5.x
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        if not model.get_input_embeddings().weight.requires_grad:
-            # With the embeddings frozen, no input of a checkpointed layer requires grad: the
-            # reentrant checkpoint would then give the adapters inside no gradient at all.
-            # transformers 5 does this itself; 4.x only for PEFT models.
-            model.enable_input_require_grads()
+        llm_trainer.enable_gradient_checkpointing(model, args.gradient_checkpointing_kwargs)
     return names
 
 
 def training_kwargs(args, save_path, sharded=False):
-    """TrainingArguments for this run (names moved between transformers versions: 5.x takes
-    the warmup ratio as warmup_steps in [0, 1) and has no logging_dir)."""
-    import torch
-    import transformers
-    known = inspect.signature(transformers.TrainingArguments.__init__).parameters
+    """TrainingArguments for this run (llm_trainer.training_arguments: across transformers
+    versions)."""
     kw = dict(output_dir=os.path.join(save_path, "trainer"),
               per_device_train_batch_size=args.per_device_train_batch_size,
               gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -194,7 +173,8 @@ def training_kwargs(args, save_path, sharded=False):
               optim="adamw_torch", save_strategy="no" if sharded else "steps",
               save_steps=args.resume_every, save_total_limit=1, report_to=["tensorboard"],
               remove_unused_columns=False, dataloader_num_workers=0,
-              disable_tqdm=not sys.stderr.isatty())
+              warmup_ratio=args.warmup_ratio,
+              logging_dir=os.path.join(save_path, "trainer", "runs"))
     if args.tf32 is not None:
         kw["tf32"] = args.tf32
     if args.fsdp:
@@ -206,74 +186,17 @@ def training_kwargs(args, save_path, sharded=False):
         kw["fsdp_config"] = json.loads(cfg) if cfg else {}
     if args.deepspeed:
         kw["deepspeed"] = args.deepspeed
-    if "warmup_ratio" in known:
-        kw["warmup_ratio"] = args.warmup_ratio
-    else:
-        kw["warmup_steps"] = float(args.warmup_ratio)
-    if not torch.cuda.is_available() and "use_cpu" in known:
-        kw["use_cpu"] = True          # bf16 autocast on the CPU (tests, smoke runs)
-    if "logging_dir" in known:
-        kw["logging_dir"] = os.path.join(save_path, "trainer", "runs")
-    return kw
+    return llm_trainer.training_arguments(kw)
 
 
 def make_trainer(args, model, tok, train_set, save_path, sharded=False):
     import transformers
     from math_data import Collator
-
-    class AdapterTrainer(transformers.Trainer):
-        """Checkpoints hold the adapter (or, fully fine-tuned, the model), not the frozen base."""
-
-        def _save(self, output_dir=None, state_dict=None):
-            # state_dict: what the Trainer gathered (under FSDP, the whole model's, on rank 0
-            # only); the adapter is taken from it. Without one the model is read (unsharded).
-            if not self.args.should_save:
-                return
-            output_dir = output_dir or self.args.output_dir
-            os.makedirs(output_dir, exist_ok=True)
-            if getattr(self.model, "loralib_adapter", None):
-                try:
-                    traincore.check_finite_state(
-                        lora.lora_state_dict(self.model, state_dict=state_dict), output_dir)
-                except traincore.NonFiniteError as e:
-                    raise traincore.NonFiniteError(f"training diverged by step "
-                                                   f"{self.state.global_step}: {e}") from None
-                lora.save_adapter(self.model, output_dir, state_dict=state_dict, write=True)
-            else:
-                import torch
-                torch.save(self.model.state_dict() if state_dict is None else state_dict,
-                           os.path.join(output_dir, "model_state.pt"))
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            model = model or self.model
-            if getattr(model, "loralib_adapter", None):
-                lora.load_adapter(model, resume_from_checkpoint)
-            else:
-                import torch
-                model.load_state_dict(torch.load(os.path.join(resume_from_checkpoint,
-                                                              "model_state.pt"),
-                                                 weights_only=True))
-
-    class JsonLog(transformers.TrainerCallback):
-        def on_log(self, targs, state, control, logs=None, **kw):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(loss):
-                raise traincore.NonFiniteError(f"the training loss is {loss} at step "
-                                               f"{state.global_step}: stopped, nothing of it "
-                                               f"saved (a lower --learning_rate usually helps)")
-            if state.is_world_process_zero and logs:
-                with open(os.path.join(save_path, "train_log.jsonl"), "a") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
-
-    class StopAfter(transformers.TrainerCallback):
-        def on_step_end(self, targs, state, control, **kw):
-            if args.stop_after_steps and state.global_step >= args.stop_after_steps:
-                control.should_save = control.should_training_stop = True
-
     targs = transformers.TrainingArguments(**training_kwargs(args, save_path, sharded))
-    return AdapterTrainer(model=model, args=targs, train_dataset=train_set,
-                          data_collator=Collator(tok, args.model_max_length),
-                          callbacks=[JsonLog(), StopAfter()])
+    return llm_trainer.trainer_class()(model=model, args=targs, train_dataset=train_set,
+                                       data_collator=Collator(tok, args.model_max_length),
+                                       callbacks=llm_trainer.callbacks(save_path,
+                                                                       args.stop_after_steps))
 
 
 def _fsdp_requested(args) -> bool:
@@ -371,13 +294,14 @@ def main(argv=None):
     # Every rank from here to the adapter's save: under FSDP gathering it is a collective.
     live = trainer.model_wrapped if sharded else model
     adapter_dir = os.path.join(save_path, "adapter")
-    try:
-        traincore.check_finite_state(lora.lora_state_dict(live) if method.is_adapter else
-                                     model.state_dict(), save_path)
-    except traincore.NonFiniteError as e:
-        raise SystemExit(f"train_math_lorma.py: training diverged: {e}")
     if method.is_adapter:
-        lora.save_adapter(live, adapter_dir, base_model=args.model_name_or_path)
+        llm_trainer.save_final_adapter(live, adapter_dir, args.model_name_or_path,
+                                       "train_math_lorma.py")
+    else:
+        try:
+            traincore.check_finite_state(model.state_dict(), save_path)
+        except traincore.NonFiniteError as e:
+            raise SystemExit(f"train_math_lorma.py: training diverged: {e}")
     if not trainer.is_world_process_zero():
         return trainer
     if sharded:
