@@ -5,11 +5,14 @@ loralib version, under the key "loralib") and the adapter tensors, `adapter_mode
 when the safetensors package is installed, else `adapter_model.bin` (loralib itself needs torch
 alone). LoRA on unfused projections is written in PEFT's layout (`base_model.model.<module>.
 lora_A.weight`, PEFT's LoraConfig keys), so `peft.PeftModel.from_pretrained` loads it; a folder
-PEFT saved (plain LoRA) loads here as well. Under FSDP every rank calls `save_adapter` (the
-adapter is gathered collectively) and rank 0 writes; `load_adapter` goes on the unsharded model.
+PEFT saved (plain LoRA) loads here as well, and so does a folder of NOLA's LLaMA code (its PEFT
+0.4 fork: LoraConfig with "use_nola", tensors lora_A / lora_B .weight, .seed, .coefficients; see
+`_official_nola`). Under FSDP every rank calls `save_adapter` (the adapter is gathered
+collectively) and rank 0 writes; `load_adapter` goes on the unsharded model.
 """
 import json
 import os
+import re
 import tempfile
 from typing import Dict, Optional
 
@@ -18,6 +21,7 @@ import torch.nn as nn
 
 from .base import AdaptedLinear
 from .fsdp import class_name, clean_name, is_writer
+from .methods.nola import OFFSETS
 from .registry import MethodConfig
 from .utils import load_lora_state_dict, lora_state_dict
 
@@ -164,6 +168,15 @@ def _config_from(cfg: Dict, path: str):
                              f"PEFT LoRA with {key}={plain!r}")
     if cfg.get("modules_to_save"):
         raise ValueError(f"{path}: modules_to_save={cfg['modules_to_save']!r} is not supported")
+    if cfg.get("use_nola"):
+        # NOLA's LLaMA code (llama/peft/tuners/lora.py 808-834, 882-890): one number of bases
+        # for A and B, offsets A0 kaiming-uniform and B0 = 0, bases drawn on the training device
+        k = int(cfg.get("nola_num_basis") or 128)
+        config = MethodConfig(method="nola", r=int(cfg["r"]), alpha=float(cfg["lora_alpha"]),
+                              dropout=float(cfg.get("lora_dropout") or 0.0),
+                              options={"num_basis_A": k, "num_basis_B": k, "offsets": "kaiming",
+                                       "basis_device": "native"})
+        return config, cfg["target_modules"], None, "nola-peft"
     config = MethodConfig(method="lora", r=int(cfg["r"]), alpha=float(cfg["lora_alpha"]),
                           dropout=float(cfg.get("lora_dropout") or 0.0))
     return config, cfg["target_modules"], None, "peft"
@@ -182,10 +195,49 @@ def _load_tensors(folder: str) -> Dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder}: neither {WEIGHTS[0]} nor {WEIGHTS[1]}")
 
 
+_NOLA_KEY = re.compile(r"(.+)\.lora_([AB])\.(weight|seed|coefficients)")
+
+
+def _official_nola(tensors: Dict[str, torch.Tensor], folder: str,
+                   config: MethodConfig) -> Dict[str, torch.Tensor]:
+    """The tensors of an official NOLA LLaMA adapter in loralib's NOLA names. Per module (PEFT
+    0.4's keys, `base_model.model.<module>.lora_A.weight` etc.): lora_A.weight = A0 (r, in) ->
+    nola_A0, lora_B.weight = B0 (out, r) -> nola_B0, lora_A/B.coefficients (k,) -> nola_alpha /
+    nola_beta (1, k), lora_A/B.seed (1,) -> nola_seed (1, 2); nola_config is the settings in
+    the layout of files that do not record where their bases were drawn (they were drawn on the
+    training device: the model must use basis_device 'native', as load_adapter builds it)."""
+    parts: Dict[str, Dict] = {}
+    for key, v in tensors.items():
+        m = _NOLA_KEY.fullmatch(key[len(PEFT_PREFIX):].replace(".default", "")) \
+            if key.startswith(PEFT_PREFIX) else None
+        if m is None:
+            raise KeyError(f"{folder}: tensor {key!r} is not a NOLA LLaMA key "
+                           f"(base_model.model.<module>.lora_A|lora_B.weight|seed|coefficients)")
+        parts.setdefault(m.group(1), {})[m.group(2) + m.group(3)] = v
+    out = {}
+    for module, p in parts.items():
+        lacking = [f"{module}.lora_{n[0]}.{n[1:]}" for n in
+                   ("Aweight", "Bweight", "Aseed", "Bseed", "Acoefficients", "Bcoefficients")
+                   if n not in p]
+        if lacking:
+            raise KeyError(f"{folder}: missing tensor(s) {lacking}")
+        out[f"{module}.nola_A0"], out[f"{module}.nola_B0"] = p["Aweight"], p["Bweight"]
+        out[f"{module}.nola_alpha"] = p["Acoefficients"].reshape(1, -1)
+        out[f"{module}.nola_beta"] = p["Bcoefficients"].reshape(1, -1)
+        out[f"{module}.nola_seed"] = torch.cat([p["Aseed"].reshape(1), p["Bseed"].reshape(1)]
+                                               ).to(torch.int64).view(1, 2)
+        out[f"{module}.nola_config"] = torch.tensor(
+            [config.r, p["Acoefficients"].numel(), p["Bcoefficients"].numel(), 0,
+             OFFSETS.index("kaiming")], dtype=torch.int64)
+    return out
+
+
 def load_adapter(model: nn.Module, folder: str) -> MethodConfig:
     """Load the adapter in `folder` into `model`, injecting it first unless the model already
     has adapted layers; strict (every adapter tensor of the model, nothing else)."""
-    from .inject import inject
+    # through the package (its __getattr__): importing the submodule `inject` by name first
+    # would leave `loralib.inject` bound to the module instead of the function
+    from . import inject
     path = os.path.join(folder, CONFIG_NAME)
     config, target_modules, enable, fmt = _config_from(read_adapter_config(folder), path)
     if not _adapted(model):
@@ -199,6 +251,8 @@ def load_adapter(model: nn.Module, folder: str) -> MethodConfig:
                                f"(base_model.model.<module>.lora_A|lora_B.weight)")
             renamed[k[len(PEFT_PREFIX):-len(".weight")].replace(".default", "")] = v
         tensors = renamed
+    elif fmt == "nola-peft":
+        tensors = _official_nola(tensors, folder, config)
     load_lora_state_dict(model, tensors, source=folder)
     return config
 

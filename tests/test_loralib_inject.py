@@ -190,3 +190,23 @@ def test_adapters_are_fp32_on_a_bf16_base_unless_asked(method, options):
                if lora.is_adapter_key(n) and p.is_floating_point())
     with pytest.raises(TypeError, match="adapter_dtype"):
         lora.inject(tiny("llama")[0], cfg, targets, adapter_dtype=torch.int8)
+
+
+def test_inject_stays_the_function_after_load_adapter_came_first(tmp_path, repo_root):
+    """load_adapter imports the inject machinery; a program that loads an adapter before it
+    ever calls loralib.inject must still find the function there, not the submodule."""
+    import subprocess
+    import sys
+    model, targets, _ = tiny("llama")
+    model.save_pretrained(tmp_path / "base")
+    lora.inject(model, lora.MethodConfig(method="nola", r=2), targets)
+    lora.save_adapter(model, tmp_path / "a")
+    code = ("import transformers, loralib as lora\n"
+            "m = transformers.LlamaForCausalLM.from_pretrained("
+            f"{str(tmp_path / 'base')!r})\n"
+            f"lora.load_adapter(m, {str(tmp_path / 'a')!r})\n"
+            "assert callable(lora.inject), type(lora.inject)\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
