@@ -277,3 +277,78 @@ def test_4bit_weight_bytes_have_the_closed_form_of_the_estimate(tiny):
         assert len(layers) == 14
         assert sum(bench.weight_bytes(m) for m in layers) == \
             sum(bench.nf4_bytes(m.in_features * m.out_features, double) for m in layers)
+
+
+# NOLA's scripts (UCDvision/NOLA @ 03c7027, llama/scripts/finetune_llama2_alpaca_*.sh and
+# llama/qlora/scripts/finetune_llama2_guanaco_*.sh), transcribed: the flags all twelve share ...
+COMMON = {"--output_dir": "./output/llama-2-guanaco-7b", "--logging_steps": "5",
+          "--save_strategy": "steps", "--data_seed": "42", "--save_steps": "500",
+          "--save_total_limit": "40", "--evaluation_strategy": "steps",
+          "--eval_dataset_size": "1024", "--max_eval_samples": "1000",
+          "--per_device_eval_batch_size": "1", "--max_new_tokens": "32",
+          "--dataloader_num_workers": "8", "--group_by_length": None,
+          "--logging_strategy": "steps", "--remove_unused_columns": "False", "--do_train": None,
+          "--do_eval": None, "--do_mmlu_eval": None, "--mmlu_split": "test",
+          "--quant_type": "nf4", "--bf16": None, "--warmup_ratio": "0.03",
+          "--lr_scheduler_type": "constant", "--gradient_checkpointing": None,
+          "--dataset": "alpaca", "--source_max_len": "384", "--target_max_len": "512",
+          "--max_steps": "200", "--eval_steps": "200", "--adam_beta2": "0.999",
+          "--lora_dropout": "0.0", "--weight_decay": "0.0", "--seed": "0"}
+# ... and theirs: model, bits, NOLA, r, alpha, batch x accumulation, learning rate, clipping
+PER_SCRIPT = {
+    "scripts/finetune_llama2_alpaca_7b_lora.sh": ("7b", 4, False, 1, 16, 16, 16, 2e-4, 0.9),
+    "scripts/finetune_llama2_alpaca_7b_nola.sh": ("7b", 4, True, 16, 4, 16, 16, 1e-3, 0.9),
+    "scripts/finetune_llama2_alpaca_13b_lora.sh": ("13b", 4, False, 1, 16, 16, 16, 1e-4, 0.9),
+    "scripts/finetune_llama2_alpaca_13b_nola.sh": ("13b", 4, True, 16, 4, 16, 16, 1e-3, 0.9),
+    "scripts/finetune_llama2_alpaca_70b_lora.sh": ("70b", 4, False, 1, 16, 2, 128, 1e-4, 0.9),
+    "scripts/finetune_llama2_alpaca_70b_nola.sh": ("70b", 4, True, 16, 4, 2, 128, 1e-3, 0.9),
+    "qlora/scripts/finetune_llama2_guanaco_7b_lora.sh": ("7b", 8, False, 1, 16, 16, 16, 2e-4,
+                                                         0.9),
+    "qlora/scripts/finetune_llama2_guanaco_7b_nola.sh": ("7b", 8, True, 16, 4, 16, 16, 1e-3,
+                                                         0.9),
+    "qlora/scripts/finetune_llama2_guanaco_13b_lora.sh": ("13b", 8, False, 1, 16, 16, 16, 1e-4,
+                                                          0.3),
+    "qlora/scripts/finetune_llama2_guanaco_13b_nola.sh": ("13b", 8, True, 16, 4, 16, 16, 1e-3,
+                                                          0.9),
+    "qlora/scripts/finetune_llama2_guanaco_70b_lora.sh": ("70b", 8, False, 1, 16, 2, 128, 1e-4,
+                                                          0.9),
+    "qlora/scripts/finetune_llama2_guanaco_70b_nola.sh": ("70b", 4, True, 16, 4, 2, 128, 1e-3,
+                                                          0.3),
+}
+
+
+def script_flags(path):
+    """{flag: value or None} of the qlora.py command in a script."""
+    text = path.read_text()
+    words = " ".join(line.strip().rstrip("\\") for line in
+                     text.split("qlora.py \\\n", 1)[1].splitlines()).split()
+    out, i = {}, 0
+    while i < len(words):
+        flag = words[i]
+        if flag == '"$@"':
+            i += 1
+            continue
+        value = words[i + 1].strip("'\"") if i + 1 < len(words) and \
+            not words[i + 1].startswith("--") and words[i + 1] != '"$@"' else None
+        out[flag] = value
+        i += 1 if value is None else 2
+    return out, text
+
+
+@pytest.mark.parametrize("script", sorted(PER_SCRIPT))
+def test_the_twelve_scripts_are_nola_as_written(script):
+    got, text = script_flags(LLAMA / script)
+    size, bits, nola, r, alpha, batch, accum, lr, clip = PER_SCRIPT[script]
+    want = {**COMMON, "--model_name_or_path": f"${{MODEL_PATH:-meta-llama/Llama-2-{size}-hf}}",
+            "--bits": str(bits), "--lora_r": str(r), "--lora_alpha": str(alpha),
+            "--per_device_train_batch_size": str(batch),
+            "--gradient_accumulation_steps": str(accum)}
+    if nola:
+        want.update({"--use_nola": None, "--nola_num_basis": "512"})
+    if script.endswith("guanaco_13b_nola.sh"):
+        want["--lora_modules"] = "qv"           # guanaco_13b_nola.sh:26, ignored by qlora.py
+    lr_got, clip_got = got.pop("--learning_rate"), got.pop("--max_grad_norm")
+    assert got == want
+    assert (float(lr_got), float(clip_got)) == (lr, clip)
+    assert text.rstrip().endswith('"$@"') and 'cd "$(dirname "$0")/.."' in text
+    assert (LLAMA / script).stat().st_mode & 0o111      # executable
