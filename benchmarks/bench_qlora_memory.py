@@ -16,6 +16,11 @@ before the steps (activations, gradients, optimizer state, temporaries).
 
     python benchmarks/bench_qlora_memory.py                  # both sizes, 16/8/4 bit, +-ckpt
     python benchmarks/bench_qlora_memory.py --estimate       # LLaMA-2 7B / 13B / 70B, closed form
+    python benchmarks/bench_qlora_memory.py --model meta-llama/Llama-2-7b-hf --bits 4 \
+        --checkpointing on --batch 16 --seq 896 --device cuda   # the 7B script's step, measured
+
+The "model" column is the closed form of --estimate for the same shapes (its activation terms
+count every saved activation in fp32, as qlora.py's fp32 residual stream has them).
 """
 import argparse
 import json
@@ -47,6 +52,8 @@ def parse(argv=None):
                    "on a CPU without native bf16 the steps are slow)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     p.add_argument("--estimate", action="store_true", help="LLaMA-2 7B / 13B / 70B, closed form")
+    p.add_argument("--model", default=None,
+                   help="measure this checkpoint (a hub id or folder) instead of the random sizes")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)   # a child's case (JSON)
     return p.parse_args(argv)
 
@@ -88,21 +95,24 @@ def weight_bytes(model) -> int:
     return total
 
 
-def estimate(name, batch, seq, nola_k=512, r=16, lora_r=None):
-    """Bytes of a training step of LLaMA-2 `name` at NOLA's script settings, by part."""
-    h, inter, layers, heads, kv, vocab = LLAMA2[name]
+def estimate(shape, batch, seq, nola_k=512, r=16, lora_r=None, pad=True):
+    """Bytes of a 4-bit training step with checkpointing of a LLaMA of `shape` (hidden,
+    intermediate, layers, heads, kv heads, vocab) at NOLA's script settings, by part."""
+    h, inter, layers, heads, kv, vocab = shape
     lin = llama_linears(h, inter, layers, heads, kv)
     base = sum(nf4_bytes(o * i) for o, i in lin)
-    vocab += 1                                   # qlora.py's [PAD]
+    vocab += int(pad)                            # qlora.py's [PAD]
     other = 2 * (2 * vocab * h) + 4 * (2 * layers + 1) * h   # embed, lm_head bf16; norms fp32
     if lora_r:
         adapter = sum(lora_r * (o + i) for o, i in lin)
     else:
         adapter = 2 * nola_k * len(lin)
     adapter_bytes = adapter * (2 + 2 + 8)        # bf16 weights, bf16 grads, two fp32 moments
-    # NOLA's bases: drawn per module on the GPU (fp32, k x r x width), cached up to 2 GiB
+    # NOLA's bases: drawn per module on the device (fp32, k x r x width), cached up to 2 GiB
+    # (loralib.nola_bases.BASIS_CACHE_BYTES), one factor's drawn again beyond that
     widest = max(max(o, i) for o, i in lin)
-    bases = 0 if lora_r else 2 * GiB + 2 * 4 * nola_k * r * widest
+    every = sum(4 * nola_k * r * (o + i) for o, i in lin)
+    bases = 0 if lora_r else min(2 * GiB, every) + 2 * 4 * nola_k * r * widest
     tokens = batch * seq
     # checkpointing keeps each layer's input: the residual stream, fp32 once it meets the fp32
     # norm outputs (qlora.py's casts); backward recomputes one layer at a time
@@ -194,6 +204,17 @@ def run_one(case):
 
 # ------------------------------------------------------------------------ the parent
 
+def step_model(shape, case):
+    """The closed form's step bytes (activations, logits, adapter state, NOLA's bases) for a
+    measured case, checkpointed 4-bit ones only (what it describes)."""
+    if case["bits"] != 4 or not case["ckpt"]:
+        return None
+    parts = estimate(shape, case["batch"], case["seq"], r=16,
+                     lora_r=16 if case["method"] == "lora" else None, pad=False)
+    return sum(v for k, v in parts.items() if k not in ("4-bit base",
+                                                        "embeddings, lm_head, norms"))
+
+
 def save_models(sizes, folder):
     import torch
     import transformers
@@ -216,7 +237,7 @@ def print_estimates():
           "batch: --group_by_length puts it first); GiB")
     for name, batch, lora_r in (("7B", 16, None), ("13B", 16, None), ("70B", 2, None),
                                 ("7B", 16, 1), ("70B", 2, 1)):
-        parts = estimate(name, batch, 384 + 512, lora_r=lora_r)
+        parts = estimate(LLAMA2[name], batch, 384 + 512, lora_r=lora_r)
         what = f"LoRA r {lora_r}" if lora_r else "NOLA r 16, k 512"
         print(f"\n{name}, {what}, batch {batch} x 896: total "
               f"{sum(parts.values()) / GiB:.1f} GiB")
@@ -237,14 +258,23 @@ def main(argv=None):
     print(f"{a.method}, r 16; batch {a.batch} x {a.seq} tokens; "
           f"{'bf16 (autocast, bf16 adapters)' if bf16 else 'fp32'}; {a.device}; peak of two "
           f"steps ({'max_memory_allocated' if a.device == 'cuda' else 'RSS'})")
-    print("| size | bits | checkpointing | weights MiB | peak MiB | step MiB | trainable |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| size | bits | checkpointing | weights MiB | peak MiB | step MiB | model MiB | "
+          "trainable |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
     env = dict(os.environ)
     if a.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     with tempfile.TemporaryDirectory() as tmp:
-        folders = save_models(a.sizes, tmp)
-        for size in a.sizes:
+        if a.model:
+            import transformers
+            c = transformers.AutoConfig.from_pretrained(a.model)
+            shapes = {a.model: (c.hidden_size, c.intermediate_size, c.num_hidden_layers,
+                                c.num_attention_heads, c.num_key_value_heads, c.vocab_size)}
+            folders = {a.model: a.model}
+        else:
+            folders = save_models(a.sizes, tmp)
+            shapes = {k: SIZES[k] for k in a.sizes}
+        for size in folders:
             for bits in a.bits:
                 for ck in a.checkpointing:
                     case = {"folder": folders[size], "bits": bits, "ckpt": ck == "on",
@@ -255,12 +285,14 @@ def main(argv=None):
                     lines = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
                     if res.returncode or not lines:
                         err = (res.stderr.strip().splitlines() or ["?"])[-1]
-                        print(f"| {size} | {bits} | {ck} | failed: {err} | | | |")
+                        print(f"| {size} | {bits} | {ck} | failed: {err} | | | | |")
                         continue
                     r = json.loads(lines[-1][len("RESULT "):])
                     mib = 2 ** 20
+                    model = step_model(shapes[size], case)
                     print(f"| {size} | {bits} | {ck} | {r['weights'] / mib:.1f} | "
                           f"{r['peak'] / mib:.1f} | {(r['peak'] - r['before']) / mib:.1f} | "
+                          f"{'-' if model is None else f'{model / mib:.1f}'} | "
                           f"{r['trainable']:,} |", flush=True)
 
 

@@ -116,15 +116,15 @@ def test_nola_on_a_4bit_base_with_mmlu_at_eval_steps(tiny, mmlu_dir, tmp_path):
     logged = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "mmlu_eval_accuracy" in r][:1] == [2]
     assert any("eval_loss" in r for r in logged)
-    # resuming: a run cut after step 2 and started again ends where the whole run ended
+    # resuming: a run cut after step 2 and started again ends where the whole run ended, its
+    # MMLU history whole
     cut = tmp_path / "cut"
-    qlora.main(flags(tiny, cut, *NOLA_4BIT, "--stop_after_steps", 2))
+    qlora.main(flags(tiny, cut, *NOLA_4BIT, *mmlu_flags(mmlu_dir), "--stop_after_steps", 2))
     assert (cut / "checkpoint-2").is_dir() and not (cut / "completed").exists()
-    qlora.main(flags(tiny, cut, *NOLA_4BIT))
-    whole = tmp_path / "whole"
-    qlora.main(flags(tiny, whole, *NOLA_4BIT))
-    a, b = adapter(whole / "adapter"), adapter(cut / "adapter")
+    qlora.main(flags(tiny, cut, *NOLA_4BIT, *mmlu_flags(mmlu_dir)))
+    a, b = adapter(out / "adapter"), adapter(cut / "adapter")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((cut / "mmlu_results.json").read_text())["history"] == res["history"]
     assert qlora.main(flags(tiny, cut, *NOLA_4BIT)) is None        # completed: not again
 
 

@@ -4,7 +4,7 @@
 (as its prediction_step runs); the Trainer logs qlora.py's values (mmlu_loss,
 mmlu_<split>_accuracy and one accuracy per subject), and `mmlu_results.json` in the run folder
 gets the latest results (mmlu.record: the format nlg.report reads) with "step" and the
-"history" of every evaluation.
+"history" of every evaluation (a resumed run keeps the earlier ones).
 
 qlora.py's final evaluation repeats the one at the last training step (NOLA's scripts have
 eval_steps = max_steps) on the same weights: here that step's results are logged again rather
@@ -30,6 +30,10 @@ def mmlu_callback(rows: Sequence[Dict[str, str]], tokenizer, *, dataset: str, sp
 
         def __init__(self):
             self.history, self.last = [], None
+            path = os.path.join(out_dir, RESULTS_FILE)
+            if os.path.isfile(path):        # a resumed run: the evaluations before the stop
+                with open(path, encoding="utf-8") as f:
+                    self.history = json.load(f).get("history", [])
 
         def on_evaluate(self, args, state, control, **kw):
             step = state.global_step
@@ -42,8 +46,8 @@ def mmlu_callback(rows: Sequence[Dict[str, str]], tokenizer, *, dataset: str, sp
                 record = mmlu.record(rows, run, dataset=dataset, split=split,
                                      data_file=data_file)
                 key = f"mmlu_{record['split']}_accuracy"
-                self.history.append({"step": step, "mmlu_loss": record["mmlu_loss"],
-                                     key: record[key]})
+                self.history = [h for h in self.history if h["step"] < step] + [
+                    {"step": step, "mmlu_loss": record["mmlu_loss"], key: record[key]}]
                 self.last = (step, run["results"])
                 if state.is_world_process_zero:
                     path = os.path.join(out_dir, RESULTS_FILE)

@@ -424,10 +424,16 @@ def main(argv=None):
                                        args.model_name_or_path, WHAT)
     if not trainer.is_world_process_zero():
         return trainer
+    peak = {}
+    if torch.cuda.is_available():       # what a GPU needs for this run (benchmarks/: estimate)
+        peak = {i: torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())}
+        print("peak GPU memory allocated: " + ", ".join(f"cuda:{i} {b / 2 ** 30:.2f} GiB"
+                                                        for i, b in peak.items()))
     with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f)
     with open(os.path.join(args.output_dir, "run_info.json"), "w") as f:
         json.dump({"pipeline": "qlora", "method": method.to_dict(), "bits": args.bits,
+                   "peak_gpu_memory_bytes": peak,
                    "targets": names, "trainable_params": trainable, "total_params": total,
                    "steps": trainer.state.global_step,
                    "tasks": ["mmlu"] if args.do_mmlu_eval else [],
