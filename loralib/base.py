@@ -150,13 +150,13 @@ def block_mask(enable: Sequence[bool], d: int, Rb: int, device) -> torch.Tensor:
     return _constant(key, make)
 
 
-def frozen_for_autocast(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Under autocast, an fp32 frozen weight cast to autocast's dtype once per forward, for every
-    product that reads it: autocast would make (and autograd keep) one copy per product, as it
-    caches the casts of trainable leaves only. The values are autocast's own."""
-    if w.dtype == torch.float32 and autocasting(x):
-        return w.to(torch.get_autocast_dtype(x.device.type))
-    return w
+def cast_once_for_autocast(t: torch.Tensor) -> torch.Tensor:
+    """Under autocast, an fp32 tensor that several products read (the frozen weight, the input)
+    cast to autocast's dtype once per forward: autocast would make, and autograd keep, one copy
+    per product, as it caches the casts of trainable leaves only. The values are autocast's."""
+    if t.dtype == torch.float32 and autocasting(t):
+        return t.to(torch.get_autocast_dtype(t.device.type))
+    return t
 
 
 def check_enable(enable: Optional[Sequence[bool]], out_features: int) -> List[bool]:
@@ -313,10 +313,11 @@ class LowRankAdapter(AdaptedLinear):
     def low_rank_forward(self, x: torch.Tensor, x_adapter: torch.Tensor,
                          w: torch.Tensor) -> torch.Tensor:
         """W0 x + b + s B_eff A_eff x_adapter (x_adapter: x, or x after the adapter's dropout)."""
-        # (LoRMA_+ reads W0 twice: in the frozen product and in A W0)
-        w = frozen_for_autocast(w, x)
+        # W0 is read twice by LoRMA_+ (the frozen product, A W0), x by every method (the frozen
+        # product, A x): under autocast, one low-precision copy of each (autocast's values)
+        w = cast_once_for_autocast(w)
         A, B = self.factors(w)
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = cast_once_for_autocast(x.reshape(-1, x.shape[-1]))
         # The scale goes on the rank-sized activation, the cheapest place for it. The update is
         # one thin GEMM over all output columns accumulated in place onto the frozen product
         # (addmm_): no dense delta-W, no second full-size tensor, and no in-place writes into

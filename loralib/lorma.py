@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import (LowRankAdapter, autocasting, frozen_for_autocast, in_dtype,
+from .base import (LowRankAdapter, autocasting, cast_once_for_autocast, in_dtype,
                    kaiming_uniform_rows)
 from .methods.lorma import DROPOUT_SITES, INITS, KINDS, MODES
 from .rotation import rotate_rows, rotated_lowrank
@@ -172,7 +172,7 @@ class LoRMALinear(LowRankAdapter):
         x_adapter = self.lora_dropout(x) if site == "adapter" else x
         if self.kind == "rri" and not self.complete:
             return self.low_rank_forward(x, x_adapter, w)
-        w = frozen_for_autocast(w, x)
+        w = cast_once_for_autocast(w)
         if self.complete or self._side(x) == "weight":
             return self._weight_space_forward(x, x_adapter, w)
         return self._activation_space_forward(x, x_adapter, w)

@@ -162,3 +162,30 @@ def test_lorma_either_side_fp32_adapter_on_bf16(options, side):
     assert all(p.grad.dtype == torch.float32 for p in adapter_params(mixed).values())
     with torch.autocast("cpu", dtype=low):
         assert mixed(x_low).dtype == low
+
+
+@pytest.mark.parametrize("method,options", [("lora", {}), ("lorma", {"kind": "rri"}),
+                                            ("mtlora", {"structure": "ICFM"}),
+                                            ("nola", {"num_basis_A": 40, "num_basis_B": 30})],
+                         ids=["lora", "lorma_plus", "mtlora", "nola"])
+def test_autocast_casts_the_input_and_weight_once(method, options):
+    """fp32 input and weight under bf16 autocast: the frozen product and the adapter's A x read
+    x (and LoRMA_+'s A W0 reads W0 too); autocast would cast them for each product. One cast
+    kernel each."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    layer = make_layer(method, options, "linear")
+    x = torch.randn(7, layer.in_features, requires_grad=True)
+    casts = []
+
+    class Casts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._to_copy.default and out.dtype == torch.bfloat16:
+                casts.append(tuple(out.shape))
+            return out
+
+    with Casts(), torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)
+    assert casts.count(tuple(x.shape)) == 1
+    assert casts.count(tuple(layer.weight.shape)) == 1
