@@ -29,6 +29,7 @@ Each setup runs in its own process. --loralib_root DIR imports loralib from anot
     python benchmarks/bench_lorma_memory.py                         # scaled model, tensors, fp32
     python benchmarks/bench_lorma_memory.py --count rss             # the same, measured RSS
     python benchmarks/bench_lorma_memory.py --llama3_8b --fake      # Llama-3-8B, bf16 autocast
+    python benchmarks/bench_lorma_memory.py --llama3_8b --fake --per_layer   # 2, 3 layers -> 32
 """
 import argparse
 import json
@@ -47,6 +48,7 @@ SETUPS = {
 }
 TARGETS = ["up_proj", "down_proj", "o_proj", "gate_proj"]
 LLAMA3_8B = dict(hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8, vocab=128256)
+SCALED = dict(hidden=1024, intermediate=3584, layers=4, heads=8, kv_heads=2, vocab=32064)
 GiB = 2 ** 30
 
 
@@ -54,15 +56,11 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
-    # Llama-3-8B scaled by 4 in width (so every weight is 16x smaller, every activation 4x)
-    p.add_argument("--hidden", type=int, default=1024)
-    p.add_argument("--intermediate", type=int, default=3584)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv_heads", type=int, default=2)
-    p.add_argument("--vocab", type=int, default=32064)
+    # default: Llama-3-8B scaled by 4 in width (every weight 16x smaller, every activation 4x)
+    for name in SCALED:
+        p.add_argument(f"--{name}", type=int, default=None, help=f"(default {SCALED[name]})")
     p.add_argument("--llama3_8b", action="store_true",
-                   help="Llama-3-8B's shapes, for those of the above left at their default")
+                   help="Llama-3-8B's shapes, for those of the above not given")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--r", type=int, default=8)
@@ -71,16 +69,17 @@ def parse(argv=None):
                         "default bf16 on a GPU or with --fake, fp32 on a CPU, whose bf16 matmuls "
                         "are slow without native support)")
     p.add_argument("--count", choices=["tensors", "rss", "cuda"], default="tensors")
+    p.add_argument("--per_layer", action="store_true",
+                   help="run 2 and 3 layers and extrapolate the peak to --layers")
     p.add_argument("--fake", action="store_true", help="shapes only (FakeTensorMode), --count tensors")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     p.add_argument("--loralib_root", default=None, help="import loralib from this checkout")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)     # a child process's setup
     a = p.parse_args(argv)
-    if a.llama3_8b:      # its shapes, except what the command line names (e.g. --layers 2)
-        for k, v in LLAMA3_8B.items():
-            if getattr(a, k) == p.get_default(k):
-                setattr(a, k, v)
+    for k, v in (LLAMA3_8B if a.llama3_8b else SCALED).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
     if a.fake and a.count != "tensors":
         p.error("--fake counts tensors (nothing is allocated to measure otherwise)")
     return a
@@ -216,20 +215,45 @@ def main(argv=None):
              f"{a.precision}{' autocast' if a.precision == 'bf16' else ''}; targets "
              f"{' '.join(TARGETS)}; count {a.count}{' (fake)' if a.fake else ''}; {a.device}"
              + (f"; loralib from {a.loralib_root}" if a.loralib_root else ""))
+    base = [sys.executable, os.path.abspath(__file__)] + list(argv or sys.argv[1:])
+    base += ["--device", a.device, "--precision", a.precision]
+    if a.per_layer:
+        # Peak = what every layer adds (its weights, what autograd keeps of it) times the layer
+        # count, plus the rest (embeddings, logits, one layer's backward temporaries): two
+        # depths give both, and the estimate at a.layers.
+        print(shape.replace(f"{a.layers} layers", f"2 and 3 layers -> {a.layers}"))
+        print("| setup | peak GiB, 2 layers | 3 layers | per layer | estimate, "
+              f"{a.layers} layers |")
+        print("|---|---:|---:|---:|---:|")
+        for name in a.setups:
+            got = [child(base + ["--layers", str(n)], name) for n in (2, 3)]
+            if any(isinstance(g, str) for g in got):
+                print(f"| {name} | failed: {[g for g in got if isinstance(g, str)][0]} | | | |")
+                continue
+            p2, p3 = (g["peak"] for g in got)
+            est = p2 + (a.layers - 2) * (p3 - p2)
+            print(f"| {name} | {p2 / GiB:.3f} | {p3 / GiB:.3f} | {(p3 - p2) / GiB:.3f} | "
+                  f"{est / GiB:.2f} |")
+        return
     print(shape)
     print("| setup | peak GiB | over the weights GiB | trainable |")
     print("|---|---:|---:|---:|")
-    base = [sys.executable, os.path.abspath(__file__)] + [x for x in (argv or sys.argv[1:])]
     for name in a.setups:
-        cmd = base + ["--one", name, "--device", a.device, "--precision", a.precision]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
-        if res.returncode or not lines:
-            print(f"| {name} | failed: {(res.stderr.strip().splitlines() or ['?'])[-1]} | | |")
+        r = child(base, name)
+        if isinstance(r, str):
+            print(f"| {name} | failed: {r} | | |")
             continue
-        r = json.loads(lines[-1][len("RESULT "):])
         over = r["peak"] - r["weights"]
         print(f"| {name} | {r['peak'] / GiB:.3f} | {over / GiB:.3f} | {r['trainable']:,} |")
+
+
+def child(cmd, name):
+    """One setup in a fresh process: its RESULT, or the error's last line."""
+    res = subprocess.run(cmd + ["--one", name], capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    if res.returncode or not lines:
+        return (res.stderr.strip().splitlines() or ["?"])[-1]
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 if __name__ == "__main__":
