@@ -7,7 +7,9 @@ quantizes at load; adapt: k-bit preparation, the adapters, qlora.py's casts) on 
 saved once per size, then two training steps (forward with labels, backward, paged AdamW):
 
   cpu   peak resident memory of the steps: the peak (VmHWM) is reset after loading (Linux's
-        /proc/self/clear_refs), so loading's transient full-precision weights do not count
+        /proc/self/clear_refs), so loading's transient full-precision weights do not count;
+        glibc's mmap threshold is fixed (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave
+        the resident set
   cuda  torch.cuda.max_memory_allocated over the steps (reset after loading)
 
 Columns: weights (every parameter's and 4-bit quantization constant's bytes: packed codes,
@@ -264,6 +266,9 @@ def main(argv=None):
     env = dict(os.environ)
     if a.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
+        # a fixed mmap threshold: glibc would otherwise raise it after the first large free and
+        # keep later freed tensors in its heap, counted in the RSS as if still alive
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     with tempfile.TemporaryDirectory() as tmp:
         if a.model:
             import transformers

@@ -19,8 +19,9 @@ them on the CPU: the same numbers on every machine, far slower on a large model)
 
 The output folder gets checkpoint-N/ (the adapter, optimizer and schedule: a rerun resumes from
 the last one, as qlora.py does, optimizer included), adapter/ (the final adapter, loralib's
-folder; PEFT's layout for LoRA), train_log.jsonl, mmlu_results.json (--do_mmlu_eval),
-metrics.json, run_info.json and `completed`.
+folder; PEFT's layout for LoRA; with --full_finetune model/, save_pretrained),
+train_log.jsonl, mmlu_results.json (--do_mmlu_eval), metrics.json, run_info.json and
+`completed`.
 
 Deliberate differences from qlora.py, each a fix: --do_mmlu_eval with mmlu-zs works (qlora.py
 drops the subject column it then reads); the MMLU of the final evaluation, on the same weights
@@ -419,11 +420,18 @@ def main(argv=None):
             metrics.update(eval_metrics)
     except traincore.NonFiniteError as e:
         raise SystemExit(f"{WHAT}: {e}")
+    final = os.path.join(args.output_dir, "adapter" if method.is_adapter else "model")
     if method.is_adapter:
-        llm_trainer.save_final_adapter(model, os.path.join(args.output_dir, "adapter"),
-                                       args.model_name_or_path, WHAT)
+        llm_trainer.save_final_adapter(model, final, args.model_name_or_path, WHAT)
     if not trainer.is_world_process_zero():
         return trainer
+    if not method.is_adapter:           # --full_finetune: the whole model, as save_pretrained
+        try:
+            traincore.check_finite_state(model.state_dict(), final)
+        except traincore.NonFiniteError as e:
+            raise SystemExit(f"{WHAT}: training diverged: {e}")
+        model.save_pretrained(final)
+        tok.save_pretrained(final)
     peak = {}
     if torch.cuda.is_available():       # what a GPU needs for this run (benchmarks/: estimate)
         peak = {i: torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())}
@@ -440,7 +448,7 @@ def main(argv=None):
                    "args": vars(args)}, f, indent=2, default=str)
     with open(os.path.join(args.output_dir, "completed"), "a"):
         pass
-    print(f"saved the adapter to {os.path.join(args.output_dir, 'adapter')}")
+    print(f"saved the {'adapter' if method.is_adapter else 'model'} to {final}")
     return trainer
 
 
