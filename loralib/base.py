@@ -238,6 +238,11 @@ class AdaptedLinear(LoRALayer, nn.Linear):
     def slice_range(self, i: int) -> slice:
         return slice(i * self.slice_size, (i + 1) * self.slice_size)
 
+    # Whether the frozen product may get the input already cast for autocast (the copy A x
+    # reads too). A quantized base (kbit.py) takes it as it came: its kernel casts to its
+    # compute dtype and returns the input's dtype, as the official QLoRA layers do.
+    frozen_takes_cast_input = True
+
     def frozen_product(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """W0 x + b, the frozen layer's own output (w = frozen_weight()). The one place it is
         computed: a quantized base (loralib/kbit.py) runs its own kernel here instead."""
@@ -317,15 +322,17 @@ class LowRankAdapter(AdaptedLinear):
         # product, A x): under autocast, one low-precision copy of each (autocast's values)
         w = cast_once_for_autocast(w)
         A, B = self.factors(w)
-        x2 = cast_once_for_autocast(x.reshape(-1, x.shape[-1]))
+        x2 = x.reshape(-1, x.shape[-1])
+        xc = cast_once_for_autocast(x2)
         # The scale goes on the rank-sized activation, the cheapest place for it. The update is
         # one thin GEMM over all output columns accumulated in place onto the frozen product
         # (addmm_): no dense delta-W, no second full-size tensor, and no in-place writes into
         # column slices, whose backward would copy the full-size gradient once per slice.
         # In place is safe: the frozen product is not saved for backward.
-        xa = x2 if x_adapter is x else x_adapter.reshape(-1, x.shape[-1])
+        xa = xc if x_adapter is x else x_adapter.reshape(-1, x.shape[-1])
         after_a = F.linear(in_dtype(xa, A.dtype), A) * self.scaling
-        out = self.frozen_product(x2, w)   # F.linear unless inference on a CPU or k-bit
+        # F.linear unless inference on a CPU or k-bit
+        out = self.frozen_product(xc if self.frozen_takes_cast_input else x2, w)
         b = self.full_b(B, A.shape[0]).t()
         if out.dtype == after_a.dtype or autocasting(out):
             # addmm_ is not autocast-aware: under bf16/fp16 autocast F.linear gave `out` in

@@ -10,7 +10,8 @@ A k-bit adapted layer is the method's own layer class with `KbitLayer` in front 
   and quantization state, moves with `.to()`, and writes its own state-dict entries; the
   layer's `weight` and `bias` read through to it.
 - the frozen product W0 x + b is the base module's own forward (its quantized kernel), as in
-  PEFT and the official code; the update is added to it.
+  PEFT and the official code, given the input as it came (under autocast too: the kernel casts
+  it to the compute dtype and returns the input's dtype); the update is added to it.
 - `frozen_weight()` is W0 dequantized, in the layer's compute dtype: what a method that reads W0
   uses (LoRMA's T W0 and A W0), and merging. The forward asks for it every time, so it is
   dequantized once per forward whatever the method (one weight at a time, freed after the
@@ -101,6 +102,8 @@ class KbitLayer:
     @property
     def kbit_kind(self) -> str:
         return kind(self.base_layer)
+
+    frozen_takes_cast_input = False     # (base.py) the kernel gets the input as it came
 
     def frozen_weight(self) -> torch.Tensor:
         return dequantize(self.base_layer)

@@ -265,3 +265,22 @@ def test_loralib_needs_no_bitsandbytes(repo_root):
     out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_under_autocast_the_4bit_layer_answers_in_its_input_dtype_as_peft(base_dir, tmp_path):
+    """PEFT's (and NOLA's official) LoRA on a Linear4bit under autocast: the base kernel gets
+    the fp32 input (qlora.py's fp32 norms feed it) and returns fp32, the update is added in
+    fp32. loralib's k-bit layer does the same (not the autocast dtype of a plain layer)."""
+    peft = pytest.importorskip("peft")
+    model = quantized(base_dir, "nf4-dq", torch.bfloat16)
+    lora.inject(model, lora.MethodConfig(method="lora", r=2, alpha=4.0), TARGETS)
+    perturb(model)
+    lora.save_adapter(model, tmp_path / "a")
+    theirs = peft.PeftModel.from_pretrained(quantized(base_dir, "nf4-dq", torch.bfloat16),
+                                            tmp_path / "a")
+    h = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(7))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = model.model.layers[0].self_attn.q_proj(h)
+        want = theirs.base_model.model.model.layers[0].self_attn.q_proj(h)
+    assert ours.dtype == want.dtype == torch.float32
+    close(ours.detach(), want.detach(), rel=2e-2)       # (PEFT's update is a bf16 product)
