@@ -29,7 +29,7 @@ def beam(trained, out, script, ckpt, *flags):
     run_beam(script, ["--data", trained["data"], "--batch_size", "2", "--seq_len", "64",
                       "--eval_len", "4", "--model_card", trained["card"], "--beam", "2",
                       "--init_checkpoint", ckpt, "--work_dir", out, "--output_file", "p.jsonl",
-                      *map(str, flags)])
+                      "--eos_token_id", "210", *map(str, flags)])   # the tiny vocabulary's end
     return (out / "p.jsonl").read_text()
 
 

@@ -312,9 +312,10 @@ def test_glue_runs_report_every_metric_of_their_task(tmp_path, shared_data):
         vals = [100 * r[key] for r in res]
         assert row[label] == f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
     assert "best epoch" in text
-    # run_glue.py does not record the trainable count: said so, per run
-    assert f"{tmp_path / 'mrpc_1'}: trainable parameters not recorded" in text
+    # run_glue.py records the trainable count (run_config.json): the adapter and the head
+    assert "trainable parameters not recorded" not in text
     sd = torch.load(tmp_path / "mrpc_1" / "pytorch_model.bin", weights_only=True)
+    assert row["trainable params"] == f"{sum(v.numel() for v in sd.values()):,}"
     assert row["adapter size"] == report.human_bytes(sum(v.numel() * v.element_size() for v in sd.values()))
 
 

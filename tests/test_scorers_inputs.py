@@ -193,7 +193,8 @@ def test_score_step_uses_an_installed_official_scorer(repo_root, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == f"scorer: official ({ev / 'e2e' / 'measure_scores.py'})"
     assert json.loads(js.read_text()) == {"BLEU": .5, "NIST": 7.25, "METEOR": .375,
-                                          "ROUGE_L": .625, "CIDEr": 1.5, "scorer": "official"}
+                                          "ROUGE_L": .625, "CIDEr": 1.5, "scorer": "official",
+                                          "task": "e2e"}
     for i in range(2):
         _write(tmp_path / f"reference{i}", "a b .\nc d .\n")
     out = subprocess.run([sys.executable, str(ev / "score.py"), "--task", "dart", "--ref",
@@ -201,7 +202,7 @@ def test_score_step_uses_an_installed_official_scorer(repo_root, tmp_path):
                           str(js)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(js.read_text()) == {"BLEU": 35.16, "METEOR": .36, "chrF++": .6,
-                                          "TER": .53, "scorer": "official"}
+                                          "TER": .53, "scorer": "official", "task": "dart"}
 
 
 def test_download_script_syntax_and_clear_failure(repo_root, tmp_path):

@@ -53,7 +53,7 @@ def test_toy_method_trains_saves_decodes_and_runs_nlu(tmp_path, shared_data):
     run_beam("gpt2_beam.py", ["--data", data, "--batch_size", "2", "--seq_len", "64",
                               "--eval_len", "3", "--model_card", card, "--beam", "2",
                               "--init_checkpoint", work / "model.2.pt", "--work_dir", work,
-                              "--output_file", "p.jsonl"])
+                              "--output_file", "p.jsonl", "--eos_token_id", "210"])
     assert len((work / "p.jsonl").read_text().splitlines()) == 12
     # an NLU step
     from nlu import run_glue

@@ -145,9 +145,10 @@ def test_bad_token_ids_name_the_line(tiny, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"context": [1, 2], "completion": [3, 4]}\n'
                    '{"context": [1, 999], "completion": [3]}\n')
-    with pytest.raises(ValueError, match=r"bad\.jsonl:2: token id 999"):
+    with pytest.raises(SystemExit, match=r"^gpt2_ft: .*bad\.jsonl:2: token id 999") as e:
         run_script("gpt2_ft.py", base_args(tmp_path, str(bad), tiny["card"], tiny["backbone"],
                                            tmp_path / "w"))
+    assert e.value.code == 2        # one line (traincore/cli.py), no traceback
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ def test_run_log_resumes_at_its_step_and_writes_tensorboard(tmp_path, capsys):
         log.write("train", {"step": s, "loss": 1.0 / s})
     log.write("valid", {"step": 2, "valid_loss": 0.7})
     log.close()
-    assert "| train | step 3 | loss 0.3333" in capsys.readouterr().out
+    out = capsys.readouterr().out           # off a terminal: the step of the total, an ETA
+    assert "| train | step 3/10 (30%) | loss 0.3333 | " in out and ", ETA " in out
     with open(tmp_path / "train_log.jsonl", "a") as f:
         f.write('{"step": 4, "lo')                    # a kill mid-write
     log = RunLog(str(tmp_path), ("train", "valid"), 2, 10, tensorboard=False)

@@ -3,14 +3,18 @@ TensorBoard scalars and a progress bar with ETA, all on the main process.
 
 A resumed run keeps the records up to its resumed step and appends (what a killed run logged
 after its last resumable state is dropped; so is a partial last line). The bar shows only on a
-terminal; a log file gets the periodic lines instead.
+terminal; off a terminal (a log file) each printed record says the step out of the total, the
+time elapsed and the time left: `| train | step 40/120 (33%) | loss 2.1 | ... | 1m10s elapsed,
+ETA 2m20s`.
 """
 import json
 import os
 import sys
+import time
 from typing import Optional, Sequence
 
 from .jsonlog import read_jsonl
+from .progress import _secs
 
 
 def _keep_until(path: str, last_step: int) -> None:
@@ -30,6 +34,7 @@ class RunLog:
                  progress: bool = True, desc: str = "train"):
         self.enabled = main
         self.files, self.tb, self.bar = {}, None, None
+        self.total, self.start_step, self.t0 = total, start_step, time.time()
         if not main:
             return
         os.makedirs(folder, exist_ok=True)
@@ -69,9 +74,32 @@ class RunLog:
         if self.bar is not None:
             self.bar.set_postfix({k: _fmt(v) for k, v in record.items() if k != "step"},
                                  refresh=False)
+        if self.bar is not None:
+            if echo is None:
+                echo = f"| {stream} | " + " | ".join(f"{k} {_fmt(v)}" for k, v in record.items())
+            self.bar.write(echo)
+            return
         if echo is None:
-            echo = f"| {stream} | " + " | ".join(f"{k} {_fmt(v)}" for k, v in record.items())
-        (self.bar.write if self.bar is not None else print)(echo)
+            echo = f"| {stream} | " + " | ".join(
+                self.where(v) if k == "step" else f"{k} {_fmt(v)}" for k, v in record.items())
+        print(echo + self.eta(record.get("step")), flush=True)
+
+    def where(self, step) -> str:
+        """`step 40/120 (33%)`, or `step 40` when the total is unknown."""
+        if not self.total:
+            return f"step {step}"
+        return f"step {step}/{self.total} ({100 * step / self.total:.0f}%)"
+
+    def eta(self, step) -> str:
+        """` | 1m10s elapsed, ETA 2m20s` from this run's pace since it (re)started."""
+        if step is None or not self.total:
+            return ""
+        elapsed = time.time() - self.t0
+        out = f" | {_secs(elapsed)} elapsed"
+        done = step - self.start_step
+        if 0 < done and step < self.total:
+            out += f", ETA {_secs(elapsed / done * (self.total - step))}"
+        return out
 
     def close(self) -> None:
         for f in self.files.values():

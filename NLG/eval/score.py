@@ -29,6 +29,7 @@ from metrics.readers import (ScoreInputError, load_e2e, load_multi_ref,  # noqa:
                              reference_paths)
 from metrics.report import E2E_DECIMALS, GEN_DECIMALS, format_lines  # noqa: E402
 from nlg.tasks import TASKS  # noqa: E402
+from traincore.cli import setup_parser, run  # noqa: E402
 from traincore.progress import Progress  # noqa: E402
 
 E2E_OFFICIAL = HERE / "e2e" / "measure_scores.py"
@@ -106,6 +107,7 @@ def build_parser():
     ap.add_argument("--no-meteor", action="store_true",
                     help="skip METEOR (no Java start-up); implies the built-in scorers, since the "
                          "official ones always run it")
+    setup_parser(ap)
     return ap
 
 
@@ -160,12 +162,14 @@ def _builtin(args, refs, hyps):
     return scores, notes, HERE / "score_gen.py"
 
 
-def _write_json(path, scores, notes, scorer):
+def _write_json(path, scores, notes, scorer, task=None):
     obj = dict(scores)
     unavailable = {k: v for k, v in (notes or {}).items() if scores.get(k) is None}
     if unavailable:
         obj["unavailable"] = unavailable
     obj["scorer"] = scorer
+    if task:
+        obj["task"] = task      # what the report groups the run under
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(obj, indent=1) + "\n")
 
@@ -202,9 +206,9 @@ def main(argv=None):
     decimals = E2E_DECIMALS if _one_file(args) else GEN_DECIMALS
     print("\n".join(format_lines(scores, notes, decimals)))
     if args.json:
-        _write_json(args.json, scores, notes, scorer)
+        _write_json(args.json, scores, notes, scorer, args.task)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("score.py", main))

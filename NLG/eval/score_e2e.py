@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from metrics.e2e import score_e2e  # noqa: E402
 from metrics.readers import ScoreInputError, load_e2e  # noqa: E402
+from traincore.cli import setup_parser, run  # noqa: E402
 from metrics.report import E2E_DECIMALS, format_lines, to_json  # noqa: E402
 
 
@@ -30,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true",
                     help="print one JSON object with every score at full precision")
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR (no Java needed)")
+    setup_parser(ap)
     args = ap.parse_args(argv)
     try:
         refs, hyps = load_e2e(args.ref_file, args.sys_file)
@@ -46,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("score_e2e.py", main))

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from metrics.gen import METRICS, parse_metrics, score_gen  # noqa: E402
 from metrics.readers import ScoreInputError, load_multi_ref  # noqa: E402
+from traincore.cli import setup_parser, run  # noqa: E402
 from metrics.report import GEN_DECIMALS, format_lines, to_json  # noqa: E402
 
 
@@ -33,6 +34,7 @@ def main(argv=None):
     ap.add_argument("-b", "--beta", type=float, default=2.0, help="chrF beta")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON object with every score at full precision")
+    setup_parser(ap)
     args = ap.parse_args(argv)
     if args.language != "en":
         ap.error(f"-lng {args.language}: only English is supported by the built-in scorer")
@@ -58,4 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("score_gen.py", main))

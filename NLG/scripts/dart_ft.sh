@@ -7,7 +7,7 @@
 #   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden
 #    from the environment, e.g. LR=1e-4 bash scripts/dart_ft.sh, or PRECISION=bf16)
 set -euo pipefail
-export TASK=dart METHOD_NAME=ft
+export TASK=dart METHOD_NAME=ft RUN_TASK_CALLER="$0"
 : "${LR:=0.00005}"; export LR                           # LoRA paper: FT baseline of Li & Liang (2021)
 : "${WEIGHT_DECAY:=0.0}"; export WEIGHT_DECAY           # LoRA paper Table 11
 : "${LABEL_SMOOTH:=0.0}"; export LABEL_SMOOTH           # LoRA paper Table 11

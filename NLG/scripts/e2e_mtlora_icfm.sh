@@ -7,7 +7,7 @@
 #   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden
 #    from the environment, e.g. LR=1e-4 bash scripts/e2e_mtlora_icfm.sh, or PRECISION=bf16)
 set -euo pipefail
-export TASK=e2e METHOD_NAME=mtlora_icfm
+export TASK=e2e METHOD_NAME=mtlora_icfm RUN_TASK_CALLER="$0"
 : "${LR:=0.0002}"; export LR                            # MTLoRA README.md:172-222 (LoRA's command)
 : "${WEIGHT_DECAY:=0.01}"; export WEIGHT_DECAY          # MTLoRA README.md:172-222 (LoRA's command)
 : "${DROPOUT:=0.1}"; export DROPOUT                     # MTLoRA README.md:172-222 (LoRA's command)

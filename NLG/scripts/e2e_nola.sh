@@ -7,7 +7,7 @@
 #   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden
 #    from the environment, e.g. LR=1e-4 bash scripts/e2e_nola.sh, or PRECISION=bf16)
 set -euo pipefail
-export TASK=e2e METHOD_NAME=nola
+export TASK=e2e METHOD_NAME=nola RUN_TASK_CALLER="$0"
 : "${LR:=0.005}"; export LR                             # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
 : "${WEIGHT_DECAY:=0.0}"; export WEIGHT_DECAY           # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35
 : "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH           # NOLA finetune_gpt2m_e2e_qv_nola.sh:1-35

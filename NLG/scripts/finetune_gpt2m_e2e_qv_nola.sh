@@ -6,7 +6,7 @@
 # (the official L script's first argument, a master port, is accepted and not needed).
 set -euo pipefail
 case "${1:-}" in [0-9]*) shift ;; esac
-export TASK=e2e METHOD_NAME=nola_official
+export TASK=e2e METHOD_NAME=nola_official RUN_TASK_CALLER="$0"
 : "${LR:=0.005}"; export LR
 : "${WEIGHT_DECAY:=0.0}"; export WEIGHT_DECAY
 : "${LABEL_SMOOTH:=0.1}"; export LABEL_SMOOTH

@@ -140,7 +140,7 @@ def render(task, method):
         "#   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden",
         "#    from the environment, e.g. LR=1e-4 bash scripts/" + f"{task}_{method}.sh, or PRECISION=bf16)",
         "set -euo pipefail",
-        f"export TASK={task} METHOD_NAME={method}",
+        f'export TASK={task} METHOD_NAME={method} RUN_TASK_CALLER="$0"',
     ]
     for k in ORDER:
         if k in settings:
@@ -175,7 +175,7 @@ def render_official(name):
         "# (the official L script's first argument, a master port, is accepted and not needed).",
         "set -euo pipefail",
         'case "${1:-}" in [0-9]*) shift ;; esac',
-        "export TASK=e2e METHOD_NAME=nola_official",
+        'export TASK=e2e METHOD_NAME=nola_official RUN_TASK_CALLER="$0"',
     ]
     settings = {"LR": v["LR"], "WEIGHT_DECAY": "0.0", "LABEL_SMOOTH": "0.1", "WARMUP_STEP": "500",
                 "MAX_EPOCH": "5", "TRAIN_BATCH_SIZE": v["TRAIN_BATCH_SIZE"], "GRAD_ACC": v["GRAD_ACC"],

@@ -7,7 +7,7 @@
 #   (bash scripts/run_task.sh --help lists the options; each setting below can be overridden
 #    from the environment, e.g. LR=1e-4 bash scripts/webnlg_lora.sh, or PRECISION=bf16)
 set -euo pipefail
-export TASK=webnlg METHOD_NAME=lora
+export TASK=webnlg METHOD_NAME=lora RUN_TASK_CALLER="$0"
 : "${LR:=0.0002}"; export LR                            # LoRA paper Table 11
 : "${WEIGHT_DECAY:=0.01}"; export WEIGHT_DECAY          # LoRA paper Table 11
 : "${DROPOUT:=0.1}"; export DROPOUT                     # LoRA paper Table 11

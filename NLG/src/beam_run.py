@@ -10,14 +10,16 @@ import time
 import torch
 
 from nlg.beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
-from nlg.checkpoint import check_method_matches, load_model_weights, stored_method
+from nlg import method_flags
+from nlg.checkpoint import load_model_weights, stored_method
 from nlg.cpu_memory import keep_freed_memory
 from nlg.data_utils import read_ft_file
 from nlg.gpt2_beam import CACHE_BYTES_CPU, CACHE_FRACTION_GPU, ROWS_PER_BATCH
 from nlg.model import GPT2LMModel, config_from_card, lora
-from traincore import Precision, barrier, gather_objects, write_text_atomic
+from traincore import Precision, barrier, gather_objects, write_json_atomic, write_text_atomic
 from traincore.cli import message, usage_error
 from traincore.noinit import no_init
+from traincore.settings_file import plain
 from traincore.progress import Progress
 
 DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
@@ -29,6 +31,35 @@ def eos_ids(args):
         from nlg.encoder import get_encoder
         default = get_encoder(args.vocab).eos_id
     return tuple([default] + list(args.eos_token_id or []))
+
+
+def check_end_ids(s: BeamSettings, vocab_size: int, args) -> list:
+    """The end ids the model can generate; none is an error naming the flag to give (a model
+    card with its own vocabulary has no 50256: every hypothesis would run to --eval_len)."""
+    if args.vocab and not 0 <= s.eos_token_ids[0] < vocab_size:
+        raise ValueError(f"--vocab {args.vocab}: its <|endoftext|> is id {s.eos_token_ids[0]}, "
+                         f"outside the model's vocabulary (vocab_size {vocab_size} of "
+                         f"--model_card {args.model_card}): give the vocabulary the model was "
+                         f"trained with")
+    within = s.eos_within(vocab_size)
+    if not within:
+        given = f" and --eos_token_id {args.eos_token_id}" if args.eos_token_id else ""
+        raise ValueError(f"no end-of-text id in the model's vocabulary (vocab_size {vocab_size} "
+                         f"of --model_card {args.model_card}; <|endoftext|> {DEFAULT_EOS} without "
+                         f"--vocab{given}): give --vocab DIR (the vocabulary the data was encoded "
+                         f"with) or --eos_token_id ID, else no output ever ends before --eval_len")
+    return within
+
+
+def write_decoding_record(path, args, method, end_ids):
+    """<predictions>.settings.json beside the predictions: what decoded them (the report reads
+    the settings; a later look at a file tells how it was made)."""
+    stem = path[:-len(".jsonl")] if path.endswith(".jsonl") else path
+    record = {"predictions": os.path.basename(path), "method": method.to_dict(),
+              "end_ids": list(end_ids),
+              "settings": {k: plain(v) for k, v in vars(args).items() if k != "procs"}}
+    write_json_atomic(record, stem + ".settings.json")
+    return stem + ".settings.json"
 
 
 def settings_from_args(args) -> BeamSettings:
@@ -154,24 +185,12 @@ def write_predictions(path, predictions):
 
 
 def resolve_method(args):
-    """The method to build: the one the checkpoint records when no method flag is given (a
-    preset entry point's rank may come from it too), else the flags', which must then agree
-    with what the checkpoint records. Files that record nothing need the flags."""
+    """The method to build: the one the checkpoint records, every method flag given agreeing
+    with it (nlg/method_flags.py); files that record nothing need the flags."""
     path = args.adapter_checkpoint or args.init_checkpoint
-    stored = stored_method(path)
-    fill_rank = (stored is not None and stored.is_adapter and args.lora_dim is None
-                 and args.method is not None and lora.get_spec(stored.method).cli.uses_lora_dim)
-    if fill_rank:
-        args.lora_dim = stored.r          # e.g. gpt2_beam_lorma_plus.py without --lora_dim
-        if args.lora_alpha is None:
-            args.lora_alpha = stored.alpha
-    method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
-    if stored is None:
-        return method
-    if method.method == "none":
-        return lora.MethodConfig(method="none") if not stored.is_adapter else stored
-    check_method_matches(method, stored, path)
-    return method
+    return method_flags.resolve(args, stored_method(path), f"checkpoint {path}", "gpt2",
+                                preset=getattr(args, "preset", None),
+                                prog=getattr(args, "prog", "gpt2_beam.py"))
 
 
 def _check_writable(path):
@@ -188,17 +207,14 @@ def _check_writable(path):
 
 def run(args, method, s):
     rank = args.rank
-    if rank == 0:
-        print("=" * 80)
-        for k, v in vars(args).items():
-            if k != "procs":
-                print(f"    - {k} : {v}")
-        print("=" * 80)
-    if rank == 0:
+    if rank == 0:     # every setting goes beside the predictions (write_decoding_record)
+        print(f"gpt2_beam: {args.data} -> {os.path.join(args.work_dir, args.output_file)} "
+              f"(beam {s.beam}, eval_len {s.eval_len}, length penalty {s.length_penalty})")
         _check_writable(os.path.join(args.work_dir, args.output_file))
     try:
         model, info = load_model(args, method)
         contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.config.vocab_size)
+        end_ids = check_end_ids(s, model.config.vocab_size, args)
     except (ValueError, KeyError, FileNotFoundError) as e:
         # Decoding never starts from random weights, so the loader's --random_init hint is moot.
         usage_error("gpt2_beam", message(e).split(" Pass --random_init")[0])
@@ -207,7 +223,9 @@ def run(args, method, s):
     merged = ready_for_decoding(model, args.device, precision)
     if rank == 0:
         print(f"method: {method.method}; loaded {info}; merged {merged} adapted layer(s)")
-        print(f"end ids: {s.eos_within(model.config.vocab_size)}")
+        ignored = [e for e in s.eos_token_ids if e not in end_ids]
+        print(f"end ids: {end_ids}" + (f" ({ignored} outside the vocabulary: ignored)"
+                                       if ignored else ""))
     t0 = time.time()
     try:
         with cpu_products(args.device, precision.dtype, bool(args.compile)):
@@ -217,6 +235,7 @@ def run(args, method, s):
     if rank == 0:
         path = os.path.join(args.work_dir, args.output_file)
         write_predictions(path, preds)
+        write_decoding_record(path, args, method, end_ids)
         dt = time.time() - t0
         print(f"saved {len(preds)} predictions to {path} ({dt:.1f}s, {len(preds) / max(dt, 1e-9):.2f} lines/s)")
     barrier()

@@ -217,6 +217,9 @@ def main(argv=None):
     ex.add_argument("--merge", action="store_true",
                     help="fold the adapter into the weights (otherwise an adapter is dropped)")
     lora.add_method_args(ex)
+    from traincore.cli import setup_parser
+    setup_parser(ap)
+    ex.error = ap.error            # one line for the subcommand's errors too
     args = ap.parse_args(argv)
     from nlg.model import GPT2LMModel, config_from_card
     method = lora.method_config_from_args(args, default="full", pipeline="gpt2")
@@ -228,4 +231,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from traincore.cli import run
+    run("checkpoint", main)

@@ -14,8 +14,12 @@ import math
 import torch
 
 
-def read_ft_file(path):
-    """[(context ids, completion ids)] with errors that name the file and line."""
+def read_ft_file(path, training=False, joint_lm=False):
+    """[(context ids, completion ids, line number)] with errors that name the file and line.
+    Training data (training=True) needs a completion on every line: an empty one has nothing
+    to learn (its loss mask is all zero, a step of such lines trains on nothing), and a context,
+    except for the joint LM (--obj jlm, plain text): the first completion token is predicted
+    from the context's last position. Decoding reads the contexts alone."""
     samples = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -37,6 +41,14 @@ def read_ft_file(path):
                                      f"it with gpt2_encode.py)")
             if not comp and not ctx:
                 raise ValueError(f"{path}:{lineno}: empty context and completion")
+            if training and not comp:
+                raise ValueError(f"{path}:{lineno}: empty completion: nothing to train on "
+                                 f"(drop the line, or encode with gpt2_encode.py --add_eos, "
+                                 f"which ends every completion with <|endoftext|>)")
+            if training and not ctx and not joint_lm:
+                raise ValueError(f"{path}:{lineno}: empty context: the first completion token "
+                                 f"has nothing to be predicted from (encode with gpt2_encode.py "
+                                 f"--add_bos, or train a plain-text LM with --obj jlm)")
             samples.append((ctx, comp, lineno))
     if not samples:
         raise ValueError(f"{path}: no examples")
@@ -49,7 +61,7 @@ class FT_Dataset(torch.utils.data.Dataset):
     def __init__(self, ft_file, batch_size, max_seq_length, max_eval_length=0, joint_lm=False,
                  prefix_len=0, infix_len=0, prefix_cursor=1000000, infix_cursor=2000000):
         self.ft_file = ft_file
-        self.ft_samples = read_ft_file(ft_file)
+        self.ft_samples = read_ft_file(ft_file, training=True, joint_lm=joint_lm)
         self.batch_size = batch_size
         self.num_examples = len(self.ft_samples)
         self.max_seq_length = max_seq_length

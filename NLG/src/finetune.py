@@ -15,10 +15,12 @@ from nlg.optimizer import create_adam_optimizer_from_args, create_optimizer_sche
 from traincore import (LossWatch, Precision, RunLog, TrainLoop, WorkDirBusy, all_reduce_sum,
                        allowed_changes, barrier, claim_work_dir, compiled, load_resume,
                        remove_stale_temporaries, save_finite, save_resume, seed_all, write_json_atomic)
+from traincore.cli import interrupted_run
+from traincore.settings_file import write_settings
 
 # What a run writes in --work_dir (removed first by --overwrite).
 RUN_OUTPUTS = ("model.", "resume.pt", "train_log.jsonl", "valid_log.jsonl", "run_info.json",
-               "tensorboard", ".resume.pt.", ".model.")
+               "args.json", "tensorboard", ".resume.pt.", ".model.")
 NONFINITE_HINT = (" (a lower --lr, --clip 1.0, or --fp16 -> --bf16 usually helps; the last "
                   "finite state is resume.pt, if one was written)")
 
@@ -63,12 +65,8 @@ def evaluate(model, valid_data, args, precision):
 def train(args, method):
     _claim(args)
     seed_all(args.random_seed)
-    if args.rank == 0:
-        print("=" * 80)
-        for k, v in vars(args).items():
-            if k != "procs":
-                print(f"    - {k} : {v}")
-        print("=" * 80)
+    if args.rank == 0:   # every setting in a file; the log gets a short header (below)
+        print(f"settings: {write_settings(args, os.path.join(args.work_dir, 'args.json'))}")
     config, train_data, valid_data = _load_data(args, method)
     model, full = _build_model(args, method, config)
     trainable, total = lora.count_parameters(model)
@@ -80,6 +78,10 @@ def train(args, method):
         by_epoch = max(1, args.max_epoch * stream.per_epoch // args.grad_acc)
         max_step = by_epoch if max_step is None else min(max_step, by_epoch)
     args.max_step = max_step
+    if args.rank == 0:
+        print(f"training: {max_step} steps, batch {args.train_batch_size} x {args.grad_acc} "
+              f"accumulated x {args.world_size} process(es), lr {args.lr} ({args.scheduler}, "
+              f"warmup {args.warmup_step}), seed {args.random_seed} -> {args.work_dir}")
     optimizer = create_adam_optimizer_from_args(model, args)
     scheduler = create_optimizer_scheduler(optimizer, args)
     precision = Precision.from_flags(args.fp16, args.bf16, args.device, tf32=args.tf32)
@@ -98,6 +100,9 @@ def train(args, method):
     net.train()
     try:
         loop.run(steps.groups(), steps.loss_of, steps.after_step)
+    except KeyboardInterrupt:
+        raise interrupted_run(loop.step, args.max_step, steps.saved_step,
+                              f"--save_interval {args.save_interval}") from None
     finally:
         steps.log.close()
     # CPU time of this process (all its threads): comparable between runs that shared the cores
@@ -187,6 +192,7 @@ class _Steps:
         self.args, self.method, self.model, self.full, self.trained = args, method, model, full, trained
         self.stream, self.valid_data, self.precision, self.loop = stream, valid_data, precision, loop
         self.start_step = start_step
+        self.saved_step = start_step if start_step else None   # of the last resume.pt
         self.log = RunLog(args.work_dir, ("train", "valid"), start_step, args.max_step,
                           main=args.rank == 0, tensorboard=not args.no_tensorboard,
                           progress=not args.no_progress)
@@ -238,6 +244,7 @@ class _Steps:
                         self.loop.optimizer, self.loop.scheduler, self.loop.scaler, step,
                         resume_settings(args), args.device, main=args.rank == 0,
                         hint=NONFINITE_HINT)
+            self.saved_step = step
         if stopping and step < args.max_step:
             if args.rank == 0:
                 print(f"stopping after {step - self.start_step} steps at step {step}; continue "
@@ -283,7 +290,9 @@ def _finish(args, method, model, step, run):
                 "max_step": args.max_step, "world_size": args.world_size,
                 "train_time_s": run["train_time"], "train_cpu_s": run["train_cpu"],
                 "peak_mem_mb": run["peak_mem"], "resumed_from": run["resume_path"],
-                "exported_published": exported}, os.path.join(args.work_dir, "run_info.json"))
+                "exported_published": exported, "task": getattr(args, "task", None),
+                "random_seed": args.random_seed, "settings": resume_settings(args)},
+                os.path.join(args.work_dir, "run_info.json"))
     barrier()
     return final_path
 

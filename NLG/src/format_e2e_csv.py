@@ -16,7 +16,7 @@ import sys
 
 from nlg.e2e_tokenize import tokenize, tokenize_reference
 from nlg.format_io import text_lines
-from traincore.cli import run, usage_error
+from traincore.cli import DEBUG_FLAG, run, usage_error
 
 ATTRIBUTE_NAMES = {"eatType": "Type", "familyFriendly": "family friendly", "priceRange": "price"}
 _ATTRIBUTE = re.compile(r"\s*([^\[\],|]+?)\s*\[([^\[\]|]*)\]\s*(?:,|$)")
@@ -86,7 +86,7 @@ def convert(in_path, out_path):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != DEBUG_FLAG]
     prog = "format_e2e_csv.py"
     if len(argv) != 2:
         usage_error(prog, f"expected 2 arguments, got {len(argv)} "

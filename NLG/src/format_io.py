@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from traincore.cli import run, usage_error
+from traincore.cli import DEBUG_FLAG, run, usage_error
 
 
 def _not_utf8(path, data: bytes, e: UnicodeDecodeError, first_line=1):
@@ -46,7 +46,7 @@ def write_jsonl(path, records):
 
 
 def cli(convert, script, input_kind, argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != DEBUG_FLAG]
     if len(argv) != 2:
         usage_error(script, f"expected 2 arguments, got {len(argv)} (usage: python src/{script} "
                             f"{input_kind} OUTPUT_formatted.jsonl)")

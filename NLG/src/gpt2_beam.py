@@ -41,6 +41,7 @@ import sys
 
 import loralib as lora
 from nlg.gpu import add_gpu_params
+from traincore import cli
 from traincore.cli import message, usage_error
 
 # Only what the command line needs is imported here, so that --help and argparse's errors
@@ -111,6 +112,7 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
                    help="pad every context to seq_len - eval_len as the reference does (for benchmarks)")
     g.add_argument("--no_early_exit", action="store_true",
                    help="run all eval_len steps for every context even once its result is settled")
+    cli.setup_parser(p)
     lora.add_method_args(p)
     if defaults:
         p.set_defaults(**defaults)
@@ -118,8 +120,15 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
 
 
 def main(argv=None, defaults=None, description=None):
+    """The command: bad input and Ctrl-C as one line (traincore/cli.py)."""
+    return cli.run("gpt2_beam", _main, argv, defaults, description)
+
+
+def _main(argv=None, defaults=None, description=None):
     args = build_parser(defaults, **({"description": description} if description else {})
                         ).parse_args(argv)
+    # an entry point's presets are named as such in errors (nlg/method_flags.py)
+    args.preset, args.prog = dict(defaults or {}), os.path.basename(sys.argv[0] or "gpt2_beam.py")
     if args.fp16 and args.bf16:
         usage_error("gpt2_beam", "--fp16 and --bf16 are exclusive (pick one)")
     check_inputs(args)

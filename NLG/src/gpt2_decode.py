@@ -33,7 +33,7 @@ import re
 import sys
 
 from nlg import encoder
-from traincore.cli import message, usage_error
+from traincore.cli import setup_parser, message, run, usage_error
 from nlg.tasks import TASKS
 
 EOT = "<|endoftext|>"
@@ -183,6 +183,7 @@ def build_parser():
     p.add_argument("--lower", action="store_true", help="lowercase")
     p.add_argument("--filter", default="all", choices=["all", "seen", "unseen"],
                    help="webnlg only: keep categories seen during training, unseen ones, or all")
+    setup_parser(p)
     return p
 
 
@@ -210,4 +211,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run("gpt2_decode.py", main)

@@ -21,7 +21,7 @@ import sys
 
 
 from nlg import encoder
-from traincore.cli import message, usage_error
+from traincore.cli import setup_parser, message, run, usage_error
 from nlg.format_io import text_lines
 from traincore.progress import Progress
 
@@ -76,6 +76,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, type=str, help="token-id jsonl to write")
     parser.add_argument("--add_bos", action="store_true", help="end the context with <|endoftext|>")
     parser.add_argument("--add_eos", action="store_true", help="end the completion with <|endoftext|>")
+    setup_parser(parser)
     args = parser.parse_args(argv)
     try:
         enc = encoder.get_encoder(args.vocab)
@@ -85,4 +86,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run("gpt2_encode.py", main)

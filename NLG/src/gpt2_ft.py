@@ -63,7 +63,7 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
                              "GPT2Config keywords")
     g.add_argument("--init_checkpoint", default=None,
                         help="pretrained GPT-2 pytorch_model.bin / .safetensors, or a trained "
-                             "model.<step>.pt")
+                             "model.<step>.pt; 'random': a random backbone (= --random_init)")
     g.add_argument("--random_init", action="store_true",
                         help="allow a random backbone (no checkpoint, or one lacking tensors)")
     g.add_argument("--independent_layer_init", action="store_true",
@@ -114,6 +114,10 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
     g.add_argument("--no_tensorboard", action="store_true", help="skip TensorBoard files")
     g.add_argument("--no_progress", action="store_true",
                         help="no progress bar (it shows only on a terminal anyway)")
+    g.add_argument("--task", default=None,
+                        help="the task's name, recorded in run_info.json for the report "
+                             "(run_task.sh gives it)")
+    cli.setup_parser(parser, g)
     g = parser.add_argument_group("accepted for Microsoft's command lines (unused)")
     g.add_argument("--roll_interval", type=int, default=-1, help="(Microsoft's; unused)")
     g.add_argument("--roll_lr", type=float, default=0.00001, help="(Microsoft's; unused)")
@@ -128,6 +132,11 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
 # ----------------------------------------------------------------------------------------------
 
 def main(argv=None, defaults=None, description=None):
+    """The command: bad input and Ctrl-C as one line (traincore/cli.py)."""
+    return cli.run("gpt2_ft", _main, argv, defaults, description)
+
+
+def _main(argv=None, defaults=None, description=None):
     args = build_parser(defaults, **({"description": description} if description else {})
                         ).parse_args(argv)
     if args.max_step is None and args.max_epoch is None:
@@ -168,6 +177,8 @@ def usage_error(msg):
 def check_inputs(args):
     """The files and the model card, checked before the settings dump and the model build."""
     from nlg.model import config_from_card
+    if args.init_checkpoint == "random" and not os.path.exists("random"):
+        args.init_checkpoint, args.random_init = None, True    # run_task.sh's spelling
     for flag in ("train_data", "valid_data"):
         path = getattr(args, flag)
         if not os.path.isfile(path):

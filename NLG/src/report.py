@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Tuple
 from nlg import published as pub
 from nlg.run_records import Run, RunError, find_run_dirs, method_family, read_run
 from nlg.tasks import TASKS as NLG_TASKS
+from traincore import cli
 
 
 @dataclass(frozen=True)
@@ -531,6 +532,7 @@ def collect(run_dirs, bases=(), labels=()):
 
 def main(argv=None):
     ap = build_parser()
+    cli.setup_parser(ap)
     args = ap.parse_args(argv)
     if not args.runs and not args.base:
         ap.error("give at least one RUN_DIR (or --base LABEL=DIR)")
@@ -572,4 +574,4 @@ def _write(path, text):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run("report", main))

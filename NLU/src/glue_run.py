@@ -10,6 +10,7 @@ from nlu.roberta import (RobertaForSequenceClassification, config_from_card, loa
 from nlu.glue_data import RobertaTokenizer, encode_examples, load_split, num_labels, task_spec
 from nlu.glue_metrics import glue_metrics
 from nlu import glue_train
+from nlg import method_flags
 from traincore import (Precision, Processes, barrier, claim_work_dir, gather_objects,
                        remove_stale_temporaries, save_finite, seed_all, write_json_atomic)
 
@@ -134,21 +135,12 @@ def stored_method(adapter_checkpoint):
 
 
 def resolve_method(args):
-    """The flags' method, or the one recorded beside --adapter_checkpoint when no method flag is
-    given; flags that contradict the record are an error naming both values."""
+    """The flags' method, or the one recorded beside --adapter_checkpoint: then every method
+    flag given must agree with the record, or it is an error naming the flag and both values
+    (nlg/method_flags.py)."""
     stored = stored_method(args.adapter_checkpoint)
-    method = lora.method_config_from_args(args, default="none" if stored else "full",
-                                          pipeline="roberta")
-    if stored is None:
-        return method
-    if method.method == "none":
-        return stored
-    diffs = method.differences(stored)
-    if diffs:
-        raise ValueError(f"--adapter_checkpoint {args.adapter_checkpoint} was trained with "
-                         f"another method setting: {'; '.join(diffs)}. Drop the method flags "
-                         f"to use the recorded one")
-    return method
+    return method_flags.resolve(args, stored, f"--adapter_checkpoint {args.adapter_checkpoint}",
+                                "roberta", default="full")
 
 
 def run_task(args):
@@ -308,6 +300,8 @@ def _train_and_evaluate(args, model, cfg, method, tok, train, dev_sets, procs, l
         if history:
             out.update(per_epoch=history, best_metric=key, best=best)
         write_json_atomic(out, os.path.join(out_dir, "eval_results.json"))
-        write_json_atomic({"args": vars(args), "method": method.to_dict(), "model": cfg.to_dict()},
+        trainable, _ = lora.count_parameters(model)
+        write_json_atomic({"args": vars(args), "method": method.to_dict(), "model": cfg.to_dict(),
+                           "trainable_params": trainable},
                           os.path.join(out_dir, "run_config.json"))
     return results

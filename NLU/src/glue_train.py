@@ -16,6 +16,7 @@ import torch
 
 from traincore import (LossWatch, Precision, RunLog, TrainLoop, allowed_changes, load_resume,
                        save_resume)
+from traincore.cli import interrupted_run
 
 # What --resume must see unchanged (they decide what the steps compute).
 RESUME_SETTINGS = ("task_name", "model_card", "init_checkpoint", "adapter_checkpoint",
@@ -83,6 +84,7 @@ class GlueTraining:
         self.watch = LossWatch(self.device)
         self.epoch = self.run_steps = 0
         self.last_loss = None
+        self.saved_step = None      # the step of the last resume.pt
 
     def _save(self, epoch, batch):
         lp = self.loop
@@ -90,6 +92,7 @@ class GlueTraining:
                     lp.scaler, lp.step, self.settings, self.device, main=self.procs.main,
                     extra={"epoch": epoch, "batch": batch, "tracking": json.dumps(self.tracking)},
                     hint=HINT)
+        self.saved_step = lp.step
 
     def _resume(self):
         """(epoch, batches to skip) where this run starts."""
@@ -105,7 +108,7 @@ class GlueTraining:
         if state is None:
             self.log(f"--resume: no {self.resume_path} yet: starting at step 0")
             return 0, 0
-        lp.step = int(state["step"])
+        lp.step = self.saved_step = int(state["step"])
         epoch, skip = int(state["epoch"]), int(state["batch"])
         self.tracking.update(json.loads(state["tracking"]))
         self.log(f"resumed from {self.resume_path} at step {lp.step} (epoch {epoch}, batch {skip})")
@@ -166,5 +169,8 @@ class GlueTraining:
                 self._save(epoch + 1, 0)
             self.watch.check(HINT)
             return True
+        except KeyboardInterrupt:
+            raise interrupted_run(self.loop.step, self.total, self.saved_step,
+                                  f"--save_steps {args.save_steps} and every epoch") from None
         finally:
             self.runlog.close()

@@ -39,7 +39,7 @@ import argparse
 import os
 
 import loralib as lora
-from traincore.cli import run
+from traincore.cli import setup_parser, run
 
 # Only what the command line needs is imported here, so that --help answers without torch; the
 # run itself is nlu/glue_run.py.
@@ -117,6 +117,7 @@ def build_parser(defaults=None):
     g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                    help="passed by torch.distributed.launch without --use_env; LOCAL_RANK from "
                         "the environment takes precedence")
+    setup_parser(p, g)
     lora.add_method_args(p)
     if defaults:
         p.set_defaults(**defaults)
