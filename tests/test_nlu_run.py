@@ -227,7 +227,12 @@ def test_scripts_take_a_precision_setting(tmp_path, precision, flag):
     fake = tmp_path / "python"
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" > "{record}"\n')
     fake.chmod(0o755)
+    tok = tmp_path / "tok"          # the inputs run_glue_task.sh checks before it starts
+    tok.mkdir()
+    (tok / "vocab.json").write_text("{}")
+    (tok / "merges.txt").write_text("")
     env = dict(os.environ, PYTHON=str(fake), num_gpus="1", OUTPUT_DIR=str(tmp_path / "out"), MNLI_ADAPTER="none",
+               INIT_CHECKPOINT=str(fake), TOKENIZER_DIR=str(tok), DATA_DIR=str(tmp_path),
                **({} if precision == "fp32" else {"PRECISION": precision}))
     r = _run(["bash", "roberta_base_lora_rte.sh"], env)
     assert r.returncode == 0, r.stderr

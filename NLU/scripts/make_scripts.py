@@ -146,6 +146,7 @@ HEADER = """#!/usr/bin/env bash
 # edit the table and re-run it rather than this file.
 #
 #   bash {name} [extra run_glue.py flags]
+#   bash {name} --smoke   (offline on tiny generated data in seconds: run_glue_task.sh --help)
 # Settings below can be overridden from the environment (e.g. LR=1e-4 SEED=1 bash {name});
 # paths and run length: MODEL_CARD INIT_CHECKPOINT TOKENIZER_DIR DATA_DIR OUTPUT_DIR num_gpus
 # MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER; PRECISION=fp32|tf32|bf16
@@ -215,7 +216,7 @@ def main(out_dir=None):
                          " (they pass --do_rri $do_rri with do_rri unset, so rank inflation is"
                          " always on); LoRMA_pi: roberta_large_lorma_pi_cola.sh.", name=name + " pre 8 True 42")
     text += """if [ $# -lt 4 ]; then
-  echo "usage: $0 MODE(pre|post) R DO_PI(True|False) SEED [extra run_glue.py flags]" >&2; exit 2
+  echo "usage: $0 MODE(pre|post) R DO_PI(True|False) SEED [extra run_glue.py flags | --smoke]" >&2; exit 2
 fi
 lorma_mode=$1; lorma_r=$2; do_pi=$3; seed=$4; shift 4
 case "$lorma_mode" in pre|post) ;; *) echo "$0: MODE must be pre or post, got '$lorma_mode'" >&2; exit 2;; esac

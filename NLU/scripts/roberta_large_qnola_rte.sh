@@ -4,6 +4,7 @@
 # edit the table and re-run it rather than this file.
 #
 #   bash roberta_large_qnola_rte.sh [extra run_glue.py flags]
+#   bash roberta_large_qnola_rte.sh --smoke   (offline on tiny generated data in seconds: run_glue_task.sh --help)
 # Settings below can be overridden from the environment (e.g. LR=1e-4 SEED=1 bash roberta_large_qnola_rte.sh);
 # paths and run length: MODEL_CARD INIT_CHECKPOINT TOKENIZER_DIR DATA_DIR OUTPUT_DIR num_gpus
 # MAX_STEPS MAX_TRAIN_SAMPLES MAX_EVAL_SAMPLES RANDOM_INIT=1 MNLI_ADAPTER; PRECISION=fp32|tf32|bf16

@@ -23,7 +23,14 @@
 #                          (~4e-3 relative); dev metrics may move by a few tenths of a point, so
 #                          compare runs of one precision only.
 # Arguments are passed on to src/run_glue.py (e.g. --overwrite_output_dir to replace a finished
-# run in OUTPUT_DIR, which is refused otherwise); --help shows this text.
+# run in OUTPUT_DIR, which is refused otherwise; --resume to continue a stopped one); --help
+# shows this text.
+# --smoke (among the arguments): this script's pipeline offline on tiny data in seconds, to check
+#   a set-up before a long run: every GLUE task's files in the real layout and a byte-level
+#   vocabulary for them (src/run_glue_smoke.py, written once into SMOKE_DIR, default
+#   NLU/smoke_out), a random roberta-tiny, SMOKE_STEPS (default 20) steps at batch 8, length 64,
+#   then dev evaluation; MRPC / RTE / STS-B start from scratch instead of the MNLI adapter.
+#   The method, its flags and PRECISION are the script's own. Outputs: SMOKE_DIR/runs/.
 set -euo pipefail
 NLU_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
@@ -46,6 +53,27 @@ for v in MODEL_SIZE TASK METHOD_NAME METHOD_ARGS BATCH_SIZE EPOCHS LR MAX_SEQ_LE
   fi
 done
 
+smoke=0
+passed=()
+for a in "$@"; do
+  if [ "$a" = --smoke ]; then smoke=1; else passed+=("$a"); fi
+done
+set -- ${passed[@]+"${passed[@]}"}
+if [ "$smoke" = 1 ]; then
+  SMOKE_DIR="${SMOKE_DIR:-$NLU_DIR/smoke_out}"
+  case "$SMOKE_DIR" in /*) ;; *) SMOKE_DIR="$PWD/$SMOKE_DIR" ;; esac
+  if [ ! -f "$SMOKE_DIR/.done" ]; then
+    "$PYTHON" "$NLU_DIR/src/run_glue_smoke.py" "$SMOKE_DIR"
+    touch "$SMOKE_DIR/.done"
+  fi
+  MODEL_CARD=roberta-tiny INIT_CHECKPOINT="" RANDOM_INIT=1 MNLI_ADAPTER=none num_gpus=1
+  TOKENIZER_DIR="$SMOKE_DIR/tokenizer" DATA_DIR="$SMOKE_DIR/glue" EVAL_STRATEGY=end
+  OUTPUT_DIR="$SMOKE_DIR/runs/roberta_${MODEL_SIZE}_${METHOD_NAME}/$TASK"
+  MAX_STEPS="${SMOKE_STEPS:-20}" BATCH_SIZE=8 MAX_SEQ_LENGTH=64 MAX_TRAIN_SAMPLES="" MAX_EVAL_SAMPLES=""
+  set -- "$@" --overwrite_output_dir --logging_steps 5 --no_tensorboard
+  echo "== smoke: roberta-tiny (random weights), $MAX_STEPS steps on $DATA_DIR -> $OUTPUT_DIR"
+fi
+
 MODEL_CARD="${MODEL_CARD:-roberta-$MODEL_SIZE}"
 INIT_CHECKPOINT="${INIT_CHECKPOINT-$NLU_DIR/pretrained_checkpoints/roberta-$MODEL_SIZE/pytorch_model.bin}"
 TOKENIZER_DIR="${TOKENIZER_DIR:-$NLU_DIR/pretrained_checkpoints/roberta-$MODEL_SIZE}"
@@ -53,6 +81,24 @@ DATA_DIR="${DATA_DIR:-$NLU_DIR/data/glue}"
 RUN_ROOT="$NLU_DIR/trained_models/roberta_${MODEL_SIZE}_${METHOD_NAME}"
 OUTPUT_DIR="${OUTPUT_DIR:-$RUN_ROOT/$TASK/seed_$SEED}"
 EVAL_STRATEGY="${EVAL_STRATEGY:-epoch}"
+# What a real run reads, all checked at once (each missing one with its fix).
+missing=()
+if [ -n "$INIT_CHECKPOINT" ] && [ ! -f "$INIT_CHECKPOINT" ]; then
+  missing+=("INIT_CHECKPOINT $INIT_CHECKPOINT: no such file (bash download_pretrained_checkpoints.sh --models nlu from the repository root; or INIT_CHECKPOINT= RANDOM_INIT=1 MODEL_CARD=roberta-tiny for a random model)")
+fi
+if ! { [ -f "$TOKENIZER_DIR/vocab.json" ] && [ -f "$TOKENIZER_DIR/merges.txt" ]; } \
+    && ! { [ -f "$TOKENIZER_DIR/encoder.json" ] && [ -f "$TOKENIZER_DIR/vocab.bpe" ]; }; then
+  missing+=("TOKENIZER_DIR $TOKENIZER_DIR: no vocab.json + merges.txt (download_pretrained_checkpoints.sh --models nlu)")
+fi
+if [ ! -d "$DATA_DIR" ]; then
+  missing+=("DATA_DIR $DATA_DIR: no such folder (bash create_datasets.sh --tasks glue from the repository root)")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "run_glue_task.sh: ${#missing[@]} input(s) missing:" >&2
+  printf '  %s\n' "${missing[@]}" >&2
+  echo "  (--smoke runs this script offline on tiny generated data instead)" >&2
+  exit 2
+fi
 if [ -z "${num_gpus:-}" ]; then
   num_gpus=$("$PYTHON" -c "import torch; print(max(1, torch.cuda.device_count()))" 2>/dev/null || echo 1)
 fi
