@@ -75,6 +75,8 @@ def test_nlu_smoke_runs_the_script_offline(tmp_path, script, args, task, metric)
     saved = torch.load(out / "pytorch_model.bin", weights_only=True)
     # trainable_params (for the report): what was saved, the adapter and the head
     assert config["trainable_params"] == sum(v.numel() for v in saved.values())
+    if task != "cola":
+        return
     # run again: the data is reused, the run replaced
     again = subprocess.run(["bash", NLU_SCRIPTS / script, *args, "--smoke"], capture_output=True,
                            text=True, cwd=tmp_path, env=_env(SMOKE_DIR=smoke, SMOKE_STEPS=2),
