@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from nlg.backbone import stored_backbone
 from nlg.beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
 from nlg.checkpoint import check_method_matches, load_model_weights, stored_method
 from nlg.cpu_memory import keep_freed_memory
@@ -23,19 +24,28 @@ from traincore.progress import Progress
 DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
 
 
-def eos_ids(args):
+def eos_ids(args, record=None):
+    """The end ids: the default one (GPT-2's 50256, the --vocab's <|endoftext|>, or the end id
+    an HF backbone's checkpoint records: its tokenizer's), then every --eos_token_id."""
     default = DEFAULT_EOS
-    if args.vocab:
+    if record is not None:
+        if args.vocab:
+            raise ValueError(f"--vocab {args.vocab} is GPT-2's vocabulary; this checkpoint's "
+                             f"backbone ({record.get('spec')}) has its own tokenizer, whose end "
+                             f"id it records")
+        default = record["eos_token_id"]
+    elif args.vocab:
         from nlg.encoder import get_encoder
         default = get_encoder(args.vocab).eos_id
     return tuple([default] + list(args.eos_token_id or []))
 
 
-def settings_from_args(args) -> BeamSettings:
+def settings_from_args(args, record=None) -> BeamSettings:
     return BeamSettings(beam=args.beam, eval_len=args.eval_len, min_length=args.min_length,
                         length_penalty=args.length_penalty,
                         no_repeat_ngram_size=args.no_repeat_ngram_size,
-                        repetition_penalty=args.repetition_penalty, eos_token_ids=eos_ids(args))
+                        repetition_penalty=args.repetition_penalty,
+                        eos_token_ids=eos_ids(args, record))
 
 
 def read_contexts(path, seq_len, eval_len, vocab_size):
@@ -47,7 +57,8 @@ def read_contexts(path, seq_len, eval_len, vocab_size):
         bad = [t for t in ctx if t >= vocab_size]
         if bad:
             raise ValueError(f"{path}:{lineno}: token id {bad[0]} is outside the model's vocabulary "
-                             f"(vocab_size {vocab_size}): wrong --model_card or another vocabulary?")
+                             f"(vocab_size {vocab_size}): wrong --model_card, or a file "
+                             f"encoded with another vocabulary or tokenizer?")
         out.append(truncate_context(ctx, seq_len, eval_len))
     return out
 
@@ -58,8 +69,7 @@ def batch_limits(args, model, device):
     if args.decode_batch > 0:
         return args.decode_batch, None
     rows = ROWS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
-    c = model.config
-    per_position = 2 * c.n_layer * c.n_embd * next(model.parameters()).element_size()
+    per_position = model.cache_bytes_per_position()
     if device.type == "cuda":
         budget = CACHE_FRACTION_GPU * torch.cuda.get_device_properties(device).total_memory
     else:
@@ -67,7 +77,10 @@ def batch_limits(args, model, device):
     return max(args.batch_size, rows // args.beam, 1), int(budget // per_position)
 
 
-def load_model(args, method):
+def load_model(args, method, record=None):
+    """(model, what was loaded); record: the checkpoint's backbone record (None: GPT-2)."""
+    if record is not None:
+        return _load_hf(args, method, record)
     if args.init_checkpoint is None:
         if args.adapter_checkpoint:
             raise ValueError(f"--adapter_checkpoint {args.adapter_checkpoint} needs its backbone: "
@@ -84,6 +97,31 @@ def load_model(args, method):
     info = load_model_weights(model, args.init_checkpoint, adapter_checkpoint=args.adapter_checkpoint,
                               require_adapter=config.adapter is not None)
     return model.eval(), info
+
+
+def _load_hf(args, method, record):
+    from nlg.hf_backbone import KIND, load_trained
+    if record.get("kind") != KIND:
+        raise ValueError(f"checkpoint {args.init_checkpoint}: unknown backbone kind "
+                         f"{record.get('kind')!r}")
+    if args.adapter_checkpoint:
+        raise ValueError(f"--adapter_checkpoint: {args.init_checkpoint} has a Hugging Face "
+                         f"backbone, whose checkpoints hold the adapter already: give the "
+                         f"model.<step>.pt as --init_checkpoint alone")
+    return load_trained(args.init_checkpoint, record, method, spec_text=args.backbone)
+
+
+def checkpoint_backbone(args):
+    """The backbone record of --init_checkpoint (None: GPT-2); --backbone given with a GPT-2
+    checkpoint is an error (its backbone is the --model_card)."""
+    record = stored_backbone(args.init_checkpoint)
+    if record is None and args.backbone:
+        raise ValueError(f"--backbone {args.backbone}: {args.init_checkpoint} records no "
+                         f"Hugging Face backbone (a GPT-2 checkpoint: its model is --model_card)")
+    if record is not None and args.compile:
+        raise ValueError("--compile compiles the GPT-2 backbone's decoding step; this "
+                         "checkpoint's Hugging Face backbone decodes without it")
+    return record
 
 
 def ready_for_decoding(model, device, precision: Precision) -> int:
@@ -153,11 +191,21 @@ def write_predictions(path, predictions):
                               for i, pred in enumerate(predictions)), path)
 
 
-def resolve_method(args):
+def resolve_method(args, record=None):
     """The method to build: the one the checkpoint records when no method flag is given (a
     preset entry point's rank may come from it too), else the flags', which must then agree
-    with what the checkpoint records. Files that record nothing need the flags."""
+    with what the checkpoint records. Files that record nothing need the flags. record: the
+    checkpoint's backbone record (an HF backbone: loralib's "llm" defaults, and --adapt_targets
+    naming modules must be the recorded ones)."""
     path = args.adapter_checkpoint or args.init_checkpoint
+    pipeline = "gpt2"
+    if record is not None:
+        from nlg.hf_backbone import explicit_targets
+        pipeline = "llm"
+        modules = explicit_targets(args)
+        if modules is not None and modules != record.get("target_modules"):
+            raise ValueError(f"--adapt_targets {','.join(modules)}: checkpoint {path} adapted "
+                             f"{record.get('target_modules')}")
     stored = stored_method(path)
     fill_rank = (stored is not None and stored.is_adapter and args.lora_dim is None
                  and args.method is not None and lora.get_spec(stored.method).cli.uses_lora_dim)
@@ -165,7 +213,7 @@ def resolve_method(args):
         args.lora_dim = stored.r          # e.g. gpt2_beam_lorma_plus.py without --lora_dim
         if args.lora_alpha is None:
             args.lora_alpha = stored.alpha
-    method = lora.method_config_from_args(args, default="none", pipeline="gpt2")
+    method = lora.method_config_from_args(args, default="none", pipeline=pipeline)
     if stored is None:
         return method
     if method.method == "none":
@@ -186,7 +234,7 @@ def _check_writable(path):
                                  f"--work_dir")
 
 
-def run(args, method, s):
+def run(args, method, s, record=None):
     rank = args.rank
     if rank == 0:
         print("=" * 80)
@@ -197,9 +245,9 @@ def run(args, method, s):
     if rank == 0:
         _check_writable(os.path.join(args.work_dir, args.output_file))
     try:
-        model, info = load_model(args, method)
-        contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.config.vocab_size)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+        model, info = load_model(args, method, record)
+        contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.vocab_size)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
         # Decoding never starts from random weights, so the loader's --random_init hint is moot.
         usage_error("gpt2_beam", message(e).split(" Pass --random_init")[0])
     precision = Precision.from_flags(args.fp16, args.bf16, args.device, tf32=args.tf32)
@@ -207,7 +255,7 @@ def run(args, method, s):
     merged = ready_for_decoding(model, args.device, precision)
     if rank == 0:
         print(f"method: {method.method}; loaded {info}; merged {merged} adapted layer(s)")
-        print(f"end ids: {s.eos_within(model.config.vocab_size)}")
+        print(f"end ids: {s.eos_within(model.vocab_size)}")
     t0 = time.time()
     try:
         with cpu_products(args.device, precision.dtype, bool(args.compile)):
