@@ -283,8 +283,10 @@ def test_resume_continues_exactly(hf, tmp_path):
     fa, fb = _load(a / "model.4.pt")["model_state_dict"], _load(b / "model.4.pt")["model_state_dict"]
     assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
     # another backbone is another run: refused
+    import shutil
+    shutil.copytree(hf["dir"] / "base", tmp_path / "other")
     with pytest.raises(SystemExit, match="backbone"):
-        run_script("gpt2_ft.py", ["--backbone", hf["spec"] + "/"] +
+        run_script("gpt2_ft.py", ["--backbone", f"hf:{tmp_path / 'other'}"] +
                    ft_args(hf, b, *flags, "--resume", steps=4)[2:])
 
 
@@ -302,6 +304,12 @@ def test_bad_inputs_are_clear_errors(hf, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_script("gpt2_ft.py", ft_args(hf, w, "--lora_dim", 4, "--seq_len", 4096))
     assert "exceeds the 128 positions" in capsys.readouterr().err
+    # token ids of GPT-2's BPE (contexts end with 50256) are not this tokenizer's
+    gpt2_ids = tmp_path / "gpt2.jsonl"
+    gpt2_ids.write_text('{"context": [1, 2, 50256], "completion": [3, 50256]}\n' * 3)
+    with pytest.raises(SystemExit):
+        run_script("gpt2_ft.py", ft_args(hf, w, "--lora_dim", 4, "--train_data", gpt2_ids))
+    assert "every context ends with id 50256, not the end id" in capsys.readouterr().err
     # loralib's names translate to the Llama family's modules
     run_script("gpt2_ft.py", ft_args(hf, w, "--lora_dim", 2, "--adapt_targets", "k,c_fc",
                                      steps=1))

@@ -245,6 +245,9 @@ def run(args, method, s, record=None):
     if rank == 0:
         _check_writable(os.path.join(args.work_dir, args.output_file))
     try:
+        if record is not None:
+            from nlg.hf_tokenizer import check_separator
+            check_separator(args.data, record["eos_token_id"], record.get("tokenizer"))
         model, info = load_model(args, method, record)
         contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.vocab_size)
     except (ValueError, KeyError, FileNotFoundError, ImportError) as e:

@@ -213,7 +213,8 @@ def check_hf_inputs(args):
     the model's positions."""
     from nlg.backbone import parse_hf_spec
     from nlg.hf_backbone import check_targets
-    from nlg.hf_loading import load_config
+    from nlg.hf_loading import load_config, load_tokenizer
+    from nlg.hf_tokenizer import check_separator
     for flag, given in (("init_checkpoint", args.init_checkpoint),
                         ("random_init", args.random_init),
                         ("independent_layer_init", args.independent_layer_init)):
@@ -222,8 +223,14 @@ def check_hf_inputs(args):
                         f"the weights come from the model, and each layer's adapter is drawn "
                         f"on its own")
     try:
-        config = load_config(parse_hf_spec(args.backbone))
+        spec = parse_hf_spec(args.backbone)
+        # one spelling per model (a folder made absolute): what resume.pt and run_info.json record
+        args.backbone = str(spec)
+        config = load_config(spec)
         check_targets(config, args.method_config, args.hf_target_modules)
+        eos = load_tokenizer(spec, "--backbone").eos_token_id
+        for path in (args.train_data, args.valid_data):
+            check_separator(path, eos, args.backbone)
     except (ValueError, ImportError) as e:
         usage_error(str(e))
     limit = getattr(config, "max_position_embeddings", None)

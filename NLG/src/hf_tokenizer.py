@@ -78,3 +78,26 @@ class HFTextCodec:
                              f"({len(self.tok)} tokens)")
         return self.tok.decode(ids, skip_special_tokens=False,
                                clean_up_tokenization_spaces=False)
+
+
+def check_separator(path, eos_id, what, limit=200):
+    """Token-id data made for another vocabulary are refused here, not trained on: when every
+    context of the file's first `limit` lines ends with one same id (the separator
+    gpt2_encode.py --add_bos writes) and that id is not this tokenizer's end id (50256: the
+    file was encoded with GPT-2's BPE)."""
+    import json
+    ends = set()
+    with open(path, encoding="utf8") as f:
+        for i, line in enumerate(f):
+            if i >= limit:
+                break
+            try:
+                context = json.loads(line).get("context")
+            except (ValueError, AttributeError):
+                return                      # the data reader reports malformed lines
+            if isinstance(context, list) and context:
+                ends.add(context[-1])
+    if len(ends) == 1 and eos_id not in ends:
+        raise ValueError(f"{path}: every context ends with id {ends.pop()}, not the end id "
+                         f"{eos_id} of {what}: the file was encoded with another vocabulary "
+                         f"(encode it with gpt2_encode.py --tokenizer {what})")
