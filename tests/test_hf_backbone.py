@@ -235,6 +235,31 @@ def test_every_method_trains_and_decodes_from_its_checkpoint(hf, tmp_path, name)
     assert got == want.tolist()
 
 
+def test_export_writes_the_merged_model_as_a_model_folder(hf, tmp_path):
+    """--export_published on an HF backbone: a save_pretrained folder holding the adapter merged
+    into the weights (plain Linear layers), with the tokenizer; its logits are the trained
+    model's, and it loads back as a backbone."""
+    from nlg.hf_backbone import load_trained
+    w, out = tmp_path / "w", tmp_path / "merged"
+    run_script("gpt2_ft.py", ft_args(hf, w, "--method", "lorma", "--lorma_type", "rri",
+                                     "--lora_dim", 2, "--lora_alpha", 4, "--export_published", out,
+                                     steps=2))
+    ckpt = _load(w / "model.2.pt")
+    method = lora.MethodConfig.from_dict({k: v for k, v in ckpt["loralib"].items()
+                                          if k != "loralib_version"})
+    trained, _ = load_trained(w / "model.2.pt", ckpt["backbone"], method)
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert not any(lora.is_adapter_key(k) for k in exported.state_dict())
+    ids = torch.tensor([json.loads(open(hf["data"]).readline())["context"]])
+    with torch.no_grad():
+        want, got = trained.hf(input_ids=ids).logits, exported(input_ids=ids).logits
+        base = transformers.AutoModelForCausalLM.from_pretrained(hf["dir"] / "base")(input_ids=ids).logits
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, base, rtol=1e-5, atol=1e-5)          # training moved it
+    assert transformers.AutoTokenizer.from_pretrained(out).encode("name : Aromi") == \
+        hf["tok"].encode("name : Aromi")
+
+
 def test_loss_is_the_models_own(hf):
     """The pipeline's loss (logits only at the loss positions, label smoothing, sum) equals the
     one computed from the model's own logits at the same positions; without smoothing, the mean
