@@ -103,10 +103,16 @@ class GPT2Backbone:
     kind = GPT2
 
     def __init__(self, args, method):
-        from nlg.model import config_from_card
         self.args, self.method = args, method
-        self.config = config_from_card(args.model_card, method=method,
-                                       independent_layer_init=args.independent_layer_init)
+        self._config = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            from nlg.model import config_from_card
+            self._config = config_from_card(self.args.model_card, method=self.method,
+                                            independent_layer_init=self.args.independent_layer_init)
+        return self._config
 
     @property
     def vocab_size(self):

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from nlg.backbone import open_backbone
+from nlg.backbone import GPT2Backbone, open_backbone
 from nlg.checkpoint import method_record
 from nlg.data_utils import BatchStream, FT_Dataset, eval_batches
 from nlg.model import lora
@@ -104,10 +104,10 @@ def train(args, method):
     finally:
         steps.log.close()
     # CPU time of this process (all its threads): comparable between runs that shared the cores
-    return _finish(args, method, backbone, model, loop.step, dict(
+    return _finish(args, method, model, loop.step, dict(
         trainable=trainable, total=total, train_time=time.time() - t_start,
         train_cpu=time.process_time() - cpu_start, peak_mem=_peak_memory_mb(args.device),
-        resume_path=resume_path))
+        resume_path=resume_path), backbone)
 
 
 def _claim(args):
@@ -268,9 +268,11 @@ def checkpoint_records(method, backbone):
     return {**method_record(method), **({"backbone": record} if record else {})}
 
 
-def _finish(args, method, backbone, model, step, run):
+def _finish(args, method, model, step, run, backbone=None):
     """The final checkpoint and run_info.json (it marks a finished run: run_task.sh reuses it; a
-    stopped one has resume.pt)."""
+    stopped one has resume.pt). backbone: the one trained (default: GPT-2)."""
+    if backbone is None:
+        backbone = GPT2Backbone(args, method)
     final_path = exported = None
     if step >= args.max_step:
         final_path = os.path.join(args.work_dir, f"model.{step}.pt")

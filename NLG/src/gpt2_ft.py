@@ -29,7 +29,8 @@ A Hugging Face causal LM trains instead of GPT-2 with --backbone hf:<hub id | fo
 (nlg/hf_backbone.py): the data encoded with its tokenizer (gpt2_encode.py --tokenizer, same
 spec), no --model_card / --init_checkpoint (its weights come from the spec), the method through
 loralib.inject on the projections --adapt_targets names (default q_proj,v_proj: loralib's q, v),
-the same loop, loss, resume and checkpoints, which then record the backbone.
+the same loop, loss, resume and checkpoints; a checkpoint then records the backbone and holds
+the adapter (every weight for full fine-tuning), not the base weights the spec gives again.
 
 Outputs in --work_dir: model.<step>.pt every --save_interval (adapter only, or everything for full
 fine-tuning), the final model.<max_step>.pt (backbone + adapter: --init_checkpoint for the beam
