@@ -5,8 +5,15 @@
 #
 #   bash scripts/e2e_lora.sh [--num_gpus N] [--seed S] [--model_card gpt2.sm|gpt2.md|gpt2.lg|card.json]
 #        [--init_checkpoint FILE|random] [--work_dir DIR] [--data_dir DIR] [--vocab DIR] [--max_step N]
-#        [--launcher auto|torchrun|launch|python] [--force] [--smoke]
+#        [--launcher auto|torchrun|launch|python] [--force] [--smoke] [--backbone gpt2|hf:ID|DIR|FILE.gguf]
 #
+# --backbone hf:<hub id | folder | file.gguf> (or BACKBONE=...): a Hugging Face causal LM instead
+#   of GPT-2, e.g. hf:pretrained_checkpoints/SmolLM2-135M-Instruct. The task's *_formatted.jsonl
+#   are encoded with its tokenizer into WORK_DIR/data; it trains in float32 (PRECISION=bf16:
+#   autocast), the method on q_proj, v_proj (EXTRA_FT_ARGS="--adapt_targets ..." names other
+#   projections); the beam search takes the model and method from the checkpoint alone and ends
+#   at the tokenizer's end id and at its "\n\n" token where it has one; decoding detokenizes with
+#   it. --model_card, --init_checkpoint and --vocab are GPT-2's and not used with it.
 # --smoke: the whole pipeline of this task script offline in about half a minute (21 CPU-seconds
 #   on 2 cores, data building included; a busy machine takes longer): the demo's
 #   generators write small splits in this task's raw format and a BPE vocabulary for them,
@@ -19,13 +26,13 @@
 #
 # Environment (the calling script sets the hyperparameters; any can be overridden, LR=1e-4 bash ...):
 #   options:   NUM_GPUS (or num_gpus) SEED MODEL_CARD INIT_CHECKPOINT WORK_DIR DATA_DIR VOCAB
-#              MAX_STEP LAUNCHER FORCE SMOKE SMOKE_DIR PYTHON
+#              MAX_STEP LAUNCHER FORCE SMOKE SMOKE_DIR PYTHON BACKBONE
 #   training:  LR WEIGHT_DECAY LABEL_SMOOTH WARMUP_STEP MAX_EPOCH TRAIN_BATCH_SIZE VALID_BATCH_SIZE
 #              GRAD_ACC SEQ_LEN CLIP ADAM_BETA2 SCHEDULER SAVE_INTERVAL METHOD_ARGS
 #              EXTRA_FT_ARGS (flags appended to gpt2_ft.py)
 #   decoding:  BEAM LENGTH_PENALTY NO_REPEAT_NGRAM_SIZE REPETITION_PENALTY EVAL_LEN
 #              BEAM_BATCH_SIZE (gpt2_beam.py --batch_size; the reference's 1 by default)
-#              EOS_TOKEN_ID (an extra end id; default the vocabulary's "\n\n")
+#              EOS_TOKEN_ID (an extra end id; default the vocabulary's or tokenizer's "\n\n")
 #              EXTRA_BEAM_ARGS (flags appended to gpt2_beam.py)
 #   scoring:   REF_NUM (references per context for WebNLG / DART) NO_METEOR (1: skip METEOR)
 #   precision: PRECISION=fp32|tf32|bf16, for training and decoding (default fp32):
@@ -123,6 +130,7 @@ LAUNCHER=${LAUNCHER:-auto}
 FORCE=${FORCE:-0}
 SMOKE=${SMOKE:-0}
 PYTHON=${PYTHON:-python}
+BACKBONE=${BACKBONE:-gpt2}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -137,6 +145,7 @@ while [ $# -gt 0 ]; do
     --launcher) LAUNCHER=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
     --smoke) SMOKE=1; shift ;;
+    --backbone) BACKBONE=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
@@ -165,6 +174,14 @@ esac
 
 # Paths given relative to where the user stands keep working after the cd into NLG/ below.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+case "$BACKBONE" in
+  gpt2) hf=0 ;;
+  hf:?*) hf=1
+     [ "$SMOKE" != 1 ] || die "--smoke runs a tiny random GPT-2; --backbone $BACKBONE needs the task's data (--data_dir)"
+     # a local folder or file given relative to where the user stands (a hub id stays as it is)
+     if [ -e "${BACKBONE#hf:}" ]; then BACKBONE=hf:$(abspath "${BACKBONE#hf:}"); fi ;;
+  *) die "--backbone must be gpt2 or hf:<hub id | folder | file.gguf>, got '$BACKBONE'" ;;
+esac
 [ "$SMOKE" != 1 ] || smoke_setup
 [ -z "$INIT_CHECKPOINT" ] || [ "$INIT_CHECKPOINT" = random ] || INIT_CHECKPOINT=$(abspath "$INIT_CHECKPOINT")
 [ -z "$WORK_DIR" ] || WORK_DIR=$(abspath "$WORK_DIR")
@@ -173,6 +190,14 @@ VOCAB=$(abspath "$VOCAB")
 case "$MODEL_CARD" in gpt2.*) ;; *) MODEL_CARD=$(abspath "$MODEL_CARD") ;; esac
 cd "$nlg"
 
+# data folder, reference layout, scored splits: the task table (src/tasks.py)
+task_vars=$("$PYTHON" -m nlg.tasks shell "$TASK" 2>&1) || die "TASK '$TASK': ${task_vars#nlg.tasks: }"
+eval "$task_vars"
+DATA_DIR=${DATA_DIR:-$nlg/$TASK_DATA}
+
+# GPT-2: the card's checkpoint, the token ids create_datasets.sh wrote, the card fitting the
+# vocabulary, "\n\n" as an extra end id.
+gpt2_setup() {
 case "$MODEL_CARD" in
   gpt2.sm) size=S; ckpt_name=gpt2-pytorch_model.bin ;;
   gpt2.md) size=M; ckpt_name=gpt2-medium-pytorch_model.bin ;;
@@ -185,10 +210,6 @@ if [ -z "$INIT_CHECKPOINT" ]; then
   [ -n "$ckpt_name" ] || die "--init_checkpoint is required with model card $MODEL_CARD (a file, or random)"
   INIT_CHECKPOINT=$nlg/pretrained_checkpoints/$ckpt_name
 fi
-# data folder, reference layout, scored splits: the task table (src/tasks.py)
-task_vars=$("$PYTHON" -m nlg.tasks shell "$TASK" 2>&1) || die "TASK '$TASK': ${task_vars#nlg.tasks: }"
-eval "$task_vars"
-DATA_DIR=${DATA_DIR:-$nlg/$TASK_DATA}
 WORK_DIR=${WORK_DIR:-$nlg/trained_models/GPT2_${size}/$TASK/${METHOD_NAME}_seed$SEED}
 
 if [ "$INIT_CHECKPOINT" = random ]; then
@@ -229,6 +250,62 @@ if [ -z "${EOS_TOKEN_ID:-}" ]; then
   EOS_TOKEN_ID=$("$PYTHON" -c 'import json,sys; e=json.load(open(sys.argv[1], encoding="utf-8")); print(e.get("\u010a\u010a", e["<|endoftext|>"]))' "$VOCAB/encoder.json") \
     || die "cannot read the end-of-text token from $VOCAB/encoder.json"
 fi
+ids_dir=$DATA_DIR
+init_inputs=()
+[ "$INIT_CHECKPOINT" = random ] || init_inputs=("$INIT_CHECKPOINT")
+model_args=(--model_card "$MODEL_CARD" "${init_args[@]}")
+beam_model_args=(--model_card "$MODEL_CARD")
+text_args=(--vocab "$VOCAB")
+}
+
+# A Hugging Face backbone: the formatted splits encoded with its tokenizer into WORK_DIR/data
+# (again when they or the backbone change), "\n\n" as an extra end id where the tokenizer has
+# it as one token; the beam search takes the model and method from the checkpoint alone.
+hf_setup() {
+local split stale hf_eos
+[ -z "$INIT_CHECKPOINT" ] || die "--init_checkpoint is GPT-2's; --backbone $BACKBONE brings its own weights"
+size=HF_$(basename "${BACKBONE#hf:}" .gguf | tr -c 'A-Za-z0-9._\n-' _)
+WORK_DIR=${WORK_DIR:-$nlg/trained_models/$size/$TASK/${METHOD_NAME}_seed$SEED}
+for split in train valid test; do
+  [ -f "$DATA_DIR/${split}_formatted.jsonl" ] || die "$DATA_DIR/${split}_formatted.jsonl not found (bash create_datasets.sh, or --data_dir)"
+done
+mkdir -p "$WORK_DIR/data"
+stale=()
+for split in train valid test; do
+  if [ "$FORCE" = 1 ] || [ ! -f "$WORK_DIR/data/$split.jsonl" ] || [ ! -f "$WORK_DIR/.stamp.encode_$split" ] \
+      || stamp_differs "encode_$split" "$BACKBONE" -- "$DATA_DIR/${split}_formatted.jsonl"; then
+    stale+=("$split")
+  fi
+done
+[ ${#stale[@]} = 0 ] || say "encode ${stale[*]} with the tokenizer of $BACKBONE -> $WORK_DIR/data"
+# one process for the splits and the end id (each start imports torch and transformers)
+hf_eos=$("$PYTHON" - "$BACKBONE" "$DATA_DIR" "$WORK_DIR/data" "${stale[@]}" <<'PY'
+import sys
+from nlg.gpt2_encode import encode_file
+from nlg.hf_tokenizer import HFTextCodec
+try:
+    codec = HFTextCodec.from_spec(sys.argv[1], "--backbone")
+    for split in sys.argv[4:]:
+        encode_file(codec, f"{sys.argv[2]}/{split}_formatted.jsonl", f"{sys.argv[3]}/{split}.jsonl",
+                    add_bos=True, add_eos=True, progress=False)
+except (ValueError, KeyError, OSError, ImportError) as e:
+    sys.exit(str(e))
+ids = codec.ids("\n\n")
+print(ids[0] if len(ids) == 1 else "")
+PY
+) || die "encoding the data with the tokenizer of $BACKBONE failed"
+for split in "${stale[@]}"; do
+  write_stamp "encode_$split" "$BACKBONE" -- "$DATA_DIR/${split}_formatted.jsonl"
+done
+[ -n "${EOS_TOKEN_ID:-}" ] || EOS_TOKEN_ID=$hf_eos
+ids_dir=$WORK_DIR/data
+init_inputs=()
+model_args=(--backbone "$BACKBONE")
+beam_model_args=()
+text_args=(--tokenizer "$BACKBONE")
+}
+
+if [ "$BACKBONE" = gpt2 ]; then gpt2_setup; else hf_setup; fi
 
 case "${PRECISION:=fp32}" in
   fp32) precision_args=() ;;
@@ -239,6 +316,9 @@ esac
 
 mkdir -p "$WORK_DIR"
 read -r -a method_args <<< "$METHOD_ARGS"
+# A Hugging Face backbone's checkpoint records its method: the beam search takes it from there.
+beam_method=("${method_args[@]}")
+[ "$BACKBONE" = gpt2 ] || beam_method=()
 read -r -a extra_ft <<< "${EXTRA_FT_ARGS:-}"
 read -r -a extra_beam <<< "${EXTRA_BEAM_ARGS:-}"
 step_args=()
@@ -253,14 +333,13 @@ elif [ -f "$WORK_DIR/resume.pt" ] && [ ! -f "$WORK_DIR/run_info.json" ]; then
   resume_args=(--resume)
 fi
 ft_args=(
-  --train_data "$DATA_DIR/train.jsonl"
-  --valid_data "$DATA_DIR/valid.jsonl"
+  --train_data "$ids_dir/train.jsonl"
+  --valid_data "$ids_dir/valid.jsonl"
   --train_batch_size "${TRAIN_BATCH_SIZE:-8}"
   --grad_acc "${GRAD_ACC:-1}"
   --valid_batch_size "${VALID_BATCH_SIZE:-4}"
   --seq_len "${SEQ_LEN:-512}"
-  --model_card "$MODEL_CARD"
-  "${init_args[@]}"
+  "${model_args[@]}"
   --platform local
   --clip "${CLIP:-0.0}"
   --lr "$LR"
@@ -279,8 +358,7 @@ ft_args=(
   "${precision_args[@]}"
   "${extra_ft[@]}"
 )
-ft_inputs=("$DATA_DIR/train.jsonl" "$DATA_DIR/valid.jsonl")
-[ "$INIT_CHECKPOINT" = random ] || ft_inputs+=("$INIT_CHECKPOINT")
+ft_inputs=("$ids_dir/train.jsonl" "$ids_dir/valid.jsonl" "${init_inputs[@]}")
 if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/run_info.json" ]; then
   if stamp_differs train "${ft_args[@]}" -- "${ft_inputs[@]}"; then
     die "the settings or inputs changed since the finished training in $WORK_DIR: --force redoes it (or give another --work_dir)"
@@ -311,43 +389,43 @@ BEAM=${BEAM:-10}
 lp_tag=$(echo "$LENGTH_PENALTY" | tr -d .)
 predict=predict.$step.b${BEAM}p${lp_tag}r${NO_REPEAT_NGRAM_SIZE:-4}.jsonl
 beam_args=(
-  --data "$DATA_DIR/test.jsonl"
+  --data "$ids_dir/test.jsonl"
   --batch_size "${BEAM_BATCH_SIZE:-1}"
   --seq_len "${SEQ_LEN:-512}"
   --eval_len "${EVAL_LEN:-64}"
-  --model_card "$MODEL_CARD"
+  "${beam_model_args[@]}"
   --init_checkpoint "$ckpt"
   --platform local
-  "${method_args[@]}"
+  "${beam_method[@]}"
   --beam "$BEAM"
   --length_penalty "$LENGTH_PENALTY"
   --no_repeat_ngram_size "${NO_REPEAT_NGRAM_SIZE:-4}"
   --repetition_penalty "${REPETITION_PENALTY:-1.0}"
-  --eos_token_id "$EOS_TOKEN_ID"
+  ${EOS_TOKEN_ID:+--eos_token_id "$EOS_TOKEN_ID"}
   --work_dir "$WORK_DIR"
   --output_file "$predict"
   "${precision_args[@]}"
   "${extra_beam[@]}"
 )
 if [ "$FORCE" != 1 ] && [ -f "$WORK_DIR/$predict" ] \
-    && ! stamp_differs beam "${beam_args[@]}" -- "$DATA_DIR/test.jsonl" "$ckpt"; then
+    && ! stamp_differs beam "${beam_args[@]}" -- "$ids_dir/test.jsonl" "$ckpt"; then
   say "beam: reusing $WORK_DIR/$predict"
 else
   say "beam search (beam $BEAM, length penalty $LENGTH_PENALTY) -> $predict"
   "${launch[@]}" src/gpt2_beam.py "${beam_args[@]}"
-  write_stamp beam "${beam_args[@]}" -- "$DATA_DIR/test.jsonl" "$ckpt"
+  write_stamp beam "${beam_args[@]}" -- "$ids_dir/test.jsonl" "$ckpt"
 fi
 
 # 3. Decode and 4. score. WebNLG is scored on the seen / unseen categories and on all of them.
 REF_NUM=${REF_NUM:-$TASK_REF_NUM}
-score_key=("$TASK" "$VOCAB" "$REF_NUM" "${NO_METEOR:-}")
+score_key=("$TASK" "${text_args[1]}" "$REF_NUM" "${NO_METEOR:-}")
 if [ "$FORCE" != 1 ] && [ "$WORK_DIR/scores.json" -nt "$WORK_DIR/$predict" ] \
     && ! stamp_differs score "${score_key[@]}" -- "$WORK_DIR/$predict" "$DATA_DIR/test_formatted.jsonl"; then
   say "decode + score: reusing $WORK_DIR/scores.json (newer than $predict)"
 elif [ "$TASK_REFERENCES" = e2e ]; then
   say "decode + score"
   "$PYTHON" src/gpt2_decode.py \
-    --vocab "$VOCAB" \
+    "${text_args[@]}" \
     --sample_file "$WORK_DIR/$predict" \
     --input_file "$DATA_DIR/test_formatted.jsonl" \
     --output_ref_file "$WORK_DIR/e2e_ref.txt" \
@@ -360,7 +438,7 @@ else
     out=$WORK_DIR/eval_$split
     mkdir -p "$out"
     "$PYTHON" src/gpt2_decode.py \
-      --vocab "$VOCAB" \
+      "${text_args[@]}" \
       --sample_file "$WORK_DIR/$predict" \
       --input_file "$DATA_DIR/test_formatted.jsonl" \
       --ref_type "$TASK" \

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from nlg.backbone import stored_backbone
 from nlg.beam_search import BeamSettings, decode_contexts, truncate_context, unique_contexts
 from nlg import method_flags
 from nlg.checkpoint import load_model_weights, stored_method
@@ -25,9 +26,17 @@ from traincore.progress import Progress
 DEFAULT_EOS = 50256  # Microsoft's default; --vocab takes it from encoder.json instead
 
 
-def eos_ids(args):
+def eos_ids(args, record=None):
+    """The end ids: the default one (GPT-2's 50256, the --vocab's <|endoftext|>, or the end id
+    an HF backbone's checkpoint records: its tokenizer's), then every --eos_token_id."""
     default = DEFAULT_EOS
-    if args.vocab:
+    if record is not None:
+        if args.vocab:
+            raise ValueError(f"--vocab {args.vocab} is GPT-2's vocabulary; this checkpoint's "
+                             f"backbone ({record.get('spec')}) has its own tokenizer, whose end "
+                             f"id it records")
+        default = record["eos_token_id"]
+    elif args.vocab:
         from nlg.encoder import get_encoder
         default = get_encoder(args.vocab).eos_id
     return tuple([default] + list(args.eos_token_id or []))
@@ -62,11 +71,12 @@ def write_decoding_record(path, args, method, end_ids):
     return stem + ".settings.json"
 
 
-def settings_from_args(args) -> BeamSettings:
+def settings_from_args(args, record=None) -> BeamSettings:
     return BeamSettings(beam=args.beam, eval_len=args.eval_len, min_length=args.min_length,
                         length_penalty=args.length_penalty,
                         no_repeat_ngram_size=args.no_repeat_ngram_size,
-                        repetition_penalty=args.repetition_penalty, eos_token_ids=eos_ids(args))
+                        repetition_penalty=args.repetition_penalty,
+                        eos_token_ids=eos_ids(args, record))
 
 
 def read_contexts(path, seq_len, eval_len, vocab_size):
@@ -78,7 +88,8 @@ def read_contexts(path, seq_len, eval_len, vocab_size):
         bad = [t for t in ctx if t >= vocab_size]
         if bad:
             raise ValueError(f"{path}:{lineno}: token id {bad[0]} is outside the model's vocabulary "
-                             f"(vocab_size {vocab_size}): wrong --model_card or another vocabulary?")
+                             f"(vocab_size {vocab_size}): wrong --model_card, or a file "
+                             f"encoded with another vocabulary or tokenizer?")
         out.append(truncate_context(ctx, seq_len, eval_len))
     return out
 
@@ -89,8 +100,7 @@ def batch_limits(args, model, device):
     if args.decode_batch > 0:
         return args.decode_batch, None
     rows = ROWS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
-    c = model.config
-    per_position = 2 * c.n_layer * c.n_embd * next(model.parameters()).element_size()
+    per_position = model.cache_bytes_per_position()
     if device.type == "cuda":
         budget = CACHE_FRACTION_GPU * torch.cuda.get_device_properties(device).total_memory
     else:
@@ -98,7 +108,10 @@ def batch_limits(args, model, device):
     return max(args.batch_size, rows // args.beam, 1), int(budget // per_position)
 
 
-def load_model(args, method):
+def load_model(args, method, record=None):
+    """(model, what was loaded); record: the checkpoint's backbone record (None: GPT-2)."""
+    if record is not None:
+        return _load_hf(args, method, record)
     if args.init_checkpoint is None:
         if args.adapter_checkpoint:
             raise ValueError(f"--adapter_checkpoint {args.adapter_checkpoint} needs its backbone: "
@@ -115,6 +128,31 @@ def load_model(args, method):
     info = load_model_weights(model, args.init_checkpoint, adapter_checkpoint=args.adapter_checkpoint,
                               require_adapter=config.adapter is not None)
     return model.eval(), info
+
+
+def _load_hf(args, method, record):
+    from nlg.hf_backbone import KIND, load_trained
+    if record.get("kind") != KIND:
+        raise ValueError(f"checkpoint {args.init_checkpoint}: unknown backbone kind "
+                         f"{record.get('kind')!r}")
+    if args.adapter_checkpoint:
+        raise ValueError(f"--adapter_checkpoint: {args.init_checkpoint} has a Hugging Face "
+                         f"backbone, whose checkpoints hold the adapter already: give the "
+                         f"model.<step>.pt as --init_checkpoint alone")
+    return load_trained(args.init_checkpoint, record, method, spec_text=args.backbone)
+
+
+def checkpoint_backbone(args):
+    """The backbone record of --init_checkpoint (None: GPT-2); --backbone given with a GPT-2
+    checkpoint is an error (its backbone is the --model_card)."""
+    record = stored_backbone(args.init_checkpoint)
+    if record is None and args.backbone:
+        raise ValueError(f"--backbone {args.backbone}: {args.init_checkpoint} records no "
+                         f"Hugging Face backbone (a GPT-2 checkpoint: its model is --model_card)")
+    if record is not None and args.compile:
+        raise ValueError("--compile compiles the GPT-2 backbone's decoding step; this "
+                         "checkpoint's Hugging Face backbone decodes without it")
+    return record
 
 
 def ready_for_decoding(model, device, precision: Precision) -> int:
@@ -184,11 +222,21 @@ def write_predictions(path, predictions):
                               for i, pred in enumerate(predictions)), path)
 
 
-def resolve_method(args):
+def resolve_method(args, record=None):
     """The method to build: the one the checkpoint records, every method flag given agreeing
-    with it (nlg/method_flags.py); files that record nothing need the flags."""
+    with it (nlg/method_flags.py); files that record nothing need the flags. record: the
+    checkpoint's backbone record (an HF backbone: loralib's "llm" defaults, and --adapt_targets
+    naming modules must be the recorded ones)."""
     path = args.adapter_checkpoint or args.init_checkpoint
-    return method_flags.resolve(args, stored_method(path), f"checkpoint {path}", "gpt2",
+    pipeline = "gpt2"
+    if record is not None:
+        from nlg.hf_backbone import explicit_targets
+        pipeline = "llm"
+        modules = explicit_targets(args)
+        if modules is not None and modules != record.get("target_modules"):
+            raise ValueError(f"--adapt_targets {','.join(modules)}: checkpoint {path} adapted "
+                             f"{record.get('target_modules')}")
+    return method_flags.resolve(args, stored_method(path), f"checkpoint {path}", pipeline,
                                 preset=getattr(args, "preset", None),
                                 prog=getattr(args, "prog", "gpt2_beam.py"))
 
@@ -205,17 +253,20 @@ def _check_writable(path):
                                  f"--work_dir")
 
 
-def run(args, method, s):
+def run(args, method, s, record=None):
     rank = args.rank
     if rank == 0:     # every setting goes beside the predictions (write_decoding_record)
         print(f"gpt2_beam: {args.data} -> {os.path.join(args.work_dir, args.output_file)} "
               f"(beam {s.beam}, eval_len {s.eval_len}, length penalty {s.length_penalty})")
         _check_writable(os.path.join(args.work_dir, args.output_file))
     try:
-        model, info = load_model(args, method)
-        contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.config.vocab_size)
-        end_ids = check_end_ids(s, model.config.vocab_size, args)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+        if record is not None:
+            from nlg.hf_tokenizer import check_separator
+            check_separator(args.data, record["eos_token_id"], record.get("tokenizer"))
+        model, info = load_model(args, method, record)
+        contexts = read_contexts(args.data, args.seq_len, args.eval_len, model.vocab_size)
+        end_ids = check_end_ids(s, model.vocab_size, args)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
         # Decoding never starts from random weights, so the loader's --random_init hint is moot.
         usage_error("gpt2_beam", message(e).split(" Pass --random_init")[0])
     precision = Precision.from_flags(args.fp16, args.bf16, args.device, tf32=args.tf32)

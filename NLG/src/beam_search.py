@@ -1,4 +1,5 @@
-"""Beam search for GPT-2 decoding (used by gpt2_beam.py), batched over many contexts.
+"""Beam search for GPT-2 decoding (used by gpt2_beam.py), batched over many contexts; the same
+search drives a Hugging Face backbone through its own KV cache (nlg/hf_beam_cache.py).
 
 The results are those of the beam search in Microsoft's LoRA `gpt2_beam.py`, step for step:
 
@@ -191,6 +192,18 @@ def top_candidates(logp: torch.Tensor, beam_scores: torch.Tensor) -> Tuple[torch
 COMPACT_EVERY = 4
 
 
+def open_cache(model, ids: torch.Tensor, lengths: torch.Tensor, beam: int, steps: int):
+    """(logits (B, vocab) after each row's last context token, the search's cache). A model
+    that brings its own cache (a Hugging Face backbone: nlg/hf_beam_cache.py) gives both; the
+    GPT-2 model gets the shared-prefix cache below. A cache answers step_logits, reorder, live
+    (None: nothing to compact), compact and select."""
+    own = getattr(model, "beam_cache", None)
+    if own is not None:
+        return own(ids, lengths, beam, steps)
+    logits, presents = prefill(model, ids, lengths)
+    return logits, _BeamCache(presents, lengths, beam, steps)
+
+
 def prefill(model, ids: torch.Tensor, lengths: torch.Tensor):
     """Logits (B, vocab) after each row's last context token (rows right-padded), and the cache:
     one (2, B, heads, T, head_dim) tensor per layer. The vocabulary projection runs only where a
@@ -259,6 +272,9 @@ class _BeamCache:
         """Keep these examples only."""
         self.kv = [kv.index_select(1, keep) for kv in self.kv]
         self.ctx_bias, self.anc = self.ctx_bias[keep], self.anc[keep]
+
+    def step_logits(self, model, tokens, positions, j: int, compile_backend=None):
+        return step_logits(model, self, tokens, positions, j, compile_backend)
 
 
 def step_logits(model, cache: _BeamCache, tokens: torch.Tensor, positions: torch.Tensor, j: int,
@@ -363,7 +379,7 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
     ids = ids.to(device)
     ctx_len = torch.as_tensor(lengths, dtype=torch.long, device=device)
 
-    logits, presents = prefill(model, ids, ctx_len)
+    logits, cache = open_cache(model, ids, ctx_len, K, E - 1)
     V = logits.shape[-1]
     if K > V:
         raise ValueError(f"beam ({K}) is larger than the vocabulary ({V})")
@@ -374,8 +390,6 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
     # Step 0: one row per example, then K hypotheses each.
     process_scores_(logits, None, 0, s, eos)
     beam_scores, tok = torch.log_softmax(logits, dim=-1).topk(K, dim=1, largest=True, sorted=True)
-    cache = _BeamCache(presents, ctx_len, K, E - 1)
-    del presents
     history = tok.reshape(-1, 1)
     active = torch.arange(B, device=device)
     _offer_finished(best, active, beam_scores, history, eos, 0, s)
@@ -385,11 +399,12 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
         if j and j % COMPACT_EVERY == 0:
             # The one host read of these COMPACT_EVERY steps (none in between: a GPU runs ahead):
             # which examples are settled, and how many generated positions each still needs.
-            live = cache.live(j)
+            live = cache.live(j)            # None: a cache with no dead positions
             settled = _settled(best, active, beam_scores, j, s) if early_exit else \
                 torch.zeros_like(active, dtype=torch.bool)
             b = active.numel()
-            read = torch.cat((settled.long(), live.sum(1))).tolist()
+            needed = live.sum(1) if live is not None else torch.zeros_like(active)
+            read = torch.cat((settled.long(), needed)).tolist()
             kept = [e for e in range(b) if not read[e]]
             if not kept:
                 break
@@ -397,14 +412,16 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
                 keep = torch.as_tensor(kept, device=device)
                 rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).reshape(-1)
                 cache.select(keep)
-                live, history, ctx_len = live[keep], history[rows], ctx_len[keep]
+                history, ctx_len = history[rows], ctx_len[keep]
                 beam_scores, active = beam_scores[keep], active[keep]
-            cache.compact(j, live, max(read[b + e] for e in kept))
+                live = live[keep] if live is not None else None
+            if live is not None:
+                cache.compact(j, live, max(read[b + e] for e in kept))
         n = active.numel()
         # The tokens chosen at step i - 1, at position ctx_len + i - 1.
         positions = (ctx_len + (i - 1)).unsqueeze(1).expand(n, K)
-        logits = _score_dtype(step_logits(model, cache, history[:, -1].view(n, K), positions, j,
-                                          compile_backend))
+        logits = _score_dtype(cache.step_logits(model, history[:, -1].view(n, K), positions, j,
+                                                compile_backend))
         process_scores_(logits, history, i, s, eos)
         beam_scores, flat = top_candidates(torch.log_softmax(logits, dim=-1), beam_scores)
         parent = flat // V                                          # (n, K): beam within the example

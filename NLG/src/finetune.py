@@ -8,9 +8,10 @@ import time
 
 import torch
 
-from nlg.checkpoint import export_published, load_model_weights, method_record, training_state_dict
+from nlg.backbone import GPT2Backbone, open_backbone
+from nlg.checkpoint import method_record
 from nlg.data_utils import BatchStream, FT_Dataset, eval_batches
-from nlg.model import GPT2LMModel, config_from_card, lora
+from nlg.model import lora
 from nlg.optimizer import create_adam_optimizer_from_args, create_optimizer_scheduler
 from traincore import (LossWatch, Precision, RunLog, TrainLoop, WorkDirBusy, all_reduce_sum,
                        allowed_changes, barrier, claim_work_dir, compiled, load_resume,
@@ -67,8 +68,9 @@ def train(args, method):
     seed_all(args.random_seed)
     if args.rank == 0:   # every setting in a file; the log gets a short header (below)
         print(f"settings: {write_settings(args, os.path.join(args.work_dir, 'args.json'))}")
-    config, train_data, valid_data = _load_data(args, method)
-    model, full = _build_model(args, method, config)
+    backbone = open_backbone(args, method)
+    train_data, valid_data = _load_data(args, backbone.vocab_size)
+    model, full = _build_model(args, method, backbone)
     trainable, total = lora.count_parameters(model)
     stream = BatchStream(train_data, args.train_batch_size, args.world_size, args.rank,
                          args.random_seed, pin_memory=args.device.type == "cuda")
@@ -95,7 +97,8 @@ def train(args, method):
     loop = TrainLoop(net, optimizer, scheduler, precision, scaler, clip=args.clip,
                      distributed=args.world_size > 1, step=step,
                      params=[p for p in model.parameters() if p.requires_grad])
-    steps = _Steps(args, method, model, full, trained, stream, valid_data, precision, loop, step)
+    steps = _Steps(args, method, backbone, model, full, trained, stream, valid_data, precision,
+                   loop, step)
     t_start, cpu_start = time.time(), time.process_time()
     net.train()
     try:
@@ -109,7 +112,7 @@ def train(args, method):
     return _finish(args, method, model, loop.step, dict(
         trainable=trainable, total=total, train_time=time.time() - t_start,
         train_cpu=time.process_time() - cpu_start, peak_mem=_peak_memory_mb(args.device),
-        resume_path=resume_path))
+        resume_path=resume_path), backbone)
 
 
 def _claim(args):
@@ -125,14 +128,12 @@ def _claim(args):
         print(f"removed {stale} temporary file(s) of interrupted saves in {args.work_dir}")
 
 
-def _load_data(args, method):
-    config = config_from_card(args.model_card, method=method,
-                              independent_layer_init=args.independent_layer_init)
+def _load_data(args, vocab_size):
     train_data = FT_Dataset(args.train_data, args.train_batch_size, args.seq_len,
                             joint_lm=args.obj == "jlm")
     valid_data = FT_Dataset(args.valid_data, args.valid_batch_size, args.seq_len)
     for data in (train_data, valid_data):
-        data.check_vocab(config.vocab_size)
+        data.check_vocab(vocab_size)
         cut, unusable = data.length_report()
         if unusable == data.num_examples:
             raise SystemExit(f"gpt2_ft: {data.ft_file}: every example is longer than --seq_len "
@@ -143,22 +144,19 @@ def _load_data(args, method):
                   f"longer than --seq_len {args.seq_len}: {cut} truncated to it (the end of "
                   f"their completion is not trained on), {unusable} with no completion token "
                   f"left (they add nothing to the loss)")
-    return config, train_data, valid_data
+    return train_data, valid_data
 
 
-def _build_model(args, method, config):
-    # A checkpoint without --random_init sets every backbone tensor (the loader checks): no
-    # random draws for them.
-    model = GPT2LMModel(config, init_backbone=args.random_init or not args.init_checkpoint)
-    info = load_model_weights(model, args.init_checkpoint, random_init=args.random_init)
+def _build_model(args, method, backbone):
+    """The model (only the trained tensors requiring grad) on its device; full: every tensor
+    trains (no adapter)."""
+    model, info = backbone.build(args, method)
     if args.rank == 0:
-        print(f"method: {method.method}{' ' + str(method) if config.adapter else ''}")
+        print(f"method: {method.method}{' ' + str(method) if method.is_adapter else ''}")
         for note in method.notes():
             print(f"note: {note}")
         print(f"loaded: {info}")
-    full = config.adapter is None
-    if not full:
-        lora.mark_only_lora_as_trainable(model)
+    full = not method.is_adapter
     model.to(args.device)
     if args.rank == 0:
         print(lora.parameter_report(model))
@@ -187,9 +185,10 @@ def _maybe_resume(args, model, trained, optimizer, scheduler, scaler):
 class _Steps:
     """gpt2_ft's part of the loop: its batches, its loss, and what happens after each step."""
 
-    def __init__(self, args, method, model, full, trained, stream, valid_data, precision, loop,
-                 start_step):
+    def __init__(self, args, method, backbone, model, full, trained, stream, valid_data,
+                 precision, loop, start_step):
         self.args, self.method, self.model, self.full, self.trained = args, method, model, full, trained
+        self.backbone = backbone
         self.stream, self.valid_data, self.precision, self.loop = stream, valid_data, precision, loop
         self.start_step = start_step
         self.saved_step = start_step if start_step else None   # of the last resume.pt
@@ -237,8 +236,8 @@ class _Steps:
         if step % args.save_interval == 0 or step == args.max_step or stopping:
             self.watch.check(NONFINITE_HINT)
             if step % args.save_interval == 0 and step < args.max_step and args.rank == 0:
-                sd = self.model.state_dict() if self.full else lora.lora_state_dict(self.model)
-                save_finite({"model_state_dict": sd, **method_record(self.method)},
+                sd = self.backbone.periodic_state(self.model, self.full)
+                save_finite({"model_state_dict": sd, **checkpoint_records(self.method, self.backbone)},
                             os.path.join(args.work_dir, f"model.{step}.pt"), sd, step, NONFINITE_HINT)
             save_resume(os.path.join(args.work_dir, "resume.pt"), self.model, self.trained,
                         self.loop.optimizer, self.loop.scheduler, self.loop.scaler, step,
@@ -269,23 +268,32 @@ class _Steps:
         self.log_tokens, self.t_log = 0.0, time.time()
 
 
-def _finish(args, method, model, step, run):
+def checkpoint_records(method, backbone):
+    """What a model.<step>.pt records beside its tensors: the method, and the backbone unless
+    it is GPT-2 (whose files stay as they were)."""
+    record = backbone.record()
+    return {**method_record(method), **({"backbone": record} if record else {})}
+
+
+def _finish(args, method, model, step, run, backbone=None):
     """The final checkpoint and run_info.json (it marks a finished run: run_task.sh reuses it; a
-    stopped one has resume.pt)."""
+    stopped one has resume.pt). backbone: the one trained (default: GPT-2)."""
+    if backbone is None:
+        backbone = GPT2Backbone(args, method)
     final_path = exported = None
     if step >= args.max_step:
         final_path = os.path.join(args.work_dir, f"model.{step}.pt")
         if args.rank == 0:
-            sd = training_state_dict(model)
-            save_finite({"model_state_dict": sd, **method_record(method)}, final_path, sd, step,
-                        NONFINITE_HINT)
+            sd = backbone.final_state(model)
+            save_finite({"model_state_dict": sd, **checkpoint_records(method, backbone)},
+                        final_path, sd, step, NONFINITE_HINT)
             print(f"saved final checkpoint {final_path}")
             if args.export_published:
-                exported = export_published(model, args.export_published, merge=True)
+                exported = backbone.export(model, args.export_published)
                 print(f"exported the merged model in the published layout: {exported}")
             write_json_atomic({
                 "method": method.method, "method_config": str(method), "notes": list(method.notes()),
-                "model_card": args.model_card, "trainable_params": run["trainable"],
+                **backbone.run_info(), "trainable_params": run["trainable"],
                 "total_params": run["total"], "final_checkpoint": final_path, "last_step": step,
                 "max_step": args.max_step, "world_size": args.world_size,
                 "train_time_s": run["train_time"], "train_cpu_s": run["train_cpu"],
@@ -311,12 +319,16 @@ RESUME_SETTINGS = ("model_card", "init_checkpoint", "train_data", "train_batch_s
                    "world_size", "random_seed", "max_step", "seq_len", "obj", "lr", "scheduler",
                    "warmup_step", "weight_decay", "correct_bias", "no_decay_bias", "adam_beta1",
                    "adam_beta2", "adam_epislon", "clip", "label_smooth", "fp16", "bf16", "tf32",
-                   "independent_layer_init", "method")
+                   "independent_layer_init", "method", "backbone")
 
 
 def resume_settings(args):
-    out = {k: getattr(args, k, None) for k in RESUME_SETTINGS if k not in ("method", "tf32")}
+    out = {k: getattr(args, k, None) for k in RESUME_SETTINGS
+           if k not in ("method", "tf32", "backbone")}
     if getattr(args, "tf32", False):     # recorded only when on: files from before --tf32 resume
         out["tf32"] = True
+    if getattr(args, "backbone", "gpt2") != "gpt2":     # likewise: GPT-2 runs record none
+        out["backbone"] = {"spec": args.backbone,
+                           "target_modules": getattr(args, "hf_target_modules", None)}
     out["method"] = args.method_config.to_dict() if getattr(args, "method_config", None) else None
     return out

@@ -28,6 +28,12 @@ is more), fewer where long contexts would overrun the KV-cache budget; --decode_
 most contexts per batch instead. The contexts are spread evenly over the fewest batches that
 hold them (17 contexts at most 16 per batch: 9 and 8). With N
 processes (torchrun / torch.distributed.launch) the distinct contexts are split across ranks and rank 0 writes the file.
+
+A checkpoint trained on a Hugging Face backbone (gpt2_ft.py --backbone hf:...) records it: the
+model.<step>.pt alone is enough (the base weights come from the recorded spec, the method and
+adapted modules from the record, the default end id is its tokenizer's); the same search then
+runs on the model's own KV cache (nlg/hf_beam_cache.py). --backbone names the base again where
+it moved (same architecture and vocabulary).
 """
 if not __package__:  # run as a file (python src/gpt2_beam.py), as in Microsoft's repo
     import os
@@ -64,6 +70,9 @@ def build_parser(defaults=None, description="Beam-search decoding of a fine-tune
     g.add_argument("--init_checkpoint", default=None,
                    help="trained model.<step>.pt (final: backbone + adapter), or the pretrained "
                         "backbone when --adapter_checkpoint is given")
+    g.add_argument("--backbone", default=None,
+                   help="hf:<hub id | folder | file.gguf>: where the Hugging Face backbone a "
+                        "checkpoint records is now (default: the recorded one)")
     g.add_argument("--adapter_checkpoint", default=None,
                    help="adapter-only checkpoint (periodic model.<step>.pt), loaded over --init_checkpoint")
     g.add_argument("--vocab", default=None,
@@ -132,16 +141,18 @@ def _main(argv=None, defaults=None, description=None):
     if args.fp16 and args.bf16:
         usage_error("gpt2_beam", "--fp16 and --bf16 are exclusive (pick one)")
     check_inputs(args)
-    from nlg.beam_run import resolve_method, run, settings_from_args   # torch from here on
+    from nlg.beam_run import (checkpoint_backbone, resolve_method, run,   # torch from here on
+                              settings_from_args)
     from nlg.gpu import cleanup, parse_gpu
     try:
-        method = resolve_method(args)
-        s = settings_from_args(args)
+        record = checkpoint_backbone(args)
+        method = resolve_method(args, record)
+        s = settings_from_args(args, record)
         parse_gpu(args)                      # e.g. more processes than GPUs: an error
     except (ValueError, KeyError) as e:
         usage_error("gpt2_beam", message(e))
     try:
-        return run(args, method, s)
+        return run(args, method, s, record)
     finally:
         cleanup(args)
 

@@ -19,6 +19,9 @@ are cut at "<|endoftext|>", then at the first blank line, then stripped.
                 per context; a context with fewer references repeats its first one.
 --output_pred_file gets one prediction per context. --lower lowercases; --tokenize splits at every
 non-word character (re's \\W) and single-spaces the result, as the reference does (no NLTK).
+--tokenizer hf:<hub id | folder | file.gguf> instead of --vocab detokenizes with a Hugging Face
+model's tokenizer (the one gpt2_encode.py --tokenizer encoded with): a prediction is cut at its
+first end-of-sequence id, detokenized, then cut at the first blank line (nlg/hf_tokenizer.py).
 """
 if not __package__:  # run as a file (python src/gpt2_decode.py), as in Microsoft's repo
     import os
@@ -169,7 +172,11 @@ def write_outputs(refer, samples, ref_type, ref_num, output_ref_file, output_pre
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--vocab", type=str, required=True, help="folder with encoder.json and vocab.bpe")
+    p.add_argument("--vocab", type=str, default=None,
+                   help="folder with encoder.json and vocab.bpe (GPT-2's BPE)")
+    p.add_argument("--tokenizer", type=str, default=None,
+                   help="hf:<hub id | folder | file.gguf>: a Hugging Face model's tokenizer "
+                        "instead of --vocab")
     p.add_argument("--sample_file", type=str, required=True, help="beam-search output jsonl")
     p.add_argument("--input_file", type=str, required=True, help="the *_formatted.jsonl the samples index")
     p.add_argument("--output_ref_file", type=str, required=True,
@@ -191,8 +198,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.ref_num < 1:
         usage_error("gpt2_decode.py", "--ref_num must be at least 1")
+    if (args.vocab is None) == (args.tokenizer is None):
+        usage_error("gpt2_decode.py", "give --vocab DIR (GPT-2's BPE files) or --tokenizer "
+                                      "hf:... (a Hugging Face tokenizer), one of them")
     try:
-        enc = encoder.get_encoder(args.vocab)
+        if args.tokenizer is not None:
+            from nlg.hf_tokenizer import HFTextCodec
+            enc = HFTextCodec.from_spec(args.tokenizer)
+        else:
+            enc = encoder.get_encoder(args.vocab)
         ref_unique = None
         if args.ref_unique_file is not None:
             ref_unique = read_ref_unique(args.ref_unique_file)
@@ -206,7 +220,7 @@ def main(argv=None):
         samples = read_samples(args.sample_file, keys, refer, enc, args.input_file)
         write_outputs(refer, samples, args.ref_type, args.ref_num, args.output_ref_file,
                       args.output_pred_file, args.tokenize, args.lower)
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, ImportError) as e:
         usage_error("gpt2_decode.py", message(e))
 
 

@@ -7,6 +7,13 @@ Each output line is {"context": ids, "completion": ids}, as Microsoft's LoRA scr
 context = BPE(context) (+ [eot] with --add_bos), completion = BPE(" " + completion)
 (+ [eot] with --add_eos), where eot is the vocabulary's "<|endoftext|>" id (50256 for GPT-2).
 The context may be empty (plain-text language modelling). Other keys (e.g. "cate") are dropped.
+
+With --tokenizer hf:<hub id | folder | file.gguf> instead of --vocab, a Hugging Face model's own
+tokenizer encodes, in the same layout: its end-of-sequence id as separator and end, its own
+leading special tokens (a Llama BOS), and the completion's leading space where that tokenizer
+puts one (nlg/hf_tokenizer.py says how it is decided):
+    python src/gpt2_encode.py --tokenizer hf:pretrained_checkpoints/SmolLM2-135M-Instruct \
+        --input data/e2e/train_formatted.jsonl --output work/train.jsonl --add_bos --add_eos
 """
 if not __package__:  # run as a file (python src/gpt2_encode.py), as in Microsoft's repo
     import os
@@ -27,6 +34,8 @@ from traincore.progress import Progress
 
 
 def encode_record(enc, items, add_bos, add_eos):
+    if hasattr(enc, "encode_record"):       # a Hugging Face tokenizer (nlg/hf_tokenizer.py)
+        return enc.encode_record(items, add_bos, add_eos)
     eot = enc.eos_id
     context = enc.encode(items["context"]) + ([eot] if add_bos else [])
     completion = enc.encode(" " + items["completion"]) + ([eot] if add_eos else [])
@@ -72,16 +81,27 @@ def encode_file(enc, in_path, out_path, add_bos, add_eos, progress=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", required=True, type=str, help="formatted jsonl ({'context', 'completion'})")
-    parser.add_argument("--vocab", required=True, type=str, help="folder with encoder.json and vocab.bpe")
+    parser.add_argument("--vocab", default=None, type=str,
+                        help="folder with encoder.json and vocab.bpe (GPT-2's BPE)")
+    parser.add_argument("--tokenizer", default=None, type=str,
+                        help="hf:<hub id | folder | file.gguf>: a Hugging Face model's tokenizer "
+                             "instead of --vocab")
     parser.add_argument("--output", required=True, type=str, help="token-id jsonl to write")
     parser.add_argument("--add_bos", action="store_true", help="end the context with <|endoftext|>")
     parser.add_argument("--add_eos", action="store_true", help="end the completion with <|endoftext|>")
     setup_parser(parser)
     args = parser.parse_args(argv)
+    if (args.vocab is None) == (args.tokenizer is None):
+        usage_error("gpt2_encode.py", "give --vocab DIR (GPT-2's BPE files) or --tokenizer "
+                                      "hf:... (a Hugging Face tokenizer), one of them")
     try:
-        enc = encoder.get_encoder(args.vocab)
+        if args.tokenizer is not None:
+            from nlg.hf_tokenizer import HFTextCodec
+            enc = HFTextCodec.from_spec(args.tokenizer)
+        else:
+            enc = encoder.get_encoder(args.vocab)
         encode_file(enc, args.input, args.output, args.add_bos, args.add_eos)
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, ImportError) as e:
         usage_error("gpt2_encode.py", message(e))
 
 

@@ -25,6 +25,13 @@ Semantics that differ from Microsoft's script, on purpose:
     without a shared --work_dir (rank 0's resume.pt reaches every process);
   * --compile runs the training step through torch.compile (off by default).
 
+A Hugging Face causal LM trains instead of GPT-2 with --backbone hf:<hub id | folder | file.gguf>
+(nlg/hf_backbone.py): the data encoded with its tokenizer (gpt2_encode.py --tokenizer, same
+spec), no --model_card / --init_checkpoint (its weights come from the spec), the method through
+loralib.inject on the projections --adapt_targets names (default q_proj,v_proj: loralib's q, v),
+the same loop, loss, resume and checkpoints; a checkpoint then records the backbone and holds
+the adapter (every weight for full fine-tuning), not the base weights the spec gives again.
+
 Outputs in --work_dir: model.<step>.pt every --save_interval (adapter only, or everything for full
 fine-tuning), the final model.<max_step>.pt (backbone + adapter: --init_checkpoint for the beam
 scripts needs nothing else), resume.pt, train_log.jsonl, valid_log.jsonl, run_info.json and
@@ -61,6 +68,11 @@ def build_parser(defaults=None, description="Fine-tune GPT-2 with a loralib meth
     g.add_argument("--model_card", default="gpt2.md",
                         help="gpt2.sm | gpt2.md | gpt2.lg | gpt2.tiny, or a JSON file of "
                              "GPT2Config keywords")
+    g.add_argument("--backbone", default="gpt2",
+                        help="gpt2: the hand-rolled GPT-2 of --model_card; or hf:<hub id | folder "
+                             "| file.gguf>: a Hugging Face causal LM (its weights from there, in "
+                             "float32; train on data encoded with gpt2_encode.py --tokenizer, "
+                             "same spec)")
     g.add_argument("--init_checkpoint", default=None,
                         help="pretrained GPT-2 pytorch_model.bin / .safetensors, or a trained "
                              "model.<step>.pt; 'random': a random backbone (= --random_init)")
@@ -147,8 +159,15 @@ def _main(argv=None, defaults=None, description=None):
                  "eval_interval", "save_interval"):
         if getattr(args, name) <= 0:
             usage_error(f"--{name} must be positive, got {getattr(args, name)}")
+    hf = args.backbone != "gpt2"
     try:
-        method = lora.method_config_from_args(args, default="full", pipeline="gpt2")
+        if hf:
+            from nlg.hf_backbone import explicit_targets
+            args.hf_target_modules = explicit_targets(args)
+        # An HF backbone takes the method defaults of loralib's pipeline for Hugging Face
+        # causal LMs (nlg/hf_backbone.py says which).
+        method = lora.method_config_from_args(args, default="full",
+                                              pipeline="llm" if hf else "gpt2")
         args.method_config = method
     except (ValueError, KeyError) as e:
         usage_error(f"method flags: {e}")
@@ -183,6 +202,9 @@ def check_inputs(args):
         path = getattr(args, flag)
         if not os.path.isfile(path):
             usage_error(f"--{flag} {path}: no such file (build it with create_datasets.sh)")
+    if args.backbone != "gpt2":
+        check_hf_inputs(args)
+        return
     if args.init_checkpoint and not os.path.isfile(args.init_checkpoint):
         usage_error(f"--init_checkpoint {args.init_checkpoint}: no such file "
                     f"(download_pretrained_checkpoints.sh, or --random_init for a random backbone)")
@@ -196,6 +218,37 @@ def check_inputs(args):
     if args.seq_len > card.n_positions:
         usage_error(f"--seq_len {args.seq_len} exceeds n_positions {card.n_positions} of "
                     f"--model_card {args.model_card} (lower --seq_len)")
+
+
+def check_hf_inputs(args):
+    """--backbone hf:...: the spec readable, the GPT-2 weight flags absent, --seq_len within
+    the model's positions."""
+    from nlg.backbone import parse_hf_spec
+    from nlg.hf_backbone import check_targets
+    from nlg.hf_loading import load_config, load_tokenizer
+    from nlg.hf_tokenizer import check_separator
+    for flag, given in (("init_checkpoint", args.init_checkpoint),
+                        ("random_init", args.random_init),
+                        ("independent_layer_init", args.independent_layer_init)):
+        if given:
+            usage_error(f"--{flag} is for the GPT-2 backbone; with --backbone {args.backbone} "
+                        f"the weights come from the model, and each layer's adapter is drawn "
+                        f"on its own")
+    try:
+        spec = parse_hf_spec(args.backbone)
+        # one spelling per model (a folder made absolute): what resume.pt and run_info.json record
+        args.backbone = str(spec)
+        config = load_config(spec)
+        check_targets(config, args.method_config, args.hf_target_modules)
+        eos = load_tokenizer(spec, "--backbone").eos_token_id
+        for path in (args.train_data, args.valid_data):
+            check_separator(path, eos, args.backbone)
+    except (ValueError, ImportError) as e:
+        usage_error(str(e))
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and args.seq_len > limit:
+        usage_error(f"--seq_len {args.seq_len} exceeds the {limit} positions of --backbone "
+                    f"{args.backbone} (lower --seq_len)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import loralib as lora
+from nlg.lm_loss import lm_loss
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,6 +329,16 @@ class GPT2LMModel(nn.Module):
     def lm_head(self, hidden):
         return lora.cpu_linear.linear(hidden, self.transformer.wte.weight)  # tied to the input embedding
 
+    @property
+    def vocab_size(self):
+        return self.config.vocab_size
+
+    def cache_bytes_per_position(self):
+        """Bytes of keys and values one position takes in a decoding cache (gpt2_beam.py's
+        batch budget)."""
+        c = self.config
+        return 2 * c.n_layer * c.n_embd * next(self.parameters()).element_size()
+
     def forward(self, input_ids, lm_labels=None, lm_mask=None, past=None, len_past=None,
                 label_smooth=0.0, is_report_accuracy=False, position_ids=None,
                 attention_mask=None, reduction="mean", loss_positions=None):
@@ -340,39 +351,15 @@ class GPT2LMModel(nn.Module):
         over the whole distributed batch). Label smoothing: (1 - eps) NLL + eps * mean over the
         vocabulary of -log p. is_report_accuracy adds per-row (first-token hit, all-tokens hit).
         `loss_positions`: the flat indices of the nonzero mask entries, precomputed on the host
-        so that a GPU step needs no sync."""
-        B, T = input_ids.shape
+        so that a GPU step needs no sync (nlg/lm_loss.py, shared with the Hugging Face
+        backbone)."""
         hidden, presents = self.transformer(input_ids, position_ids=position_ids, past=past,
                                             len_past=len_past, attention_mask=attention_mask,
                                             use_cache=lm_labels is None)
         if lm_labels is None:
             return self.lm_head(hidden), presents
-
-        flat_labels = lm_labels.reshape(-1)
-        if loss_positions is None:
-            loss_positions = (torch.arange(B * T, device=hidden.device) if lm_mask is None
-                              else lm_mask.reshape(-1).nonzero().squeeze(1))
-        pos = loss_positions.to(hidden.device)
-        logits = self.lm_head(hidden.reshape(B * T, -1).index_select(0, pos))
-        labels = flat_labels.index_select(0, pos)
-        smooth = label_smooth if label_smooth > 0.0001 else 0.0
-        token_loss = F.cross_entropy(logits.float(), labels, reduction="none",
-                                     label_smoothing=smooth)
-        if lm_mask is None:
-            weights = torch.ones_like(token_loss)
-        else:
-            weights = lm_mask.reshape(-1).index_select(0, pos).to(token_loss.dtype)
-        loss_sum = (token_loss * weights).sum()
-        if reduction == "sum":
-            loss = loss_sum
-        elif reduction == "mean":
-            loss = loss_sum / (weights.sum() + 0.0001)
-        else:
-            raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
-        if not is_report_accuracy:
-            return logits, loss
-        t1_acc, all_acc = _row_accuracy(logits, labels, pos, weights, B, T)
-        return logits, loss, t1_acc, all_acc
+        return lm_loss(hidden, self.lm_head, lm_labels, lm_mask, label_smooth, reduction,
+                       loss_positions, is_report_accuracy)
 
     @torch.no_grad()
     def lm_logits_last(self, input_ids, past=None, attention_mask=None, position_ids=None):
@@ -386,20 +373,3 @@ class GPT2LMModel(nn.Module):
         """Microsoft's entry point: load a published / fine-tuned state dict (see checkpoint.py)."""
         from nlg.checkpoint import load_state_dict_into
         return load_state_dict_into(self, state_dict, random_init=random_init)
-
-
-def _row_accuracy(logits, labels, pos, weights, B, T):
-    """Microsoft's report: per row, is the first completion token right, and are all of them."""
-    dev = logits.device
-    counted = weights >= 1.0
-    hit = (logits.argmax(-1) == labels) & counted
-    row = torch.div(pos, T, rounding_mode="floor")
-    misses = torch.zeros(B, device=dev).index_add_(0, row, (counted & ~hit).float())
-    all_acc = (misses == 0).float()
-    big = B * T
-    first = torch.full((B,), big, device=dev, dtype=torch.long)
-    first = first.scatter_reduce(0, row, torch.where(counted, pos, big), reduce="amin")
-    hit_at = torch.zeros(big + 1, device=dev, dtype=torch.bool)
-    hit_at[pos] = hit
-    t1_acc = hit_at[first].float()
-    return t1_acc, all_acc
