@@ -100,7 +100,10 @@ class LoRALayer:
 
 
 def autocasting(t: torch.Tensor) -> bool:
-    return torch.is_autocast_enabled(t.device.type)
+    # A device without autocast (meta: tests of device placement) is never autocasting; asking
+    # torch.is_autocast_enabled about it raises.
+    kind = t.device.type
+    return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
 
 
 def in_dtype(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
