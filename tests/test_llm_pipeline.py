@@ -23,6 +23,7 @@ MATH = ROOT / "NLG" / "MetaMathQA"
 
 import answers  # noqa: E402
 import llm_sharding  # noqa: E402
+import llm_trainer  # noqa: E402
 import math_data  # noqa: E402
 import train_math_lorma  # noqa: E402
 
@@ -101,6 +102,48 @@ def test_data_as_the_official_script(llm):
         bad = llm / "bad.json"
         bad.write_text(json.dumps([{"query": "a", "response": "b"}, {"query": "c"}]))
         math_data.load_examples(str(bad), 10)
+
+
+def test_a_max_length_that_cuts_every_response_is_an_error(llm, tmp_path):
+    """Before: every label was -100 and the run trained on nothing, saying loss 0."""
+    rows = math_data.load_examples(str(llm / "alpaca.jsonl"), 100)
+    tok = transformers.AutoTokenizer.from_pretrained(llm / "base")
+    tok.pad_token = tok.eos_token
+    n_src = [len(tok(math_data.prompt(r))["input_ids"]) for r in rows]
+    assert min(n_src) < max(n_src)              # prompts with and without an input
+    with pytest.raises(ValueError, match=f"--model_max_length {min(n_src)}: every one of the "
+                                         f"first {len(rows)} examples.*raise --model_max_length"):
+        math_data.responses_cut(tok, rows, min(n_src))
+    assert math_data.responses_cut(tok, rows, max(n_src)) == n_src.count(max(n_src))
+    assert math_data.responses_cut(tok, rows, max(n_src) + 1) == 0
+    with pytest.raises(ValueError, match=f"--model_max_length {min(n_src)}: a batch of 2"):
+        math_data.Collator(tok, min(n_src))(rows[:2])
+    with pytest.raises(SystemExit, match=f"train_math_lorma.py: --model_max_length {min(n_src)}"):
+        train(llm, tmp_path / "cut", "--model_max_length", min(n_src), data="alpaca.jsonl")
+    assert not (tmp_path / "cut" / "config.json").exists()
+
+
+@pytest.mark.parametrize("flag,tail", [("--resume", ["--resume"]), (None, [])])
+def test_ctrl_c_in_llm_training_names_the_step_and_the_command(tmp_path, monkeypatch, flag, tail):
+    """train_math_lorma.py (continues with --resume) and qlora.py (the same command resumes)."""
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+
+    class Stopped:
+        state = SimpleNamespace(global_step=5, max_steps=20)
+
+        def train(self, resume_from_checkpoint=None):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "argv", ["train_math_lorma.py", "--output_dir", "o"])
+    monkeypatch.delenv("LORA_RESUME_COMMAND", raising=False)
+    with pytest.raises(KeyboardInterrupt) as e:
+        llm_trainer.train(Stopped(), None, str(tmp_path), "--resume_every 2 steps", flag)
+    assert str(e.value) == ("stopped by Ctrl-C after step 5 of 20; the resumable state holds "
+                            "step 4 (saved every --resume_every 2 steps); continue with: "
+                            + " ".join(["python", "train_math_lorma.py", "--output_dir", "o"]
+                                       + tail))
 
 
 # ---------------------------------------------------------------------------- training

@@ -19,6 +19,8 @@ from test_train_helpers import (ROOT, SRC, base_args, run_script, write_backbone
                                 write_random_data)
 
 EVAL = ROOT / "NLG" / "eval"
+LLM = ROOT / "NLG" / "MetaMathQA"
+QLORA = ROOT / "NLG" / "llama" / "qlora.py"
 NLU_SRC = ROOT / "NLU" / "src"
 
 
@@ -42,7 +44,7 @@ def tiny(tmp_path_factory):
 def _env(**extra):
     env = {k: v for k, v in os.environ.items()
            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LORA_DEBUG", "TORCHELASTIC_RUN_ID")}
-    env.update(OMP_NUM_THREADS="1", **extra)
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **extra)
     return env
 
 
@@ -79,6 +81,18 @@ def _commands(t):
         ("run_glue", [NLU_SRC / "run_glue.py", "--task_name", "xyz", "--output_dir", d / "g"],
          "run_glue.py: unknown GLUE task 'xyz'"),
         ("run_glue_smoke", [NLU_SRC / "run_glue_smoke.py", t["fmt"]], "run_glue_smoke.py: "),
+        ("train_math_lorma", [LLM / "train_math_lorma.py", "--model_name_or_path", d / "no_model",
+                              "--data_path", t["fmt"], "--output_dir", d / "m"],
+         f"train_math_lorma.py: --model_name_or_path {d / 'no_model'}: cannot load"),
+        ("qlora", [QLORA, "--model_name_or_path", d / "no_model", "--dataset", t["fmt"],
+                   "--output_dir", d / "q"],
+         f"qlora.py: --model_name_or_path {d / 'no_model'}: cannot load"),
+        ("eval_gsm8k", [LLM / "eval_gsm8k.py", "--model", d, "--data_file", t["fmt"]],
+         f"eval_gsm8k.py: {t['fmt']}:2: not JSON"),
+        ("eval_math", [LLM / "eval_math.py", "--model", d, "--data_file", t["fmt"]],
+         f"eval_math.py: {t['fmt']}:2: not JSON"),
+        ("eval_mmlu", [LLM / "eval_mmlu.py", "--model_name_or_path", d, "--data_dir",
+                       d / "no_mmlu"], "eval_mmlu.py: "),
     ]
 
 

@@ -226,7 +226,7 @@ def test_qlora_flags_and_defaults():
 ])
 def test_settings_that_cannot_work_are_refused_by_flag(argv, match):
     args, m = parse("--dataset", __file__, *argv)
-    with pytest.raises(SystemExit, match=match):
+    with pytest.raises(ValueError, match=match):     # main() prints it as one line, exit 2
         qlora.check_setup(args, m)
 
 
@@ -236,7 +236,7 @@ def test_hub_datasets_ask_for_the_datasets_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "datasets" else real(name, *a))
     args, m = parse("--dataset", "alpaca")
-    with pytest.raises(SystemExit, match="pip install datasets"):
+    with pytest.raises(ValueError, match="pip install datasets"):
         qlora.check_setup(args, m)
     args, m = parse("--dataset", "alpaca", "--dataset_file", __file__)
     qlora.check_setup(args, m)          # a local copy of its rows needs no package

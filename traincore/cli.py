@@ -143,21 +143,24 @@ def command_line() -> str:
 
 def continue_command(flag: str = "--resume", drop=("--overwrite", "--overwrite_output_dir")) -> str:
     """The command that continues this run: the task script's (RESUME_COMMAND_ENV, it resumes
-    by itself), else this command with `flag` added and a flag that would start afresh dropped."""
+    by itself), else this command with `flag` added (None: a command that resumes by itself) and
+    a flag that would start afresh dropped."""
     given = os.environ.get(RESUME_COMMAND_ENV)
     if given:
         return given
     words = shlex.split(command_line())
     words = [w for w in words if w not in drop]
-    if flag not in words:
+    if flag is not None and flag not in words:
         words.append(flag)
     return shlex.join(words)
 
 
-def interrupted_run(step: int, total: int, saved_step, save_every: str) -> Interrupted:
+def interrupted_run(step: int, total: int, saved_step, save_every: str,
+                    flag: str = "--resume") -> Interrupted:
     """The Ctrl-C sentence of a training run: where it stopped, what --resume starts from and
     the command that does it. saved_step: the step of the last resumable state (None: none yet;
-    save_every says when the first one comes, e.g. '--save_interval 1000')."""
+    save_every says when the first one comes, e.g. '--save_interval 1000'); flag: what the
+    command needs to resume (continue_command)."""
     where = f"stopped by Ctrl-C after step {step} of {total}"
     if saved_step is None:
         kept = f"no resumable state yet (one is saved every {save_every}): it starts again at step 0"
@@ -165,4 +168,4 @@ def interrupted_run(step: int, total: int, saved_step, save_every: str) -> Inter
         kept = f"the resumable state holds step {saved_step}"
     else:
         kept = f"the resumable state holds step {saved_step} (saved every {save_every})"
-    return Interrupted(f"{where}; {kept}; continue with: {continue_command()}")
+    return Interrupted(f"{where}; {kept}; continue with: {continue_command(flag)}")

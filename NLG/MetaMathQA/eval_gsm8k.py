@@ -10,17 +10,20 @@ lines and writes <model>/gsm8k_results.json (accuracy, counts, invalid outputs).
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.append(os.path.dirname(os.path.dirname(HERE)))   # traincore from an uninstalled checkout
 from answers import extract_answer_number, gsm8k_gold  # noqa: E402,F401 (the official API)
+from traincore import cli  # noqa: E402
 from generate import EVAL_PROMPT, build_parser, generate, read_jsonl, report  # noqa: E402
 
 
-def main(argv=None):
+def _main(argv=None):
     args = build_parser(__doc__.split("\n\n")[0], 512).parse_args(argv)
     rows = read_jsonl(args.data_file, args.start, args.end)
     for n, row in enumerate(rows, 1):
         if "query" not in row or "#### " not in str(row.get("response", "")):
-            raise SystemExit(f"{args.data_file}: row {n + args.start} lacks query / a response "
+            raise ValueError(f"{args.data_file}: row {n + args.start} lacks query / a response "
                              f"with '#### <answer>' (GSM8K test format)")
     prompts = [EVAL_PROMPT.format(instruction=r["query"]) for r in rows]
     completions = generate(args.model, prompts, args)
@@ -35,6 +38,11 @@ def main(argv=None):
     return report("gsm8k", "gsm8k ", result, invalid, args,
                   {"completions": [{"query": r["query"], "output": c, "correct": ok}
                                    for r, c, ok in zip(rows, completions, result)]})
+
+
+def main(argv=None):
+    """_main with bad input and Ctrl-C reported as one line (exit 2 / 130; traincore.cli)."""
+    return cli.run("eval_gsm8k.py", _main, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.append(os.path.dirname(os.path.dirname(HERE)))   # traincore from an uninstalled checkout
 import mmlu  # noqa: E402
+from traincore import cli  # noqa: E402
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -47,6 +49,7 @@ def build_parser():
     p.add_argument("--output", default=None,
                    help="results JSON (default: <adapter or model folder>/mmlu_<dataset>_<split>"
                         "_results.json)")
+    cli.setup_parser(p)
     return p
 
 
@@ -55,13 +58,15 @@ def output_path(args) -> str:
         return args.output
     folder = args.adapter or args.model_name_or_path
     if not os.path.isdir(folder):
-        raise SystemExit(f"--output is needed: {folder} is not a local folder to write into")
+        raise ValueError(f"--output is needed: {folder} is not a local folder to write into")
     return os.path.join(folder, f"mmlu_{args.mmlu_dataset}_{args.mmlu_split}_results.json")
 
 
 def load(args):
     import torch
     import transformers
+    from model_check import check_model
+    check_model(args.model_name_or_path, "--model_name_or_path")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype if args.dtype != "auto" else (
         "bfloat16" if device.startswith("cuda") else "float32")
@@ -83,7 +88,7 @@ def load(args):
     return tok, model.to(device)
 
 
-def main(argv=None):
+def _main(argv=None):
     args = build_parser().parse_args(argv)
     path = mmlu.mmlu_path(args.data_dir, args.mmlu_dataset, args.mmlu_split)
     rows = mmlu.read_mmlu(path, args.max_mmlu_samples)
@@ -112,6 +117,11 @@ def main(argv=None):
         json.dump(report, f, indent=2)
     os.replace(tmp, out_path)
     return results
+
+
+def main(argv=None):
+    """_main with bad input and Ctrl-C reported as one line (exit 2 / 130; traincore.cli)."""
+    return cli.run("eval_mmlu.py", _main, argv)
 
 
 if __name__ == "__main__":

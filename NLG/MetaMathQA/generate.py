@@ -32,6 +32,8 @@ def build_parser(description, max_tokens):
                    help="auto: vLLM when installed and a GPU is present, else Hugging Face")
     p.add_argument("--results", default=None,
                    help="results JSON (default: <model>/<task>_results.json)")
+    from traincore import cli
+    cli.setup_parser(p)
     return p
 
 
@@ -44,7 +46,7 @@ def read_jsonl(path: str, start: int, end: int) -> List[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise SystemExit(f"{path}:{n}: not JSON ({e.msg})")
+                raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
     return rows[start:end]
 
 
@@ -63,11 +65,13 @@ def _use_vllm(backend: str) -> bool:
     except ImportError:
         ok = False
     if backend == "vllm" and not ok:
-        raise SystemExit("--backend vllm: needs the vllm package and a GPU")
+        raise ValueError("--backend vllm: needs the vllm package and a GPU")
     return ok
 
 
 def generate(model_dir: str, prompts: List[str], args) -> List[str]:
+    from model_check import check_model
+    check_model(model_dir, "--model")
     if _use_vllm(args.backend):
         from vllm import LLM, SamplingParams
         llm = LLM(model=model_dir, tensor_parallel_size=args.tensor_parallel_size)

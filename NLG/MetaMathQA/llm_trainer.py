@@ -11,6 +11,7 @@ MetaMathQA recipe) and NLG/llama/qlora.py (QLoRA's and NOLA's instruction tuning
 - `training_arguments(kw)`: TrainingArguments from this code's names, across transformers
   versions (4.x and 5.x renamed several).
   Evaluation rows go in order, as transformers 4.x takes them (5.x groups them by length too).
+- `train`: Trainer.train with Ctrl-C as where it stopped and the command that continues.
 - `enable_gradient_checkpointing`, `add_pad_token`, `save_final_adapter`.
 
 Importing this module needs no torch or transformers (the scripts' --help runs without them).
@@ -188,6 +189,21 @@ def add_pad_token(tokenizer, model, token: str = "[PAD]") -> None:
         for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
             if emb is not None and emb.weight.shape[0] > old:
                 emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
+
+
+def train(trainer, resume, checkpoints: str, save_every: str, flag):
+    """trainer.train(resume_from_checkpoint=resume); Ctrl-C becomes the sentence saying the
+    step reached, the last checkpoint in `checkpoints` (saved every `save_every`) and the
+    command that continues (with `flag`; None: the same command resumes by itself)."""
+    try:
+        return trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        from transformers.trainer_utils import get_last_checkpoint
+        from traincore import cli
+        last = get_last_checkpoint(checkpoints) if os.path.isdir(checkpoints) else None
+        saved = int(last.rsplit("-", 1)[1]) if last else None
+        raise cli.interrupted_run(trainer.state.global_step, trainer.state.max_steps, saved,
+                                  save_every, flag) from None
 
 
 def save_final_adapter(live, folder: str, base_model: str, what: str) -> None:

@@ -76,6 +76,20 @@ def prompt(example: Dict) -> str:
     return template.format(**example)
 
 
+def responses_cut(tokenizer, examples: Sequence[Dict], max_length: int, sample: int = 1000) -> int:
+    """How many of the first `sample` examples have no response token left once truncated to
+    max_length (the prompt alone fills it: they would train on nothing); ValueError when that is
+    every one of them (the loss would be zero or undefined from the first step)."""
+    head = list(examples[:sample])
+    cut = sum(len(tokenizer(prompt(ex), truncation=True, max_length=max_length)["input_ids"])
+              >= max_length for ex in head)
+    if head and cut == len(head):
+        raise ValueError(f"--model_max_length {max_length}: every one of the first {len(head)} "
+                         f"examples has a prompt of {max_length} tokens or more, so no response "
+                         f"token is left to train on: raise --model_max_length")
+    return cut
+
+
 class Collator:
     """Tokenizes each batch as the official collator: source and source + target separately,
     truncated to max_length; labels mask the source; right padding."""
@@ -95,6 +109,10 @@ class Collator:
             n_src = len(self._ids(source))
             ids.append(full)
             labels.append([IGNORE] * min(n_src, len(full)) + full[n_src:])
+        if all(y == IGNORE for row in labels for y in row):
+            raise ValueError(f"--model_max_length {self.max_length}: a batch of {len(batch)} "
+                             f"examples whose prompts fill it, leaving no response token to "
+                             f"train on (the loss would be zero): raise --model_max_length")
         width = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
         label_t = torch.full((len(ids), width), IGNORE, dtype=torch.long)

@@ -42,6 +42,7 @@ except ImportError:   # a checkout without `pip install -e .`
     sys.modules.pop("loralib", None)
     import loralib as lora
 import traincore  # noqa: E402  (its names load on use: --help needs no torch)
+from traincore import cli  # noqa: E402
 import llm_trainer  # noqa: E402
 from llm_sharding import check_trainer_sharding, refuse_zero3  # noqa: E402
 
@@ -115,6 +116,7 @@ def build_parser():
     t.add_argument("--local_rank", "--local-rank", type=int, default=None,
                    help="(set by torch.distributed.launch)")
     lora.add_method_args(p)
+    cli.setup_parser(p)
     return p
 
 
@@ -206,27 +208,24 @@ def _fsdp_requested(args) -> bool:
 
 def _check_setup(args, method) -> None:
     """Refusals that need nothing loaded: each names the flag and what to do instead."""
-    try:
-        refuse_zero3(args.deepspeed)
-    except ValueError as e:
-        raise SystemExit(f"train_math_lorma.py: {e}")
+    refuse_zero3(args.deepspeed)
     if args.tf32:
         import torch
         if not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8):
-            raise SystemExit("train_math_lorma.py: --tf32 needs an NVIDIA GPU of the Ampere "
+            raise ValueError("--tf32 needs an NVIDIA GPU of the Ampere "
                              "generation or newer (TF32 matmuls); leave it off elsewhere")
     if _fsdp_requested(args):
         if int(os.environ.get("WORLD_SIZE", "1")) < 2:
-            raise SystemExit("train_math_lorma.py: FSDP (--fsdp, or the accelerate config) "
+            raise ValueError("FSDP (--fsdp, or the accelerate config) "
                              "shards across several GPU processes only: launch N processes "
                              "on N GPUs (accelerate launch --config_file fsdp.yaml "
                              "--num_processes N, or torchrun with --fsdp); accelerate does "
                              "not shard on CPU processes")
         if not method.is_adapter:
-            raise SystemExit("train_math_lorma.py: --method full under FSDP is not supported "
+            raise ValueError("--method full under FSDP is not supported "
                              "here (use an adapter method, or DDP with torchrun)")
         if args.resume or args.stop_after_steps:
-            raise SystemExit("train_math_lorma.py: under FSDP this script keeps no resumable "
+            raise ValueError("under FSDP this script keeps no resumable "
                              "state (--resume / --stop_after_steps): the adapter is saved at "
                              "the end")
 
@@ -240,25 +239,24 @@ def _merge_on_unsharded_copy(args, folder):
     return tok, model
 
 
-def main(argv=None):
+def _main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        method = method_from_args(args)
-    except ValueError as e:
-        raise SystemExit(f"train_math_lorma.py: {e}")
+    method = method_from_args(args)
     _check_setup(args, method)
+    from model_check import check_model
+    check_model(args.model_name_or_path, "--model_name_or_path")
     import transformers
     from math_data import load_examples
     save_path = args.output_dir
     if os.path.isfile(os.path.join(save_path, "config.json")) and not args.resume:
-        raise SystemExit(f"train_math_lorma.py: {save_path} already holds a trained model "
+        raise ValueError(f"{save_path} already holds a trained model "
                          f"(remove it, or pick another --output_dir)")
     os.makedirs(save_path, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:
         try:    # one run per output folder (the lock dies with the process)
             traincore.claim_work_dir(save_path, resuming=True)
         except traincore.WorkDirBusy as e:
-            raise SystemExit(f"train_math_lorma.py: {e}")
+            raise ValueError(str(e)) from None
     transformers.set_seed(args.seed)
     examples = load_examples(args.data_path, args.data_length)
     tok, model = load_model(args)
@@ -273,10 +271,15 @@ def main(argv=None):
     print(f"Trainable Parameters: {trainable}")
     print(lora.parameter_report(model))
     print(f"{len(examples)} training examples from {args.data_path}")
+    from math_data import responses_cut
+    cut = responses_cut(tok, examples, args.model_max_length)
+    if cut:
+        print(f"note: {cut} of the first {min(1000, len(examples))} examples have their response "
+              f"cut away by --model_max_length {args.model_max_length} (they train on nothing)")
     trainer = make_trainer(args, model, tok, examples, save_path, sharded=_fsdp_requested(args))
     sharded = check_trainer_sharding(trainer.accelerator.state)
     if _fsdp_requested(args) and sharded is None:
-        raise SystemExit("train_math_lorma.py: FSDP was asked for (--fsdp, or the accelerate "
+        raise ValueError("FSDP was asked for (--fsdp, or the accelerate "
                          "config) but accelerate did not shard the model: it shards across "
                          "several GPU processes only (torchrun / accelerate launch "
                          "--num_processes N on N GPUs); CPU processes would train unsharded")
@@ -285,7 +288,8 @@ def main(argv=None):
         resume = transformers.trainer_utils.get_last_checkpoint(os.path.join(save_path, "trainer"))
         print(f"resuming from {resume}" if resume else "no resumable state: starting afresh")
     try:
-        trainer.train(resume_from_checkpoint=resume)
+        llm_trainer.train(trainer, resume, os.path.join(save_path, "trainer"),
+                          f"--resume_every {args.resume_every} steps", "--resume")
     except traincore.NonFiniteError as e:
         raise SystemExit(f"train_math_lorma.py: {e}")
     if args.stop_after_steps and trainer.state.global_step < trainer.state.max_steps:
@@ -324,6 +328,11 @@ def main(argv=None):
             shutil.rmtree(os.path.join(save_path, "trainer", name), ignore_errors=True)
     print(f"saved the merged model to {save_path}")
     return trainer
+
+
+def main(argv=None):
+    """_main with bad input and Ctrl-C reported as one line (exit 2 / 130; traincore.cli)."""
+    return cli.run("train_math_lorma.py", _main, argv)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ import instruct_data  # noqa: E402
 import llm_trainer  # noqa: E402
 import mmlu  # noqa: E402
 import traincore  # noqa: E402
+from traincore import cli  # noqa: E402
 
 WHAT = "qlora.py"
 ADAPTER_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -172,6 +173,7 @@ def build_parser():
                                 ("length_penalty", float, 1.0), ("no_repeat_ngram_size", int, 0)):
         _flag(g, f"--{name}", kind, default)
     lora.add_method_args(p)
+    cli.setup_parser(p)
     return p
 
 
@@ -238,13 +240,13 @@ def check_setup(args, method) -> None:
                         f"needs the `datasets` package: pip install datasets (or give a local "
                         f"copy of its rows with --dataset_file, or a local --dataset file)")
     if problems:
-        raise SystemExit(f"{WHAT}: " + "; ".join(problems))
+        raise ValueError("; ".join(problems))
 
 
 def mmlu_rows(args):
     path = mmlu.mmlu_path(args.mmlu_data_dir, args.mmlu_dataset, args.mmlu_split)
     if not os.path.isfile(path):
-        raise SystemExit(f"{WHAT}: --do_mmlu_eval needs {path} (from {os.getcwd()}): no such "
+        raise ValueError(f"--do_mmlu_eval needs {path} (from {os.getcwd()}): no such "
                          f"file. Get {MMLU_SOURCE} and put them there, or point "
                          f"--mmlu_data_dir at their folder")
     return path, mmlu.read_mmlu(path, args.max_mmlu_samples)
@@ -339,17 +341,16 @@ def data(args, tok):
     return train, evaluation, collator
 
 
-def main(argv=None):
+def _main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        method = method_from_args(args)
-    except ValueError as e:
-        raise SystemExit(f"{WHAT}: {e}")
+    method = method_from_args(args)
     check_setup(args, method)
     if args.lora_modules is not None:
         print(f"note: --lora_modules {args.lora_modules} is ignored, as qlora.py ignores it "
               f"(the adapters go on {args.target_modules or 'every linear layer but lm_head'})")
     mmlu_data = mmlu_rows(args) if args.do_mmlu_eval else None
+    from model_check import check_model
+    check_model(args.model_name_or_path, "--model_name_or_path")
     import torch
     import transformers
     import qlora_model
@@ -365,7 +366,7 @@ def main(argv=None):
         try:    # one run per output folder (the lock dies with the process)
             traincore.claim_work_dir(args.output_dir, resuming=True)
         except traincore.WorkDirBusy as e:
-            raise SystemExit(f"{WHAT}: {e}")
+            raise ValueError(str(e)) from None
     print(f"loading base model {args.model_name_or_path} ({args.bits}-bit)...")
     model = qlora_model.load_base(args)
     tok = qlora_model.load_tokenizer(args, model)
@@ -382,8 +383,8 @@ def main(argv=None):
     transformers.set_seed(args.seed)     # after the model, as qlora.py (NOLA's seeds drawn)
     try:
         train_set, eval_set, collator = data(args, tok)
-    except (ValueError, ImportError, FileNotFoundError) as e:
-        raise SystemExit(f"{WHAT}: {e}")
+    except ImportError as e:        # a dataset reader's package (datasets) is missing
+        raise ValueError(str(e)) from None
     targs = transformers.TrainingArguments(**training_kwargs(args))
     cbs = llm_trainer.callbacks(args.output_dir, args.stop_after_steps)
     if mmlu_data is not None:
@@ -406,7 +407,8 @@ def main(argv=None):
         if args.do_train:
             if checkpoint:
                 print(f"resuming from {checkpoint}")
-            result = trainer.train(resume_from_checkpoint=checkpoint)
+            result = llm_trainer.train(trainer, checkpoint, args.output_dir,
+                                       f"--save_steps {args.save_steps} steps", None)
             if args.stop_after_steps and trainer.state.global_step < trainer.state.max_steps:
                 print(f"stopped after step {trainer.state.global_step}; run the same command "
                       f"again to continue")
@@ -450,6 +452,11 @@ def main(argv=None):
         pass
     print(f"saved the {'adapter' if method.is_adapter else 'model'} to {final}")
     return trainer
+
+
+def main(argv=None):
+    """_main with bad input and Ctrl-C reported as one line (exit 2 / 130; traincore.cli)."""
+    return cli.run("qlora.py", _main, argv)
 
 
 if __name__ == "__main__":
