@@ -13,10 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "NLG" / "scripts" / "demo.sh"
 METHOD_ROWS = {"lora": "LoRA", "lorma_plus": "LoRMA_+", "lorma_pi": "LoRMA_pi", "mtlora_icfm": "MTLoRA (ICFM)",
                "nola": "NOLA", "qnola": "NOLA (3-bit)", "ft": "full fine-tuning"}
+# The end-to-end test runs four of the seven (each method's own pipeline runs in
+# test_scripts_nlg.py / test_hf_backbone.py): one additive adapter, one multiplicative, NOLA,
+# full fine-tuning; the others are left out with DEMO_SKIP, which the test checks too.
+SKIPPED = ("lorma_pi", "mtlora_icfm", "qnola")
+RUN_ROWS = {k: v for k, v in METHOD_ROWS.items() if k not in SKIPPED}
 
 
 def demo(out, *args, python=sys.executable, env=None):
-    full = {**os.environ, "PYTHON": str(python), "DEMO_SIZE": "small", **(env or {})}
+    full = {**os.environ, "PYTHON": str(python), "DEMO_SIZE": "small",
+            "DEMO_SKIP": " ".join(SKIPPED + ("mtlora_shim", "mtlora_ctcm", "mtlora_dtsm")), **(env or {})}
     return subprocess.run(["bash", str(DEMO), "--out", str(out), *args], capture_output=True, text=True, env=full)
 
 
@@ -59,18 +65,18 @@ def test_small_demo_end_to_end_then_reuse(tmp_path):
     r = demo(out, "--jobs", "2")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     rows = table_rows(out / "results.md")
-    assert set(rows) == {"base model, no adapter", *METHOD_ROWS.values()}
+    assert set(rows) == {"base model, no adapter", *RUN_ROWS.values()}     # DEMO_SKIP held
     # the stages report progress with an ETA; every row was decoded alike, and the table says so
     assert re.search(r"fine-tuning: \d+/\d+ methods done, \d+ s, ETA \d+", r.stdout), r.stdout[-3000:]
     assert "Every row decoded alike: beam 2, length penalty 0.9" in (out / "results.md").read_text()
-    for key in METHOD_ROWS:
+    for key in RUN_ROWS:
         cfg = (out / "runs" / key / ".stamp.beam").read_text()
         assert "--length_penalty\n0.9\n" in cfg, key
     assert rows["base model, no adapter"][1] == "0"
     # the table is `python -m nlg.report`'s: its CSV holds the adapter's bytes unrounded
     with open(out / "results.csv", newline="") as f:
         adapter_bytes = {r["method"]: float(r["mean"]) for r in csv.DictReader(f) if r["column"] == "adapter size"}
-    for key, label in METHOD_ROWS.items():
+    for key, label in RUN_ROWS.items():
         info = json.loads((out / "runs" / key / "run_info.json").read_text())
         assert rows[label][1] == f"{info['trainable_params']:,}"
         assert (out / "runs" / key / "scores.json").is_file()
@@ -97,7 +103,7 @@ def test_small_demo_end_to_end_then_reuse(tmp_path):
     for stage in ("data:", "vocabulary:", "encode train:", "pretrain the tiny GPT-2 base",
                   "base model without adapter"):
         assert re.search(re.escape(stage) + r".*reusing", again.stdout), stage
-    for key in METHOD_ROWS:
+    for key in RUN_ROWS:
         log = (out / "logs" / f"{key}.log").read_text()
         assert "train: reusing" in log and "beam: reusing" in log
         # a re-run appends: the first run's training lines are still there
