@@ -42,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import loralib as lora  # noqa: E402
-from common import interleaved  # noqa: E402
+from common import interleaved, peft_step  # noqa: E402
 
 DEFAULT_MODEL = os.path.join(ROOT, "NLG", "pretrained_checkpoints", "SmolLM2-135M-Instruct")
 DEFAULT_CKPT = os.path.join(ROOT, "benchmarks", "out", "real_e2e", "runs", "lora", "model.200.pt")
@@ -81,7 +81,7 @@ def batches(records, batch_size, n_batches, tmp):
     return out
 
 
-def ours_step(spec):
+def make_ours(spec):
     from nlg.hf_backbone import HFCausalLM
     from nlg.hf_loading import load_model
     from nlg.optimizer import AdamW
@@ -103,26 +103,14 @@ def ours_step(spec):
     return step, lora.count_parameters(model)[0]
 
 
-def peft_step(spec):
+def make_peft(spec):
     import peft
     from nlg.hf_loading import load_model
     torch.manual_seed(0)
     pc = peft.LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
                          task_type="CAUSAL_LM")
     model = peft.get_peft_model(load_model(spec), pc).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4,
-                            betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01)
-
-    def step(b):
-        inp, msk = b["input"], b["mask"]
-        # the model shifts labels itself: the label at p + 1 is scored from position p
-        labels = torch.full_like(inp, -100)
-        labels[:, 1:] = torch.where(msk[:, :-1] > 0, inp[:, 1:], torch.tensor(-100))
-        attn = (torch.arange(inp.shape[1])[None] < b["length"][:, None]).long()
-        model(input_ids=inp, attention_mask=attn, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step, sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return peft_step(model), sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def bench_train(opts, spec, codec):
@@ -130,7 +118,7 @@ def bench_train(opts, spec, codec):
     with tempfile.TemporaryDirectory() as tmp:
         bs = batches(encoded(codec, path, 8 * (opts.steps + 1)), 8, opts.steps + 1, tmp)
     fns, counts = {}, {}
-    for name, make in (("ours", ours_step), ("hf+peft", peft_step)):
+    for name, make in (("ours", make_ours), ("hf+peft", make_peft)):
         fns[name], counts[name] = make(spec)
     if counts["ours"] != counts["hf+peft"]:
         raise RuntimeError(f"trainable parameters differ: {counts}")

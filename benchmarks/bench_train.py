@@ -30,7 +30,7 @@ from nlg import encoder  # noqa: E402
 from nlg.data_utils import FT_Dataset, collate_pad  # noqa: E402
 from nlg.model import GPT2LMModel, config_from_card  # noqa: E402
 from nlg.optimizer import AdamW  # noqa: E402
-from common import interleaved  # noqa: E402
+from common import interleaved, peft_step  # noqa: E402
 
 
 def make_batches(shared, n_batches, batch_size, work):
@@ -103,22 +103,7 @@ def hf_peft(batches, device):
     pc = peft.LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"],
                          fan_in_fan_out=True, task_type="CAUSAL_LM")
     model = peft.get_peft_model(model, pc).to(device).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4,
-                            betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01)
-
-    def step(b):
-        inp, msk = b["input"], b["mask"]
-        # HF shifts labels itself: label at position p+1 is scored from position p
-        labels = torch.full_like(inp, -100)
-        labels[:, 1:] = torch.where(msk[:, :-1] > 0, inp[:, 1:], torch.tensor(-100))
-        attn = torch.arange(inp.shape[1])[None] < b["length"][:, None]
-        out = model(input_ids=inp.to(device), attention_mask=attn.long().to(device),
-                    labels=labels.to(device))
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
+    return peft_step(model, device)
 
 
 def main():

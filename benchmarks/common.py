@@ -51,6 +51,27 @@ def gemm_probe(device=torch.device("cpu"), dtype=torch.float32, n=2048, reps=5, 
     return best
 
 
+def peft_step(model, device=torch.device("cpu"), lr=2e-4):
+    """One training step of a transformers + peft model on a pipeline batch (nlg.data_utils:
+    input, mask, length): labels -100 outside the completion, the model's own loss, torch's
+    AdamW with the pipeline's settings."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                            betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01)
+
+    def step(b):
+        inp, msk = b["input"], b["mask"]
+        # the model shifts labels itself: the label at p + 1 is scored from position p
+        labels = torch.full_like(inp, -100)
+        labels[:, 1:] = torch.where(msk[:, :-1] > 0, inp[:, 1:], torch.tensor(-100))
+        attn = torch.arange(inp.shape[1])[None] < b["length"][:, None]
+        out = model(input_ids=inp.to(device), attention_mask=attn.long().to(device),
+                    labels=labels.to(device))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def variant_configs(pipeline, r, alpha, dropout=None):
     """name -> MethodConfig for every variant the registry lists (qNOLA at 3 bits), built from
     the flags the generated scripts pass, so a benchmark runs what the scripts run."""
