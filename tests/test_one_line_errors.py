@@ -93,6 +93,8 @@ def _commands(t):
          f"eval_math.py: {t['fmt']}:2: not JSON"),
         ("eval_mmlu", [LLM / "eval_mmlu.py", "--model_name_or_path", d, "--data_dir",
                        d / "no_mmlu"], "eval_mmlu.py: "),
+        ("llm_smoke", [ROOT / "NLG" / "scripts" / "llm_smoke.py", "4", "42", "pre"],
+         "llm_smoke.py: give all four of R SEED MODE RI or none"),
     ]
 
 

@@ -24,6 +24,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NLG = os.path.dirname(HERE)
+sys.path.append(os.path.dirname(NLG))     # traincore from an uninstalled checkout
 RUN = os.path.join(NLG, "MetaMathQA", "run_math_lorma.sh")
 
 
@@ -63,7 +64,8 @@ def write_inputs(out):
     return base, data
 
 
-def main(argv=None):
+def _main(argv=None):
+    from traincore import cli
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("args", nargs="*", default=["4", "42", "pre", "rri"], metavar="R SEED MODE RI",
@@ -71,6 +73,7 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(NLG, "smoke_out", "llm"),
                    help="where the tiny model, the data and the runs go")
     p.add_argument("--steps", type=int, default=4, help="training steps (batch 2)")
+    cli.setup_parser(p)
     args = p.parse_args(argv)
     if len(args.args) != 4:
         p.error(f"give all four of R SEED MODE RI or none, got {args.args}")
@@ -91,6 +94,12 @@ def main(argv=None):
     if rc == 0:
         print(f"== LLM smoke: done ({save})")
     return rc
+
+
+def main(argv=None):
+    """_main with bad input and Ctrl-C as one line (exit 2 / 130; traincore.cli)."""
+    from traincore import cli
+    return cli.run("llm_smoke.py", _main, argv)
 
 
 if __name__ == "__main__":
