@@ -166,14 +166,6 @@ def stored_method(path):
                          f"here ({e})") from None
 
 
-def check_method_matches(given, stored, path):
-    """An error naming both values where the method flags contradict the checkpoint."""
-    diffs = given.differences(stored)
-    if diffs:
-        raise ValueError(f"checkpoint {path} was trained with another method setting: "
-                         f"{'; '.join(diffs)}. Drop the method flags to use the checkpoint's own")
-
-
 def backbone_state_dict(model):
     """The model's backbone in the published naming and layout (no adapter tensors)."""
     return {k: v.detach().clone().contiguous() for k, v in model.transformer.state_dict().items()
