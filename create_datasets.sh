@@ -21,6 +21,9 @@
 #   --from DIR     local raw folder (env LORA_DATA_FROM); no download in this mode
 #   --out DIR      where the built files go (env LORA_DATA_OUT; default NLG/data)
 #   --vocab DIR    GPT-2 vocabulary (encoder.json, vocab.bpe); default NLG/vocab, else DIR/vocab of --from
+#   --formatted-only  the text splits (<split>_formatted.jsonl) alone, not encoded for GPT-2: what a
+#                  run on a Hugging Face backbone reads (--backbone hf:...; it encodes them with the
+#                  model's own tokenizer); needs no GPT-2 vocabulary
 #   --tasks LIST   comma-separated subset of e2e,webnlg,dart,glue (default: e2e,webnlg,dart)
 #   --glue-tasks LIST  with glue: subset of CoLA,SST-2,MRPC,STS-B,QQP,MNLI,QNLI,RTE (default: all eight;
 #                  also cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte)
@@ -53,6 +56,7 @@ NLG="$ROOT/NLG"
 FROM="${LORA_DATA_FROM:-}"
 OUT="${LORA_DATA_OUT:-$NLG/data}"
 VOCAB=""
+FORMATTED_ONLY=0
 TASKS="e2e,webnlg,dart"
 GLUE_OUT="${LORA_GLUE_OUT:-$ROOT/NLU/data/glue}"
 GLUE_TASKS="CoLA,SST-2,MRPC,STS-B,QQP,MNLI,QNLI,RTE"
@@ -64,6 +68,7 @@ while [ $# -gt 0 ]; do
         --from) FROM="${2:?--from needs a folder}"; shift 2 ;;
         --out) OUT="${2:?--out needs a folder}"; shift 2 ;;
         --vocab) VOCAB="${2:?--vocab needs a folder}"; shift 2 ;;
+        --formatted-only) FORMATTED_ONLY=1; shift ;;
         --tasks) TASKS="${2:?--tasks needs a list}"; shift 2 ;;
         --glue-tasks) GLUE_TASKS="${2:?--glue-tasks needs a list}"; shift 2 ;;
         --glue-out) GLUE_OUT="${2:?--glue-out needs a folder}"; shift 2 ;;
@@ -264,7 +269,13 @@ build() {
     dir="$OUT/$(dirname "$rel")"
     mkdir -p "$dir"
     echo "$split..."
-    if "$PY" "$NLG/src/format_converting_$task.py" "$raw" "$dir/${split}_formatted.jsonl" \
+    if [ "$FORMATTED_ONLY" = 1 ]; then
+        if "$PY" "$NLG/src/format_converting_$task.py" "$raw" "$dir/${split}_formatted.jsonl"; then
+            BUILT+=("$dir/${split}_formatted.jsonl")
+        else
+            FAILED+=("build $task $split")
+        fi
+    elif "$PY" "$NLG/src/format_converting_$task.py" "$raw" "$dir/${split}_formatted.jsonl" \
         && "$PY" "$NLG/src/gpt2_encode.py" --vocab "$VOCAB" --input "$dir/${split}_formatted.jsonl" \
             --output "$dir/$split.jsonl" --add_bos --add_eos; then
         BUILT+=("$dir/$split.jsonl")
@@ -593,9 +604,12 @@ if [ -n "$NLG_TASKS" ]; then
         elif [ -n "$FROM" ] && [ -f "$FROM/vocab/encoder.json" ] && [ -f "$FROM/vocab/vocab.bpe" ]; then VOCAB="$FROM/vocab"
         fi
     fi
-    if [ -z "$VOCAB" ] || [ ! -f "$VOCAB/encoder.json" ] || [ ! -f "$VOCAB/vocab.bpe" ]; then
+    if [ "$FORMATTED_ONLY" = 1 ]; then
+        VOCAB="(none: --formatted-only)"
+    elif [ -z "$VOCAB" ] || [ ! -f "$VOCAB/encoder.json" ] || [ ! -f "$VOCAB/vocab.bpe" ]; then
         echo "create_datasets.sh: no GPT-2 vocabulary (encoder.json, vocab.bpe) in ${VOCAB:-NLG/vocab}:" \
-             "run download_pretrained_checkpoints.sh or pass --vocab DIR" >&2
+             "run download_pretrained_checkpoints.sh or pass --vocab DIR (or --formatted-only: the" \
+             "text splits alone, for a Hugging Face backbone)" >&2
         exit 1
     fi
     mkdir -p "$OUT"

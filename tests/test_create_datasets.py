@@ -88,7 +88,15 @@ def test_local_folder_env_var_tasks_and_nothing_found(repo_root, shared_data, tm
     assert r.returncode != 0 and "nothing was built" in r.stderr
     r = run(repo_root, "create_datasets.sh", "--from", shared_data, "--vocab", tmp_path / "empty",
             "--out", tmp_path / "d3")
-    assert r.returncode != 0 and "no GPT-2 vocabulary" in r.stderr
+    assert r.returncode != 0 and "no GPT-2 vocabulary" in r.stderr and "--formatted-only" in r.stderr
+    # the text splits alone (an --backbone hf: run encodes them itself): no vocabulary needed
+    r = run(repo_root, "create_datasets.sh", "--from", shared_data, "--vocab", tmp_path / "empty",
+            "--out", tmp_path / "d4", "--tasks", "e2e", "--formatted-only")
+    assert r.returncode == 0, r.stderr
+    built = sorted(p.name for p in (tmp_path / "d4" / "e2e").iterdir())
+    assert built == ["valid_formatted.jsonl"]         # Microsoft's valid.txt read in place
+    assert (tmp_path / "d4" / "e2e" / "valid_formatted.jsonl").read_bytes() == \
+        (tmp_path / "d" / "e2e" / "valid_formatted.jsonl").read_bytes()
 
 
 @needs_curl

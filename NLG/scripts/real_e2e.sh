@@ -5,7 +5,7 @@
 # beside their references, the scores and the time each part took. Offline once the model and
 # the data are here; when absent they are built first (those two steps need the network):
 #   bash download_pretrained_checkpoints.sh --models smollm2   -> NLG/pretrained_checkpoints/SmolLM2-135M-Instruct
-#   bash create_datasets.sh --tasks e2e                        -> NLG/data/e2e/*_formatted.jsonl
+#   bash create_datasets.sh --tasks e2e --formatted-only       -> NLG/data/e2e/*_formatted.jsonl
 #
 #   bash NLG/scripts/real_e2e.sh [--work_dir DIR] [--force]
 #
@@ -51,8 +51,9 @@ if [ ! -f "$MODEL/config.json" ]; then
     || die "no SmolLM2 model (see download_pretrained_checkpoints.sh --help)"
 fi
 if [ ! -f "$E2E_DIR/test_formatted.jsonl" ]; then
-  echo "== $E2E_DIR is absent: create_datasets.sh --tasks e2e"
-  bash "$root/create_datasets.sh" --tasks e2e || die "no E2E data (see create_datasets.sh --help)"
+  echo "== $E2E_DIR is absent: create_datasets.sh --tasks e2e --formatted-only"
+  bash "$root/create_datasets.sh" --tasks e2e --formatted-only \
+    || die "no E2E data (see create_datasets.sh --help)"
 fi
 
 # The slices (seeded, so a second run reuses every stage): training and validation lines drawn
