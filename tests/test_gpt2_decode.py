@@ -56,7 +56,11 @@ def test_tokenize_lower_as_reference():
 
 def test_cut_at_eot_then_blank_line():
     assert gpt2_decode.cut(" A b.\n\nnext<|endoftext|>x") == "A b."
-    assert gpt2_decode.cut("one\ntwo <|endoftext|>\n\nthree") == "one\ntwo"
+    # one line per prediction: a single line break inside becomes a space (it split the
+    # prediction over two lines of the file and shifted every later one; other spaces are kept)
+    assert gpt2_decode.cut("one\ntwo <|endoftext|>\n\nthree") == "one two"
+    assert gpt2_decode.cut("<|im_start|>assistant\n A  b .\r\nc<|endoftext|>") == \
+        "<|im_start|>assistant A  b . c"
     assert gpt2_decode.cut("<|endoftext|>") == ""
 
 

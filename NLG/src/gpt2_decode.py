@@ -56,8 +56,11 @@ def post_process(sent, is_tokenize, is_lower):
 
 
 def cut(text):
-    """Text up to the first <|endoftext|>, then up to the first blank line, stripped."""
-    return text.split(EOT)[0].split("\n\n")[0].strip()
+    """Text up to the first <|endoftext|>, then up to the first blank line, stripped, on one
+    line: a line break left inside (a model that writes "\n" before its end id) would split the
+    prediction over two lines of the prediction file, which holds one line per context (the
+    scorer then refuses the file: more predictions than contexts), so it becomes a space."""
+    return re.sub(r"\s*[\r\n]\s*", " ", text.split(EOT)[0].split("\n\n")[0].strip())
 
 
 def _load_json_line(line, path, lineno):
