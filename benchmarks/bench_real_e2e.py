@@ -18,9 +18,11 @@ schedule, batch and decoding, overriding the scripts' (which are for 5 epochs on
   against all their references.
 
 The base row is the same model untrained (a LoRA adapter with B = 0, so exactly the base model),
-whose contexts start with an instruction (BASE_INSTRUCTION) because it has never seen the MR
-notation; every other row sees the bare MR, as in the papers. The learning rates are the
-scripts': nothing here was tuned, on the evaluation file or otherwise.
+asked in its own chat format when its tokenizer has a chat template (the user turn holds an
+instruction, BASE_INSTRUCTION, and the MR; the pipeline's separator, the end-of-sequence token,
+closes the turn; the assistant header the model then writes is removed before scoring), because
+it has never seen the MR notation; every other row sees the bare MR, as in the papers. The
+learning rates are the scripts': nothing here was tuned, on the evaluation file or otherwise.
 
 Rows run --jobs at a time, each one process on one thread (OMP_NUM_THREADS=1). A finished row is
 reused by a second call with the same settings (run_task.sh's stamps); --force redoes all. The
@@ -49,7 +51,7 @@ SHARED = {"TRAIN_BATCH_SIZE": str(BATCH), "VALID_BATCH_SIZE": str(BATCH), "SEQ_L
           "BEAM_BATCH_SIZE": "40", "MAX_EPOCH": "1000", "SAVE_INTERVAL": "1000000",
           "PRECISION": "fp32", "SEED": "110"}
 DEFAULT_METHODS = "lora,lorma_plus,lorma_pi,mtlora_icfm,nola,qnola,ft"
-BASE_INSTRUCTION = "Write one sentence describing this restaurant. "
+BASE_INSTRUCTION = "Write one sentence describing this restaurant: "
 SCORES = (("BLEU", "BLEU", 100), ("NIST", "NIST", 1), ("METEOR", "METEOR", 100),
           ("ROUGE-L", "ROUGE_L", 100), ("CIDEr", "CIDEr", 1))
 
@@ -105,13 +107,29 @@ def write_jsonl(path, pairs):
             f.write(text)
 
 
+def chat_framing(model):
+    """(prefix, header) from the model's chat template: the text before a user turn's content
+    (a system turn included) and the assistant header that follows the turn; ("", "") without a
+    template."""
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(model)
+    if not getattr(tok, "chat_template", None):
+        return "", ""
+    mark = "\x00content\x00"
+    turn = [{"role": "user", "content": mark}]
+    user = tok.apply_chat_template(turn, tokenize=False)
+    full = tok.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    return user.split(mark)[0], full[len(user):] if full.startswith(user) else ""
+
+
 def build_data(args):
-    """WORK_DIR/data (the methods' rows) and WORK_DIR/data_base (the same, instruction first)."""
+    """WORK_DIR/data (the methods' rows) and WORK_DIR/data_base (the same, each MR in a chat
+    turn after an instruction)."""
     train = read_examples(os.path.join(args.e2e_dir, "train_formatted.jsonl"))
     tr, va = train_slice(train, args.steps * BATCH, 16)
     te = eval_slice(read_examples(args.eval_file), args.eval_mrs)
     dirs = {}
-    for name, prefix in (("data", ""), ("data_base", BASE_INSTRUCTION)):
+    for name, prefix in (("data", ""), ("data_base", args.chat_prefix + BASE_INSTRUCTION)):
         d = os.path.join(args.work_dir, name)
         os.makedirs(d, exist_ok=True)
         for split, pairs in (("train", tr), ("valid", va), ("test", te)):
@@ -160,17 +178,33 @@ def run_row(name, args, dirs):
     t0 = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] {name}: started ({log})", flush=True)
     with open(log, "a", encoding="utf8") as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-        # wait4: this row's own CPU time, also when rows run side by side
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     wall = time.time() - t0
-    if proc.returncode != 0:
+    if proc.returncode != 0:      # the other rows go on; the table names this one
         with open(log, encoding="utf8") as f:
             tail = "".join(f.readlines()[-15:])
-        raise RuntimeError(f"{name} failed (exit {proc.returncode}); the end of {log}:\n{tail}")
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: FAILED (exit {proc.returncode}); the end of "
+              f"{log}:\n{tail}", flush=True)
+        return {"name": name, "work": work, "failed": log}
+    if name == "base" and args.chat_header.strip():
+        score_answers(work, args.chat_header.strip(), env)
     print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {wall:.0f} s", flush=True)
-    return {"name": name, "work": work, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime}
+    return {"name": name, "work": work}
+
+
+def score_answers(work, header, env):
+    """The base model's sentences without the chat header it writes first (e2e_answers.txt),
+    scored as run_task.sh scores (answers_scores.json, which the table reads for this row)."""
+    with open(os.path.join(work, "e2e_pred.txt"), encoding="utf8") as f:
+        preds = f.read().splitlines()
+    answers = [p[len(header):].strip() if p.startswith(header) else p for p in preds]
+    with open(os.path.join(work, "e2e_answers.txt"), "w", encoding="utf8") as f:
+        f.write("".join(a + "\n" for a in answers))
+    subprocess.run([sys.executable, os.path.join(ROOT, "NLG", "eval", "score.py"), "--task", "e2e",
+                    "--ref", os.path.join(work, "e2e_ref.txt"), "--hyp",
+                    os.path.join(work, "e2e_answers.txt"), "--json",
+                    os.path.join(work, "answers_scores.json")],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def human_bytes(n):
@@ -183,18 +217,22 @@ def human_bytes(n):
 def row_record(res):
     """One table row from a finished run folder (nlg.run_records reads what the run wrote)."""
     from nlg.run_records import read_run
+    if res.get("failed"):
+        return {"row": f"{res['name']}: FAILED (see {res['failed']})"}
     run = read_run(res["work"])
     info = json.load(open(os.path.join(res["work"], "run_info.json"), encoding="utf8"))
-    scores = json.load(open(os.path.join(res["work"], "scores.json"), encoding="utf8"))
     base = res["name"] == "base"
+    answers = os.path.join(res["work"], "answers_scores.json")
+    scores = json.load(open(answers if base and os.path.isfile(answers)
+                            else os.path.join(res["work"], "scores.json"), encoding="utf8"))
     lr, source = script_lr(script_of(res["name"]))
-    rec = {"row": "base model (untrained, instruction prompt)" if base else res["name"],
+    rec = {"row": "base model (untrained, asked in its chat format)" if base else res["name"],
            "lr": "-" if base else lr, "lr source": "" if base else source,
            "trainable": 0 if base else run.trainable_params,
            "adapter": 0 if base else run.adapter_bytes,
            "train wall s": None if base else info["train_time_s"],
            "train CPU s": None if base else info["train_cpu_s"],
-           "peak MB": info["peak_mem_mb"], "row wall s": res["wall_s"], "row CPU s": res["cpu_s"]}
+           "peak MB": info["peak_mem_mb"]}
     for col, key, mult in SCORES:
         v = scores.get(key)
         rec[col] = None if not isinstance(v, (int, float)) else v * mult
@@ -206,7 +244,7 @@ def tables(records):
             "BLEU", "NIST", "METEOR", "ROUGE-L", "CIDEr"]
 
     def cell(rec, c):
-        v = rec[c]
+        v = rec.get(c)
         if v is None:
             return "-"
         if c == "trainable":
@@ -223,7 +261,7 @@ def tables(records):
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in records]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(records[0]))
+    w = csv.DictWriter(buf, fieldnames=list(max(records, key=len)), restval="")
     w.writeheader()
     w.writerows(records)
     return "\n".join(md) + "\n", buf.getvalue()
@@ -255,6 +293,7 @@ def main(argv=None):
     if not os.path.isfile(os.path.join(args.e2e_dir, "train_formatted.jsonl")):
         p.error(f"--e2e_dir {args.e2e_dir}: no train_formatted.jsonl (bash create_datasets.sh --tasks e2e)")
     names = [m for m in args.methods.split(",") if m] + ([] if args.no_base else ["base"])
+    args.chat_prefix, args.chat_header = chat_framing(args.model)
     try:
         for n in names:
             script_of(n)
@@ -271,7 +310,7 @@ def main(argv=None):
     shown = (["base"] if "base" in names else []) + [n for n in names if n != "base"]
     records = [row_record(results[n]) for n in shown]
     md, csv_text = tables(records)
-    settings = (f"SmolLM2-style HF backbone {os.path.basename(args.model)}; {args.steps} steps x "
+    settings = (f"HF backbone {os.path.basename(args.model)}; {args.steps} steps x "
                 f"batch {BATCH}, warm-up {max(1, args.steps // 10)}, linear decay; beam 4, length "
                 f"penalty 0.9, no-repeat 4-grams, <= 48 new tokens; {n_mrs} MRs of "
                 f"{os.path.relpath(args.eval_file, ROOT)}; {args.jobs} rows side by side, one "
