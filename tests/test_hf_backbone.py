@@ -503,3 +503,31 @@ def test_task_script_runs_on_an_hf_backbone(hf, tmp_path):
     bad = subprocess.run(["bash", str(scripts / "e2e_lora.sh"), *map(str, args),
                           "--init_checkpoint", hf["data"]], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--init_checkpoint is GPT-2's" in bad.stderr
+
+
+def test_the_search_computes_plain_linears_through_loralib_cpu_linear_and_gives_them_back():
+    """hf_beam_cache.packed_products: inside, every plain nn.Linear's product is
+    loralib.cpu_linear's (oneDNN on a CPU; the same product up to float rounding), outside the
+    model's own forward again."""
+    from nlg.hf_beam_cache import packed_products
+    hf = tiny_llama(64, 2)
+    plain = [m for m in hf.modules() if type(m) is torch.nn.Linear]
+    assert plain
+    x = torch.randn(1, 5, hf.config.hidden_size)
+    calls = []
+    real = lora.cpu_linear.linear
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    with torch.no_grad():
+        want = hf(inputs_embeds=x).logits
+        lora.cpu_linear.linear = counted
+        try:
+            with packed_products(hf):
+                got = hf(inputs_embeds=x).logits
+        finally:
+            lora.cpu_linear.linear = real
+    assert len(calls) == len(plain)                       # every plain layer, once
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert all("forward" not in m.__dict__ for m in plain)   # the class's forward again
