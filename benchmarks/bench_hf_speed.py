@@ -19,8 +19,12 @@ decoding   the first --contexts distinct MRs of E2E dev, beam 4, length penalty 
              ours       gpt2_beam's decode (nlg.beam_run: dedup, contexts batched by length, the
                         model's own KV cache reordered per step, early exit);
              hf         `generate(num_beams=4, length_penalty=0.9, no_repeat_ngram_size=4,
-                        max_new_tokens=48, eos_token_id=..., early_stopping=True)`, left-padded
-                        batches of the same size, on the same merged weights.
+                        max_new_tokens=48, eos_token_id=..., early_stopping=E)`, left-padded
+                        batches of the same size, on the same merged weights; E is
+                        --hf_early_stopping: false (generate's default: stop when no live
+                        hypothesis can beat the finished ones at the current length), true (stop
+                        at K finished hypotheses: faster, and it often returns a hypothesis its
+                        own score ranks below another it had), never (the exhaustive rule).
            Both decode a trained checkpoint (--checkpoint: the LoRA row of bench_real_e2e.py
            when it exists, so that sentences end as trained ones do) or the base model.
            The outputs are compared token for token; where they differ, both scores are printed
@@ -132,7 +136,7 @@ def bench_train(opts, spec, codec):
     return out
 
 
-def hf_generate(hf, contexts, end_ids, pad_id, batch_size):
+def hf_generate(hf, contexts, end_ids, pad_id, batch_size, early_stopping=False):
     outs = []
     for a in range(0, len(contexts), batch_size):
         part = contexts[a:a + batch_size]
@@ -146,7 +150,8 @@ def hf_generate(hf, contexts, end_ids, pad_id, batch_size):
             gen = hf.generate(input_ids=ids, attention_mask=mask, num_beams=BEAM, do_sample=False,
                               max_new_tokens=EVAL_LEN, length_penalty=LENGTH_PENALTY,
                               no_repeat_ngram_size=NO_REPEAT, eos_token_id=end_ids,
-                              pad_token_id=pad_id, early_stopping=True, num_return_sequences=1,
+                              pad_token_id=pad_id, early_stopping=early_stopping,
+                              num_return_sequences=1,
                               temperature=None, top_p=None, top_k=None)
         for row in gen[:, T:].tolist():
             cut = next((i for i, t in enumerate(row) if t in end_ids), len(row))
@@ -193,7 +198,8 @@ def bench_decode(opts, spec, codec):
         ready_for_decoding(model, torch.device("cpu"), Precision.from_flags(False, False, "cpu"))
         end_ids = [codec.eos_id]
         fns = {"ours": lambda: decode(model, contexts, s, args, log=lambda *a: None),
-               "hf": lambda: hf_generate(model.hf, contexts, end_ids, codec.eos_id, len(contexts))}
+               "hf": lambda: hf_generate(model.hf, contexts, end_ids, codec.eos_id, len(contexts),
+                                         opts.hf_early_stopping)}
         res, outs = {}, {}
         for name in ("ours", "hf", "ours", "hf"):      # each twice, alternating; the second counts
             t0, c0 = time.perf_counter(), time.process_time()
@@ -206,7 +212,8 @@ def bench_decode(opts, spec, codec):
     print(f"decoding {len(contexts)} distinct E2E dev MRs ({info}), beam {BEAM}, length penalty "
           f"{LENGTH_PENALTY}, no-repeat {NO_REPEAT}-grams, <= {EVAL_LEN} new tokens: ours "
           f"{res['ours']['s']:.1f} s ({res['ours']['cpu_s']:.1f} CPU-s), HF generate "
-          f"{res['hf']['s']:.1f} s ({res['hf']['cpu_s']:.1f} CPU-s): ours is {ratio:.2f}x; "
+          f"{res['hf']['s']:.1f} s ({res['hf']['cpu_s']:.1f} CPU-s, early_stopping="
+          f"{opts.hf_early_stopping}): ours is {ratio:.2f}x; "
           f"{same} of {len(contexts)} outputs identical", flush=True)
     diffs = []
     for i, (a, b) in enumerate(zip(ours, outs["hf"])):
@@ -223,7 +230,12 @@ def bench_decode(opts, spec, codec):
                   f"             log p {la:.3f} / {lb:.3f}; Microsoft's score "
                   f"{d['microsoft_score'][0]:.3f} / {d['microsoft_score'][1]:.3f}; HF's "
                   f"{d['hf_score'][0]:.3f} / {d['hf_score'][1]:.3f}")
+    better = sum(d["microsoft_score"][0] >= d["microsoft_score"][1] and
+                 d["hf_score"][0] >= d["hf_score"][1] for d in diffs)
+    print(f"where they differ ({len(diffs)}), ours scores at least as high under both length "
+          f"normalisations in {better}", flush=True)
     return {"contexts": len(contexts), "model": info, "ours": res["ours"], "hf": res["hf"],
+            "early_stopping": opts.hf_early_stopping, "ours_better_under_both": better,
             "ratio": ratio, "identical": same, "differences": diffs}
 
 
@@ -238,8 +250,11 @@ def main(argv=None):
     p.add_argument("--contexts", type=int, default=30)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip", choices=("train", "decode"), default=None)
+    p.add_argument("--hf_early_stopping", default="false", choices=("false", "true", "never"),
+                   help="generate's early_stopping (false: its default)")
     p.add_argument("--json", default=None, help="also write the results here")
     opts = p.parse_args(argv)
+    opts.hf_early_stopping = {"false": False, "true": True}.get(opts.hf_early_stopping, "never")
     if opts.checkpoint is None and os.path.isfile(DEFAULT_CKPT):
         opts.checkpoint = DEFAULT_CKPT
     torch.set_num_threads(opts.threads)
