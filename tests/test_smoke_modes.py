@@ -87,6 +87,9 @@ def test_nlu_smoke_runs_the_script_offline(tmp_path, script, args, task, metric)
 
 @pytest.mark.slow
 def test_llm_smoke_builds_its_model_and_data_and_runs_the_pipeline(tmp_path):
+    """Also LoRMA's run_math_lorma.sh end to end, as its README calls it (`4 42 pre rri`, the
+    smoke's default arguments): the official print lines, the method and targets it trains, a
+    bad MODE refused."""
     pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
     r = subprocess.run([sys.executable, ROOT / "NLG" / "scripts" / "llm_smoke.py", "--out",
@@ -102,6 +105,17 @@ def test_llm_smoke_builds_its_model_and_data_and_runs_the_pipeline(tmp_path):
     for name in ("gsm8k_results.json", "math_results.json"):
         assert "accuracy" in json.loads((run / name).read_text())
     assert (run / "config.json").is_file() and (run / "adapter").is_dir()
+    # run_math_lorma.sh's own output and settings (its official print lines: MetaMath's)
+    assert "gsm8k length==== 4 , gsm8k acc==== " in r.stdout
+    assert "length==== 4 , acc==== " in r.stdout and "SEED=42 only names" in r.stdout
+    gsm = json.loads((run / "gsm8k_results.json").read_text())
+    assert gsm["total"] == 4 and 0 <= gsm["accuracy"] <= 1 and "invalid_outputs" in gsm
+    assert info["method"]["options"]["kind"] == "rri" and info["method"]["alpha"] == 8.0
+    assert info["args"]["target_modules"] == ["up_proj", "down_proj", "o_proj", "gate_proj"]
+    bad = subprocess.run([sys.executable, ROOT / "NLG" / "scripts" / "llm_smoke.py", "--out",
+                          tmp_path, "4", "42", "middle", "rri"], capture_output=True, text=True,
+                         env=_env(), timeout=600)
+    assert bad.returncode == 2 and "MODE must be pre or post" in bad.stderr
 
 
 def test_generated_outputs_are_ignored_by_git():
