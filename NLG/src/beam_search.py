@@ -393,10 +393,14 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
     history = tok.reshape(-1, 1)
     active = torch.arange(B, device=device)
     _offer_finished(best, active, beam_scores, history, eos, 0, s)
+    # How often the host reads which examples are settled: every COMPACT_EVERY steps; every step
+    # on a CPU for a cache without positions to compact (a Hugging Face model's): a CPU has no
+    # queue of steps to keep full, and a settled example leaves up to 3 steps sooner.
+    every = 1 if device.type == "cpu" and getattr(cache, "in_place", False) else COMPACT_EVERY
 
     for i in range(1, E):
         j = i - 1           # the step whose tokens go in now
-        if j and j % COMPACT_EVERY == 0:
+        if j and j % every == 0:
             # The one host read of these COMPACT_EVERY steps (none in between: a GPU runs ahead):
             # which examples are settled, and how many generated positions each still needs.
             live = cache.live(j)            # None: a cache with no dead positions

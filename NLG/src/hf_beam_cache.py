@@ -43,6 +43,8 @@ def packed_products(hf):
 
 
 class HFBeamCache:
+    in_place = True         # rows are reordered in place: no dead positions to compact
+
     def __init__(self, model, cache, pad_bias, beam):
         self.model, self.cache, self.beam = model, cache, beam
         self.pad_bias = pad_bias            # (rows, T): 0 on real context tokens, -inf on padding
