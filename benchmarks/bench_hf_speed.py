@@ -46,7 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import loralib as lora  # noqa: E402
-from common import interleaved, peft_step  # noqa: E402
+from common import interleaved, padded_batches, peft_step  # noqa: E402
 
 DEFAULT_MODEL = os.path.join(ROOT, "NLG", "pretrained_checkpoints", "SmolLM2-135M-Instruct")
 DEFAULT_CKPT = os.path.join(ROOT, "benchmarks", "out", "real_e2e", "runs", "lora", "model.200.pt")
@@ -70,19 +70,11 @@ def encoded(codec, path, n, seed=0, distinct=False):
 
 
 def batches(records, batch_size, n_batches, tmp):
-    from nlg.data_utils import FT_Dataset, collate_pad
     path = os.path.join(tmp, "train.jsonl")
     with open(path, "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    ds = FT_Dataset(path, batch_size, SEQ_LEN)
-    out = []
-    for b in range(n_batches):
-        items = [ds[i] for i in range(b * batch_size, (b + 1) * batch_size)]
-        batch = collate_pad(items)
-        batch["length"] = torch.tensor([len(it["input"]) for it in items])
-        out.append(batch)
-    return out
+    return padded_batches(path, batch_size, SEQ_LEN, n_batches)
 
 
 def make_ours(spec):

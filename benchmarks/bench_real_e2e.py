@@ -71,10 +71,9 @@ def read_examples(path):
                 except (ValueError, KeyError, TypeError) as e:
                     raise ValueError(f"{path}:{i}: expected {{\"context\": ..., \"completion\": ...}} ({e})")
             else:
-                parts = line.strip().split("||")
-                if len(parts) != 2:
-                    raise ValueError(f"{path}:{i}: expected 'MR||REF' with exactly one '||'")
-                out.append((parts[0], parts[1]))
+                from nlg.format_converting_e2e import convert_line
+                rec = convert_line(line, path, i)
+                out.append((rec["context"], rec["completion"]))
     if not out:
         raise ValueError(f"{path}: no examples")
     return out

@@ -27,10 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import loralib as lora  # noqa: E402
 from nlg import encoder  # noqa: E402
-from nlg.data_utils import FT_Dataset, collate_pad  # noqa: E402
 from nlg.model import GPT2LMModel, config_from_card  # noqa: E402
 from nlg.optimizer import AdamW  # noqa: E402
-from common import interleaved, peft_step  # noqa: E402
+from common import interleaved, padded_batches, peft_step  # noqa: E402
 
 
 def make_batches(shared, n_batches, batch_size, work):
@@ -43,14 +42,7 @@ def make_batches(shared, n_batches, batch_size, work):
             f.write(json.dumps({"context": enc.encode(mr) + [enc.eos_id],
                                 "completion": enc.encode(" " + ref.strip()) + [enc.eos_id]})
                     + "\n")
-    ds = FT_Dataset(str(path), batch_size, 512)
-    batches = []
-    for b in range(n_batches):
-        items = [ds[i] for i in range(b * batch_size, (b + 1) * batch_size)]
-        batch = collate_pad(items)
-        batch["length"] = torch.tensor([len(it["input"]) for it in items])
-        batches.append(batch)
-    return batches
+    return padded_batches(path, batch_size, 512, n_batches)
 
 
 def timed(step_fn, warm, batches, device):

@@ -51,6 +51,20 @@ def gemm_probe(device=torch.device("cpu"), dtype=torch.float32, n=2048, reps=5, 
     return best
 
 
+def padded_batches(path, batch_size, seq_len, n_batches):
+    """The first n_batches batches of an encoded jsonl as the trainer pads them (nlg.data_utils),
+    each with its rows' lengths ("length")."""
+    from nlg.data_utils import FT_Dataset, collate_pad
+    ds = FT_Dataset(str(path), batch_size, seq_len)
+    out = []
+    for b in range(n_batches):
+        items = [ds[i] for i in range(b * batch_size, (b + 1) * batch_size)]
+        batch = collate_pad(items)
+        batch["length"] = torch.tensor([len(it["input"]) for it in items])
+        out.append(batch)
+    return out
+
+
 def peft_step(model, device=torch.device("cpu"), lr=2e-4):
     """One training step of a transformers + peft model on a pipeline batch (nlg.data_utils:
     input, mask, length): labels -100 outside the completion, the model's own loss, torch's
