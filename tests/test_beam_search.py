@@ -345,12 +345,14 @@ def test_settings_validation_and_eos_filter():
 # ---------------------------------------------------------------------------- no waiting on a GPU
 
 @pytest.mark.parametrize("early_exit", [True, False])
-def test_the_step_loop_reads_the_device_only_every_compact_every_steps(peaky, early_exit):
+def test_the_step_loop_reads_the_device_only_every_compact_every_steps(peaky, early_exit,
+                                                                       monkeypatch):
     """Between two checks the steps queue on a GPU without a host read: over a longer search
     the reads grow by one small read (plus the copy of the kept examples' index) per check, not
-    by one per step; the result stays the reference's."""
+    by one per step; the result stays the reference's. (The CPU model plays a GPU's part.)"""
     from host_reads import count_host_reads, total
     from nlg import beam_search as bs
+    monkeypatch.setattr(bs, "check_every", lambda device: bs.COMPACT_EVERY)
     contexts = _contexts(seed=5)
     got = {}
     for E in (9, 25):
@@ -364,3 +366,17 @@ def test_the_step_loop_reads_the_device_only_every_compact_every_steps(peaky, ea
     assert 0 < grown <= 2 * checks, (got[9], got[25])
     reads = [k for k in got[25] if k.startswith("read:")]
     assert sum(got[25][k] for k in reads) == (25 - 2) // bs.COMPACT_EVERY, got[25]
+
+
+def test_on_a_cpu_the_step_loop_checks_after_every_step(peaky):
+    """No queue to keep full on a CPU: one host read per step after the first, so examples
+    leave and dead positions go as soon as they can; the result stays the reference's."""
+    from host_reads import count_host_reads
+    from nlg import beam_search as bs
+    assert bs.check_every(torch.device("cpu")) == 1
+    contexts = _contexts(seed=5)
+    s = BeamSettings(beam=3, eval_len=12, no_repeat_ngram_size=3, eos_token_ids=(50256,))
+    with count_host_reads() as counts:
+        seqs, _ = beam_search(peaky, contexts, s, early_exit=False)
+    assert seqs.tolist() == [reference_beam(peaky, c, s) for c in contexts]
+    assert sum(counts[k] for k in counts if k.startswith("read:")) == 12 - 2, counts

@@ -409,6 +409,53 @@ def test_beam_search_on_the_kv_cache_equals_the_reference(hf, k, likely_end, mon
         assert selected                     # examples left the batch early
 
 
+FAMILIES = {   # tiny configs of other causal LM families: (config class, its extra fields)
+    "Qwen2": ("Qwen2Config", {}),
+    "Qwen3": ("Qwen3Config", {"head_dim": 8}),
+    "Mistral": ("MistralConfig", {"sliding_window": None}),
+    "Gemma": ("GemmaConfig", {"head_dim": 8}),
+    "Gemma2": ("Gemma2Config", {"head_dim": 8, "sliding_window": 64}),
+    "Phi3": ("Phi3Config", {}),
+    "Olmo": ("OlmoConfig", {}),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES) + ["GPT2"])
+def test_the_search_drives_other_families_attention(family):
+    """Each family's attention layers fill and read the search's cache through update() (with
+    the search's explicit positions and 4-D bias): the reference search's tokens."""
+    from nlg.beam_search import BeamSettings, beam_search
+    from nlg.hf_backbone import HFCausalLM
+    V, eos = 97, 3
+    common = dict(vocab_size=V, eos_token_id=eos, bos_token_id=eos, pad_token_id=0,
+                  initializer_range=0.5)
+    if family == "GPT2":
+        cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common)
+    else:
+        name, extra = FAMILIES[family]
+        cfg = getattr(transformers, name)(hidden_size=32, intermediate_size=64,
+                                          num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, max_position_embeddings=64,
+                                          **common, **extra)
+    torch.manual_seed(0)
+    hf_model = transformers.AutoModelForCausalLM.from_config(cfg).double().eval()
+    g = torch.Generator().manual_seed(1)
+    contexts = [torch.randint(4, V, (int(n),), generator=g).tolist()
+                for n in torch.randint(1, 9, (5,), generator=g)]
+    s = BeamSettings(beam=3, eval_len=9, length_penalty=0.8, no_repeat_ngram_size=3,
+                     eos_token_ids=(eos,))
+    got, _ = beam_search(HFCausalLM(hf_model), contexts, s)
+    ref = FullSequenceLM(hf_model)
+    for c, row in zip(contexts, got.tolist()):
+        assert row == reference_beam(ref, c, s), c
+
+
+def test_a_model_asking_its_cache_for_more_than_update_is_named():
+    from nlg.hf_beam_cache import _Layers
+    with pytest.raises(AttributeError, match="asked for 'get_seq_length'"):
+        _Layers().get_seq_length()
+
+
 def test_merged_equals_unmerged_predictions(hf):
     from nlg.beam_search import BeamSettings, beam_search
     V, eos = len(hf["tok"]), hf["tok"].eos_token_id

@@ -30,9 +30,9 @@ it (top_candidates), and an example leaves the batch once
 no hypothesis can still beat its best candidate (scores only fall, so sum / len^lp is bounded by
 the best running sum over the largest len^lp still reachable): the result is the same as
 running all steps. Which examples leave, and how many cached positions stay, is read on the host
-once every COMPACT_EVERY steps, not after every step: on a GPU the steps in between are queued
-without waiting for the device (an example settled in between runs on until the check, which
-cannot change its result).
+after every step on a CPU, and once every COMPACT_EVERY steps on a GPU: there the steps in
+between are queued without waiting for the device (an example settled in between runs on until
+the check, which cannot change its result).
 """
 import contextlib
 import functools
@@ -184,10 +184,12 @@ def top_candidates(logp: torch.Tensor, beam_scores: torch.Tensor) -> Tuple[torch
 # values, K new positions per step (hypothesis t's at position `used` + t). A reorder moves
 # nothing: `anc[e, t, j]` records where the ancestor of hypothesis t (of example e) at step j
 # sits, and the attention bias built from it lets a hypothesis see its own context and
-# ancestors only. Every COMPACT_EVERY steps, the positions no hypothesis descends from any more
-# are dropped (beams share most of their past, so a few more than one position per step stay
-# alive rather than K): attention then reads little more than each hypothesis needs. The same
-# check drops settled examples; it reads one small tensor on the host, the loop's only read.
+# ancestors only. At each check (every step on a CPU, every COMPACT_EVERY on a GPU), the
+# positions no hypothesis descends from any more are dropped (beams share most of their past,
+# so a few more than one position per step stay alive rather than K): attention then reads
+# little more than each hypothesis needs. The same check drops settled examples; it reads one
+# small tensor on the host, the loop's only read. A Hugging Face backbone's attention layers
+# fill and read this same cache (nlg/hf_beam_cache.py).
 
 COMPACT_EVERY = 4
 
@@ -195,8 +197,8 @@ COMPACT_EVERY = 4
 def open_cache(model, ids: torch.Tensor, lengths: torch.Tensor, beam: int, steps: int):
     """(logits (B, vocab) after each row's last context token, the search's cache). A model
     that brings its own cache (a Hugging Face backbone: nlg/hf_beam_cache.py) gives both; the
-    GPT-2 model gets the shared-prefix cache below. A cache answers step_logits, reorder, live
-    (None: nothing to compact), compact and select."""
+    GPT-2 model gets the shared-prefix cache below. A cache answers step_logits, reorder, live,
+    compact and select."""
     own = getattr(model, "beam_cache", None)
     if own is not None:
         return own(ids, lengths, beam, steps)
@@ -255,6 +257,8 @@ class _BeamCache:
     def compact(self, steps: int, live: torch.Tensor, n: int) -> None:
         """Keep only the live positions (`live` as live() gives it, of the examples kept), in
         their order; n: the most live positions of an example (read on the host once)."""
+        if n == self.used:
+            return                          # nothing to drop
         b, K = self.anc.shape[:2]
         anc = self.anc[:, :, :steps].reshape(b, -1)
         keep = torch.sort((~live).to(torch.uint8), dim=1, stable=True).indices[:, :n]    # (b, n)
@@ -393,22 +397,18 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
     history = tok.reshape(-1, 1)
     active = torch.arange(B, device=device)
     _offer_finished(best, active, beam_scores, history, eos, 0, s)
-    # How often the host reads which examples are settled: every COMPACT_EVERY steps; every step
-    # on a CPU for a cache without positions to compact (a Hugging Face model's): a CPU has no
-    # queue of steps to keep full, and a settled example leaves up to 3 steps sooner.
-    every = 1 if device.type == "cpu" and getattr(cache, "in_place", False) else COMPACT_EVERY
+    every = check_every(device)
 
     for i in range(1, E):
         j = i - 1           # the step whose tokens go in now
         if j and j % every == 0:
             # The one host read of these COMPACT_EVERY steps (none in between: a GPU runs ahead):
             # which examples are settled, and how many generated positions each still needs.
-            live = cache.live(j)            # None: a cache with no dead positions
+            live = cache.live(j)
             settled = _settled(best, active, beam_scores, j, s) if early_exit else \
                 torch.zeros_like(active, dtype=torch.bool)
             b = active.numel()
-            needed = live.sum(1) if live is not None else torch.zeros_like(active)
-            read = torch.cat((settled.long(), needed)).tolist()
+            read = torch.cat((settled.long(), live.sum(1))).tolist()
             kept = [e for e in range(b) if not read[e]]
             if not kept:
                 break
@@ -418,9 +418,8 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
                 cache.select(keep)
                 history, ctx_len = history[rows], ctx_len[keep]
                 beam_scores, active = beam_scores[keep], active[keep]
-                live = live[keep] if live is not None else None
-            if live is not None:
-                cache.compact(j, live, max(read[b + e] for e in kept))
+                live = live[keep]
+            cache.compact(j, live, max(read[b + e] for e in kept))
         n = active.numel()
         # The tokens chosen at step i - 1, at position ctx_len + i - 1.
         positions = (ctx_len + (i - 1)).unsqueeze(1).expand(n, K)
@@ -439,6 +438,13 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
         cand = beam_scores / (E ** s.length_penalty)
         best.offer(active, cand, torch.ones_like(cand, dtype=torch.bool), history)
     return best.seq.cpu(), best.score.cpu()
+
+
+def check_every(device: torch.device) -> int:
+    """Steps between two host reads of which examples are settled: COMPACT_EVERY where steps
+    queue on the device (a GPU), 1 on a CPU (no queue to keep full; a settled example leaves up
+    to COMPACT_EVERY - 1 steps sooner, and dead positions are dropped as they die)."""
+    return 1 if device.type == "cpu" else COMPACT_EVERY
 
 
 def _offer_finished(best, active, beam_scores, history, eos, step, s):

@@ -93,7 +93,7 @@ class HFCausalLM(nn.Module):
     def beam_cache(self, ids, lengths, beam, steps):
         """(logits after each context, the beam search's cache): see nlg/hf_beam_cache.py."""
         from nlg.hf_beam_cache import HFBeamCache
-        return HFBeamCache.open(self, ids, lengths, beam)
+        return HFBeamCache.open(self, ids, lengths, beam, steps)
 
 
 @torch.no_grad()
