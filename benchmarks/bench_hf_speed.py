@@ -20,7 +20,11 @@ decoding   the first --contexts distinct MRs of E2E dev, beam 4, length penalty 
                         model's own KV cache reordered per step, early exit);
              hf         `generate(num_beams=4, length_penalty=0.9, no_repeat_ngram_size=4,
                         max_new_tokens=48, eos_token_id=..., early_stopping=E)`, left-padded
-                        batches of the same size, on the same merged weights; E is
+                        batches of the same size, on the same merged weights held as a
+                        transformers user holds them (--hf_model plain: plain nn.Linear
+                        layers, as PEFT's merge_and_unload leaves them; --hf_model injected:
+                        the pipeline's own model, whose merged adapter layers compute through
+                        loralib's oneDNN products even inside generate); E is
                         --hf_early_stopping: false (generate's default: stop when no live
                         hypothesis can beat the finished ones at the current length), true (stop
                         at K finished hypotheses: faster, and it often returns a hypothesis its
@@ -33,6 +37,7 @@ decoding   the first --contexts distinct MRs of E2E dev, beam 4, length penalty 
            length ** penalty, so they may rank two finished hypotheses differently.
 """
 import argparse
+import copy
 import json
 import os
 import random
@@ -188,9 +193,11 @@ def bench_decode(opts, spec, codec):
             model, info = HFCausalLM(load_hf(spec)).eval(), f"{spec} (base model)"
         s = settings_from_args(args, record) if record else settings_from_args(args)
         ready_for_decoding(model, torch.device("cpu"), Precision.from_flags(False, False, "cpu"))
+        hf = model.hf if opts.hf_model == "injected" else \
+            lora.merge_and_unload(copy.deepcopy(model.hf))
         end_ids = [codec.eos_id]
         fns = {"ours": lambda: decode(model, contexts, s, args, log=lambda *a: None),
-               "hf": lambda: hf_generate(model.hf, contexts, end_ids, codec.eos_id, len(contexts),
+               "hf": lambda: hf_generate(hf, contexts, end_ids, codec.eos_id, len(contexts),
                                          opts.hf_early_stopping)}
         res, outs = {}, {}
         for name in ("ours", "hf", "ours", "hf"):      # each twice, alternating; the second counts
@@ -205,7 +212,7 @@ def bench_decode(opts, spec, codec):
           f"{LENGTH_PENALTY}, no-repeat {NO_REPEAT}-grams, <= {EVAL_LEN} new tokens: ours "
           f"{res['ours']['s']:.1f} s ({res['ours']['cpu_s']:.1f} CPU-s), HF generate "
           f"{res['hf']['s']:.1f} s ({res['hf']['cpu_s']:.1f} CPU-s, early_stopping="
-          f"{opts.hf_early_stopping}): ours is {ratio:.2f}x; "
+          f"{opts.hf_early_stopping}, {opts.hf_model} model): ours is {ratio:.2f}x; "
           f"{same} of {len(contexts)} outputs identical", flush=True)
     diffs = []
     for i, (a, b) in enumerate(zip(ours, outs["hf"])):
@@ -227,7 +234,8 @@ def bench_decode(opts, spec, codec):
     print(f"where they differ ({len(diffs)}), ours scores at least as high under both length "
           f"normalisations in {better}", flush=True)
     return {"contexts": len(contexts), "model": info, "ours": res["ours"], "hf": res["hf"],
-            "early_stopping": opts.hf_early_stopping, "ours_better_under_both": better,
+            "early_stopping": opts.hf_early_stopping, "hf_model": opts.hf_model,
+            "ours_better_under_both": better,
             "ratio": ratio, "identical": same, "differences": diffs}
 
 
@@ -244,6 +252,8 @@ def main(argv=None):
     p.add_argument("--skip", choices=("train", "decode"), default=None)
     p.add_argument("--hf_early_stopping", default="false", choices=("false", "true", "never"),
                    help="generate's early_stopping (false: its default)")
+    p.add_argument("--hf_model", default="plain", choices=("plain", "injected"),
+                   help="the model generate runs (see above)")
     p.add_argument("--json", default=None, help="also write the results here")
     opts = p.parse_args(argv)
     opts.hf_early_stopping = {"false": False, "true": True}.get(opts.hf_early_stopping, "never")

@@ -450,6 +450,33 @@ def test_the_search_drives_other_families_attention(family):
         assert row == reference_beam(ref, c, s), c
 
 
+def test_grouped_attention_equals_transformers_sdpa_and_is_given_back():
+    """_grouped_sdpa (each key / value head's queries attend together) gives transformers'
+    "sdpa" result for several query positions and an additive mask; grouped_attention swaps it
+    in for an "sdpa" model only while open, and leaves an "eager" one alone."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from nlg.hf_beam_cache import GROUPED, _grouped_sdpa, grouped_attention
+    g = torch.Generator().manual_seed(0)
+    b, G, rep, q, S, d = 3, 2, 3, 4, 9, 8
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = rep, True
+    query = torch.randn(b, q, G * rep, d, generator=g, dtype=torch.float64).transpose(1, 2)
+    buf = torch.randn(2, b, S + 5, G, d, generator=g, dtype=torch.float64)   # position-major
+    key, value = buf[0, :, :S].transpose(1, 2), buf[1, :, :S].transpose(1, 2)
+    mask = torch.where(torch.rand(b, 1, q, S, generator=g) < 0.3, float("-inf"), 0.0).double()
+    mask[..., 0] = 0.0
+    want, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+    got, _ = _grouped_sdpa(module, query, key, value, mask, scaling=0.3)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for impl in ("sdpa", "eager"):
+        m = tiny_llama(64, 2)
+        m.config._attn_implementation = impl
+        with grouped_attention(m):
+            inside = m.config._attn_implementation
+        assert inside == (GROUPED if impl == "sdpa" else "eager")
+        assert m.config._attn_implementation == impl
+
+
 def test_a_model_asking_its_cache_for_more_than_update_is_named():
     from nlg.hf_beam_cache import _Layers
     with pytest.raises(AttributeError, match="asked for 'get_seq_length'"):

@@ -54,6 +54,44 @@ def packed_products(hf):
             del m.forward                   # the class's forward again
 
 
+GROUPED = "lora_beam_grouped_sdpa"      # the name under which _grouped_sdpa is registered
+
+
+def _grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                  **kwargs):
+    """transformers' "sdpa" attention for an explicit additive mask, with the queries of each
+    key / value head's group attending together: (b, G * rep, q, d) queries as (b, G, rep * q, d)
+    against the G heads' keys as they are. transformers' own function repeats the keys and
+    values rep times (a copy of the whole cache per layer and step) whenever more than one
+    query position comes at once, as the K hypotheses of a step do here: SmolLM2 (rep 3), 30 E2E
+    MRs, that copy and the attention kernel's handling of it took about 15% of the decoding."""
+    b, H, q, d = query.shape
+    G, S = key.shape[1], key.shape[2]
+    rep = H // G
+    grouped = query.reshape(b, G, rep * q, d)           # row r * q + i: head g * rep + r, query i
+    mask = attention_mask.unsqueeze(2).expand(b, 1, rep, q, S).reshape(b, 1, rep * q, S)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        grouped, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
+    return out.view(b, H, q, d).transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def grouped_attention(hf):
+    """A model on transformers' "sdpa" attention computes through _grouped_sdpa while open (the
+    same result); any other attention implementation is left as it is."""
+    if getattr(hf.config, "_attn_implementation", None) != "sdpa":
+        yield
+        return
+    from transformers import AttentionInterface
+    if GROUPED not in AttentionInterface._global_mapping:
+        AttentionInterface.register(GROUPED, _grouped_sdpa)
+    hf.config._attn_implementation = GROUPED           # the setter reaches the sub-configs too
+    try:
+        yield
+    finally:
+        hf.config._attn_implementation = "sdpa"
+
+
 class _Layers:
     """What a Hugging Face attention layer is given as its cache for one forward: `update` is
     the one call it makes. Prefill (kv None): records each layer's keys / values and returns
@@ -107,7 +145,7 @@ class HFBeamCache(_BeamCache):
             raise ValueError("--compile compiles the GPT-2 backbone's decoding step; a Hugging "
                              "Face backbone decodes without it")
         start, bias = self.add_step(j)
-        with packed_products(model.hf):
+        with packed_products(model.hf), grouped_attention(model.hf):
             hidden = model.decoder()(input_ids=tokens, position_ids=positions,
                                      attention_mask=bias, cache=_Layers(self.kv, start),
                                      use_cache=True).last_hidden_state
