@@ -32,8 +32,8 @@ processes (torchrun / torch.distributed.launch) the distinct contexts are split 
 A checkpoint trained on a Hugging Face backbone (gpt2_ft.py --backbone hf:...) records it: the
 model.<step>.pt alone is enough (the base weights come from the recorded spec, the method and
 adapted modules from the record, the default end id is its tokenizer's); the same search then
-runs on the model's own KV cache (nlg/hf_beam_cache.py). --backbone names the base again where
-it moved (same architecture and vocabulary).
+runs with the model's own attention layers filling its KV cache (nlg/hf_beam_cache.py).
+--backbone names the base again where it moved (same architecture and vocabulary).
 """
 if not __package__:  # run as a file (python src/gpt2_beam.py), as in Microsoft's repo
     import os
