@@ -17,7 +17,8 @@ training   one optimizer step at batch 8 on real E2E training lines encoded with
 decoding   the first --contexts distinct MRs of E2E dev, beam 4, length penalty 0.9, no-repeat
            4-grams, at most 48 new tokens, the tokenizer's end id:
              ours       gpt2_beam's decode (nlg.beam_run: dedup, contexts batched by length, the
-                        model's own KV cache reordered per step, early exit);
+                        search's shared-prefix cache filled by the model's attention layers,
+                        early exit);
              hf         `generate(num_beams=4, length_penalty=0.9, no_repeat_ngram_size=4,
                         max_new_tokens=48, eos_token_id=..., early_stopping=E)`, left-padded
                         batches of the same size, on the same merged weights held as a

@@ -402,7 +402,7 @@ def _beam_search(model, contexts, s: BeamSettings, pad_to: int, early_exit: bool
     for i in range(1, E):
         j = i - 1           # the step whose tokens go in now
         if j and j % every == 0:
-            # The one host read of these COMPACT_EVERY steps (none in between: a GPU runs ahead):
+            # The one host read of these `every` steps (none in between: a GPU runs ahead):
             # which examples are settled, and how many generated positions each still needs.
             live = cache.live(j)
             settled = _settled(best, active, beam_scores, j, s) if early_exit else \

@@ -15,8 +15,8 @@ layout, the ancestor bookkeeping and the compaction are the GPT-2 backbone's, st
   ancestors (0 where a hypothesis may attend: its context's real tokens, its ancestors, its
   own new token; -inf elsewhere); the new keys / values are written in place at K new positions;
 - a reorder moves no key or value (the ancestors record where each hypothesis' past sits);
-  positions no hypothesis descends from any more are dropped every few steps, and an example
-  that leaves the batch drops its row.
+  positions no hypothesis descends from any more are dropped at each check (every step on a
+  CPU), and an example that leaves the batch drops its row.
 
 Against the model's own DynamicCache with one row per hypothesis (this module's first
 version), this drops the two copies of the whole cache each step made (its concatenation of the
